@@ -1,0 +1,37 @@
+"""The `drbfr` Typer app: composes one module per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from drbfr_cli import __version__
+from drbfr_cli.cli import degrade
+
+app = typer.Typer(
+    name="drbfr",
+    help="Batch blind face restoration with degradation representations (DR-BFR).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command(name="degrade")(degrade.degrade)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"drbfr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Batch blind face restoration with degradation representations (DR-BFR)."""
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,363 @@
+"""The I/O boundary for images.
+
+This is the only module that sees file paths of images, uint8/uint16 pixels, BGR order, alpha
+channels or EXIF orientation. Everything it returns is float32 RGB in [0, 1] (HxWx3 numpy), and
+the tensor helpers convert to/from the networks' float32 RGB NCHW layout in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from drbfr_cli.errors import ImageReadError, ImageWriteError
+
+if TYPE_CHECKING:
+    import torch
+
+# drbfr enforces its own pixel cap (below) from the header, before any pixel is decoded.
+Image.MAX_IMAGE_PIXELS = None
+
+DEFAULT_MAX_PIXELS = 200_000_000
+"""Largest image (width x height) read by default; override with --max-pixels / DRBFR_MAX_PIXELS."""
+
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".tif", ".tiff"}
+)
+
+_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N"})
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_EXIF_ORIENTATION = 0x0112
+_TIFF_BITS_PER_SAMPLE = 258
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """A decoded image. `rgb`: float32 HxWx3 in [0, 1]; `alpha`: float32 HxW in [0, 1] or None."""
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None
+    grayscale: bool
+    bit_depth: int
+    format: str
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in pixels."""
+        return self.rgb.shape[1], self.rgb.shape[0]
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """An input image file and the relative path its outputs are written under."""
+
+    path: Path
+    relative: Path
+
+
+def max_pixels_from_env(default: int = DEFAULT_MAX_PIXELS) -> int:
+    """The pixel cap from $DRBFR_MAX_PIXELS when set, else `default`."""
+    value = os.environ.get("DRBFR_MAX_PIXELS")
+    return int(value) if value else default
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_image(path: Path | str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
+    """Read an image file of any common format (see IMAGE_EXTENSIONS) as float32 RGB in [0, 1].
+
+    Handles unicode paths, EXIF orientation, grayscale, alpha, 16-bit PNG/TIFF, CMYK and
+    progressive JPEG. Raises ImageReadError with a one-line reason for anything unreadable,
+    including images larger than `max_pixels` (checked from the header, before decoding).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ImageReadError(path, "is a folder, not an image file")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageReadError(path, "file not found") from None
+    except OSError as exc:
+        raise ImageReadError(path, f"cannot read file ({exc.strerror or exc})") from None
+    return decode_image(data, source=path, max_pixels=max_pixels)
+
+
+def decode_image(data: bytes, *, source: Path | str, max_pixels: int) -> ImageData:
+    """Decode encoded image bytes; `source` names the file in error messages."""
+    if not data:
+        raise ImageReadError(source, "empty file (0 bytes)")
+    try:
+        pil = Image.open(BytesIO(data))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise ImageReadError(source, "not an image, or an unsupported format") from None
+    with pil:
+        width, height = pil.size
+        if width * height > max_pixels:
+            raise ImageReadError(
+                source,
+                f"{width}x{height} ({width * height / 1e6:.0f} MP) exceeds the limit of "
+                f"{max_pixels / 1e6:.0f} MP (raise it with --max-pixels or DRBFR_MAX_PIXELS)",
+            )
+        orientation = int(pil.getexif().get(_EXIF_ORIENTATION, 1))
+        grayscale = pil.mode in _GRAY_MODES
+        fmt = pil.format or "unknown"
+        try:
+            if _is_16bit(pil, data):
+                pixels, bit_depth = _decode_16bit(data), 16
+            else:
+                pil.load()
+                pixels, bit_depth = _pil_to_array(pil), 8
+        except (OSError, SyntaxError, ValueError, cv2.error) as exc:
+            raise ImageReadError(source, f"corrupt or truncated image ({exc})") from None
+    pixels = apply_exif_orientation(pixels, orientation)
+    rgb, alpha = _split_channels(pixels, bit_depth)
+    return ImageData(rgb=rgb, alpha=alpha, grayscale=grayscale, bit_depth=bit_depth, format=fmt)
+
+
+def _is_16bit(pil: Image.Image, data: bytes) -> bool:
+    """True for 16-bit-per-sample PNG or TIFF, which PIL would reduce to 8 bits for RGB."""
+    if data[:8] == _PNG_SIGNATURE and len(data) > 24:
+        return data[24] == 16  # IHDR bit depth (PNG spec, section 11.2.2)
+    if pil.format == "TIFF":
+        bits = pil.tag_v2.get(_TIFF_BITS_PER_SAMPLE, (8,))
+        bits = bits if isinstance(bits, tuple) else (bits,)
+        return max(bits) == 16
+    return False
+
+
+def _decode_16bit(data: bytes) -> np.ndarray:
+    """Decode a 16-bit PNG/TIFF with OpenCV: uint16 HxW, HxWx3 or HxWx4, returned in RGB(A)."""
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels is None:
+        raise ValueError("the 16-bit decoder could not read it")
+    if pixels.ndim == 3:
+        code = cv2.COLOR_BGRA2RGBA if pixels.shape[2] == 4 else cv2.COLOR_BGR2RGB
+        pixels = cv2.cvtColor(pixels, code)
+    return pixels
+
+
+def _pil_to_array(pil: Image.Image) -> np.ndarray:
+    """8-bit PIL image -> uint8 HxW (gray), HxWx2 (gray+alpha), HxWx3 (RGB) or HxWx4 (RGBA)."""
+    mode = pil.mode
+    if mode in {"I", "I;16", "I;16B", "I;16L", "I;16N"}:  # 16-bit gray that was not PNG/TIFF
+        return np.asarray(pil, dtype=np.uint16)
+    if mode == "F":
+        raise ValueError("floating-point images are not supported")
+    if mode == "1":
+        pil = pil.convert("L")
+    elif mode == "La":
+        pil = pil.convert("LA")
+    elif mode in {"P", "PA"}:
+        has_alpha = mode == "PA" or "transparency" in pil.info
+        pil = pil.convert("RGBA" if has_alpha else "RGB")
+    elif mode not in {"L", "LA", "RGB", "RGBA"}:  # CMYK, YCbCr, LAB, HSV, RGBX, RGBa
+        pil = pil.convert("RGBA" if "A" in mode or "a" in mode else "RGB")
+    return np.asarray(pil)
+
+
+def _split_channels(pixels: np.ndarray, bit_depth: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Integer pixels -> (float32 RGB HxWx3 in [0, 1], float32 alpha HxW in [0, 1] or None)."""
+    scale = 65535.0 if pixels.dtype == np.uint16 else 255.0
+    values = pixels.astype(np.float32) / scale
+    if values.ndim == 2:
+        values = values[:, :, None]
+    channels = values.shape[2]
+    alpha = values[:, :, -1].copy() if channels in (2, 4) else None
+    color = values[:, :, :1] if channels <= 2 else values[:, :, :3]
+    rgb = np.repeat(color, 3, axis=2) if color.shape[2] == 1 else color
+    return np.ascontiguousarray(rgb), alpha
+
+
+def apply_exif_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """Rotate/flip an HxW[xC] array so that it displays upright (EXIF tag 0x0112, values 1-8)."""
+    transforms = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1),
+        6: lambda a: np.rot90(a, k=-1),
+        7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+        8: lambda a: np.rot90(a, k=1),
+    }
+    transform = transforms.get(orientation)
+    return np.ascontiguousarray(transform(pixels)) if transform else pixels
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def encode_image(
+    path: Path | str,
+    rgb: np.ndarray,
+    *,
+    alpha: np.ndarray | None = None,
+    grayscale: bool = False,
+    bit_depth: int = 8,
+    quality: int = 95,
+) -> bytes:
+    """Encode float32 RGB HxWx3 in [0, 1] for the format named by `path`'s extension.
+
+    `grayscale` writes one channel (the RGB mean); `alpha` is kept where the format has one
+    (PNG, WebP, TIFF); 16-bit output is written where the format has it (PNG, TIFF), else 8-bit.
+    `quality` applies to JPEG and WebP.
+    """
+    ext = Path(path).suffix.lower()
+    if ext not in IMAGE_EXTENSIONS:
+        raise ImageWriteError(path, f"unknown image extension {ext!r}")
+    depth16 = bit_depth == 16 and ext in {".png", ".tif", ".tiff"}
+    pixels = _to_integer(_compose_channels(rgb, alpha, grayscale, ext), depth16)
+    params: list[int] = []
+    if ext in {".jpg", ".jpeg", ".jpe", ".jfif"}:
+        params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+        if quality >= 95:  # keep chroma at full resolution for near-lossless output
+            params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
+    elif ext == ".webp":
+        params = [cv2.IMWRITE_WEBP_QUALITY, int(quality)]
+    cv_ext = ".jpg" if ext in {".jpe", ".jfif"} else ext
+    ok, buffer = cv2.imencode(cv_ext, pixels, params)
+    if not ok:
+        raise ImageWriteError(path, "the encoder failed")
+    return buffer.tobytes()
+
+
+def _compose_channels(
+    rgb: np.ndarray, alpha: np.ndarray | None, grayscale: bool, ext: str
+) -> np.ndarray:
+    """float RGB (+alpha) -> float array in OpenCV channel order for the target format."""
+    keep_alpha = alpha is not None and ext in {".png", ".webp", ".tif", ".tiff"}
+    if grayscale:
+        gray = rgb.mean(axis=2, keepdims=True)
+        if not keep_alpha:
+            return gray[:, :, 0]
+        return cv2.cvtColor(
+            np.concatenate([gray, gray, gray, alpha[:, :, None]], axis=2), cv2.COLOR_RGBA2BGRA
+        )
+    if keep_alpha:
+        return cv2.cvtColor(np.concatenate([rgb, alpha[:, :, None]], axis=2), cv2.COLOR_RGBA2BGRA)
+    return cv2.cvtColor(np.ascontiguousarray(rgb, dtype=np.float32), cv2.COLOR_RGB2BGR)
+
+
+def _to_integer(values: np.ndarray, depth16: bool) -> np.ndarray:
+    """float [0, 1] -> uint8 or uint16 with rounding to nearest."""
+    top = 65535.0 if depth16 else 255.0
+    return np.rint(np.clip(values, 0.0, 1.0) * top).astype(np.uint16 if depth16 else np.uint8)
+
+
+def to_uint8(rgb: np.ndarray) -> np.ndarray:
+    """float [0, 1] -> uint8 [0, 255], rounding to nearest."""
+    return _to_integer(rgb, depth16=False)
+
+
+def from_uint8(pixels: np.ndarray) -> np.ndarray:
+    """uint8 [0, 255] -> float32 [0, 1]."""
+    return pixels.astype(np.float32) / 255.0
+
+
+def write_image(
+    path: Path | str,
+    rgb: np.ndarray,
+    *,
+    alpha: np.ndarray | None = None,
+    grayscale: bool = False,
+    bit_depth: int = 8,
+    quality: int = 95,
+) -> None:
+    """Encode (see `encode_image`) and write atomically: a kill leaves no partial file."""
+    data = encode_image(
+        path, rgb, alpha=alpha, grayscale=grayscale, bit_depth=bit_depth, quality=quality
+    )
+    write_bytes_atomic(Path(path), data)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary name in the target folder, fsync, then rename over `path`."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ImageWriteError(path, f"cannot write ({exc.strerror or exc})") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except OSError as exc:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise ImageWriteError(path, f"cannot write ({exc.strerror or exc})") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding inputs
+
+
+def is_image_path(path: Path) -> bool:
+    """True when the extension is a supported image format (case-insensitive)."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def collect_images(inputs: Sequence[Path], *, exclude: Iterable[Path] = ()) -> list[ImageSource]:
+    """Image files under `inputs` (files or folders, searched recursively), in a fixed order.
+
+    Outputs are named by `relative`: the path below the folder when one folder is given, below
+    the folder's name when several are, the bare file name for files given directly. Anything
+    under an `exclude` folder (e.g. an output folder inside the input) is skipped.
+    """
+    excluded = [p.resolve() for p in exclude]
+    prefix_with_root = sum(1 for p in inputs if p.is_dir()) > 1
+    found: dict[Path, ImageSource] = {}
+    for root in inputs:
+        for path in _walk(root):
+            resolved = path.resolve()
+            if any(resolved.is_relative_to(x) for x in excluded):
+                continue
+            relative = _relative_name(path, root, prefix_with_root)
+            if relative in found and found[relative].path.resolve() != resolved:
+                raise ImageReadError(path, f"has the same output name as {found[relative].path}")
+            found[relative] = ImageSource(path=path, relative=relative)
+    return sorted(found.values(), key=lambda s: s.relative.as_posix())
+
+
+def _walk(root: Path) -> list[Path]:
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise ImageReadError(root, "no such file or folder")
+    return [p for p in root.rglob("*") if p.is_file() and is_image_path(p)]
+
+
+def _relative_name(path: Path, root: Path, prefix_with_root: bool) -> Path:
+    if root.is_file():
+        return Path(path.name)
+    relative = path.relative_to(root)
+    return Path(root.resolve().name) / relative if prefix_with_root else relative
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensors (networks see float32 RGB NCHW in [-1, 1])
+
+
+def image_to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """float32 RGB HxWx3 in [0, 1] -> float32 tensor 1x3xHxW in [-1, 1]."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None] * 2.0 - 1.0
+
+
+def tensor_to_image(tensor: torch.Tensor) -> np.ndarray:
+    """Tensor 1x3xHxW or 3xHxW in [-1, 1] -> float32 RGB HxWx3 in [0, 1] (clipped)."""
+    image = tensor.detach().float().cpu()
+    image = image[0] if image.ndim == 4 else image
+    return ((image.clamp(-1.0, 1.0) + 1.0) / 2.0).permute(1, 2, 0).numpy()

@@ -1,0 +1,240 @@
+"""Synthetic LQ test sets, built the way CelebA-Test is: each HQ face (center-cropped to a square
+and resized to `size`) degraded by Eq. (11) with its own random parameters.
+
+Every image gets its own seed, derived from the run seed and its relative path, so the set does
+not depend on file order or worker count, and `degradations.jsonl` (file, sigma, r, delta, q,
+seed, size) rebuilds any image exactly with `rebuild_lq`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from drbfr_cli.degradations import DegradationParams, DegradationRanges, degrade, sample_params
+from drbfr_cli.errors import DrbfrError
+from drbfr_cli.imaging import (
+    DEFAULT_MAX_PIXELS,
+    ImageSource,
+    read_image,
+    write_bytes_atomic,
+    write_image,
+)
+
+MANIFEST_NAME = "degradations.jsonl"
+LQ_JPEG_QUALITY = 100
+"""JPEG outputs (when the HQ file was a JPEG) are written at q=100, 4:4:4, on top of Eq. (11)."""
+
+
+@dataclass(frozen=True)
+class DegradeConfig:
+    """Options of `drbfr degrade`."""
+
+    seed: int = 0
+    size: int = 512
+    """Side of the square HQ/LQ images; 0 keeps each input's own size (no crop)."""
+    ranges: DegradationRanges = field(default_factory=DegradationRanges)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    overwrite: bool = False
+    hq_out: Path | None = None
+    """When set, the prepared HQ image (cropped, resized) is written here too, for paired eval."""
+
+
+@dataclass(frozen=True)
+class DegradeRecord:
+    """One manifest line: everything needed to rebuild one LQ image from its HQ source."""
+
+    file: str
+    sigma: float
+    r: float
+    delta: float
+    q: int
+    seed: int
+    size: int
+
+    @property
+    def params(self) -> DegradationParams:
+        return DegradationParams(sigma=self.sigma, r=self.r, delta=self.delta, q=self.q)
+
+
+class Status(str, Enum):
+    WRITTEN = "written"
+    UNCHANGED = "unchanged"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class DegradeOutcome:
+    file: str
+    status: Status
+    record: DegradeRecord | None = None
+    error: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure parts
+
+
+def image_seed(run_seed: int, relative: str) -> int:
+    """A 63-bit seed for one image from the run seed and its relative path (order independent)."""
+    digest = hashlib.sha256(f"{run_seed}\x00{relative}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _streams(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """Independent generators for the parameters and for the noise of one image."""
+    params_seq, noise_seq = np.random.SeedSequence(seed).spawn(2)
+    return np.random.default_rng(params_seq), np.random.default_rng(noise_seq)
+
+
+def plan_record(relative: str, config: DegradeConfig) -> DegradeRecord:
+    """Draw the Eq. (11) parameters of one image; deterministic in (seed, relative path)."""
+    seed = image_seed(config.seed, relative)
+    params = sample_params(_streams(seed)[0], config.ranges)
+    return DegradeRecord(file=relative, seed=seed, size=config.size, **params.as_dict())
+
+
+def prepare_hq(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Center-crop to a square and resize to size x size (area when shrinking); 0 keeps as is."""
+    if size <= 0:
+        return rgb
+    height, width = rgb.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = rgb[top : top + side, left : left + side]
+    if side == size:
+        return np.ascontiguousarray(square)
+    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC
+    return np.clip(cv2.resize(square, (size, size), interpolation=interpolation), 0.0, 1.0)
+
+
+def rebuild_lq(hq_rgb: np.ndarray, record: DegradeRecord) -> np.ndarray:
+    """The LQ image of a manifest record from the original HQ image (float32 RGB [0, 1])."""
+    hq = prepare_hq(hq_rgb, record.size)
+    return degrade(hq, record.params, _streams(record.seed)[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Manifest I/O
+
+
+def read_manifest(out_dir: Path) -> dict[str, DegradeRecord]:
+    """Records of an existing manifest in `out_dir` (empty when there is none)."""
+    path = out_dir / MANIFEST_NAME
+    if not path.is_file():
+        return {}
+    records: dict[str, DegradeRecord] = {}
+    try:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                record = DegradeRecord(**json.loads(line))
+                records[record.file] = record
+    except (ValueError, TypeError) as exc:
+        raise DrbfrError(f"{path}: not a drbfr degradation manifest ({exc})") from None
+    return records
+
+
+def write_manifest(out_dir: Path, records: dict[str, DegradeRecord]) -> Path:
+    """Write all records, one JSON object per line sorted by file, atomically."""
+    path = out_dir / MANIFEST_NAME
+    lines = [json.dumps(asdict(records[name])) for name in sorted(records)]
+    write_bytes_atomic(path, ("\n".join(lines) + "\n").encode("utf-8"))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# One image, then a set
+
+
+def degrade_one(
+    source: ImageSource, out_dir: Path, config: DegradeConfig, previous: DegradeRecord | None
+) -> DegradeOutcome:
+    """Read, prepare, degrade and write one image; failures are returned, never raised."""
+    relative = source.relative.as_posix()
+    record = plan_record(relative, config)
+    target = out_dir / source.relative
+    if target.exists() and not config.overwrite:
+        if previous == record:
+            return DegradeOutcome(relative, Status.UNCHANGED, record)
+        return DegradeOutcome(
+            relative, Status.FAILED, error=f"{target}: exists from another run; pass --overwrite"
+        )
+    try:
+        image = read_image(source.path, max_pixels=config.max_pixels)
+        hq = prepare_hq(image.rgb, config.size)
+        lq = degrade(hq, record.params, _streams(record.seed)[1])
+        write_image(target, lq, grayscale=image.grayscale, quality=LQ_JPEG_QUALITY)
+        if config.hq_out is not None:
+            write_image(
+                config.hq_out / source.relative,
+                hq,
+                grayscale=image.grayscale,
+                quality=LQ_JPEG_QUALITY,
+            )
+    except DrbfrError as exc:
+        return DegradeOutcome(relative, Status.FAILED, error=str(exc))
+    return DegradeOutcome(relative, Status.WRITTEN, record)
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)
+
+
+def make_lq_set(
+    sources: Sequence[ImageSource],
+    out_dir: Path,
+    config: DegradeConfig,
+    *,
+    workers: int = 1,
+    on_done: Callable[[DegradeOutcome], None] | None = None,
+) -> list[DegradeOutcome]:
+    """Degrade every source into `out_dir` (same relative paths) and update the manifest.
+
+    Returns one outcome per source in input order. The manifest keeps records of earlier runs
+    for files this run did not touch.
+    """
+    _check_output_folder(out_dir, sources)
+    previous = read_manifest(out_dir)
+    tasks = [(s, out_dir, config, previous.get(s.relative.as_posix())) for s in sources]
+    outcomes: list[DegradeOutcome] = []
+    if workers <= 1:
+        for task in tasks:
+            outcomes.append(degrade_one(*task))
+            if on_done:
+                on_done(outcomes[-1])
+    else:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
+            for outcome in pool.map(degrade_one, *zip(*tasks, strict=True), chunksize=1):
+                outcomes.append(outcome)
+                if on_done:
+                    on_done(outcome)
+    records = dict(previous)
+    records.update({o.file: o.record for o in outcomes if o.record is not None})
+    if records:
+        write_manifest(out_dir, records)
+    return outcomes
+
+
+def _check_output_folder(out_dir: Path, sources: Sequence[ImageSource]) -> None:
+    """Refuse an output folder that would overwrite inputs, or that cannot be written."""
+    targets = {(out_dir / s.relative).resolve() for s in sources}
+    clash = next((s.path for s in sources if s.path.resolve() in targets), None)
+    if clash is not None:
+        raise DrbfrError(f"{out_dir}: output would overwrite the input {clash}; choose another -o")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DrbfrError(
+            f"{out_dir}: cannot create the output folder ({exc.strerror or exc})"
+        ) from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise DrbfrError(f"{out_dir}: output folder is not writable")
