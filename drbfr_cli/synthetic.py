@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import cv2
@@ -66,7 +66,7 @@ class DegradeRecord:
         return DegradationParams(sigma=self.sigma, r=self.r, delta=self.delta, q=self.q)
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     WRITTEN = "written"
     UNCHANGED = "unchanged"
     FAILED = "failed"
