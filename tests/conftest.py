@@ -1,0 +1,41 @@
+"""Shared fixtures. Real test data lives in ../shared beside the project (or $DRBFR_SHARED)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _shared_root() -> Path:
+    return Path(os.environ.get("DRBFR_SHARED", PROJECT_ROOT.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """../shared (real faces and detector weights); tests needing it skip, saying why, if absent."""
+    root = _shared_root()
+    if not (root / "data").is_dir():
+        pytest.skip(f"needs the shared test data at {root} (set DRBFR_SHARED to its location)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def hq_dir(shared_dir: Path) -> Path:
+    """12 real HQ faces (FFHQ / CelebA-HQ samples)."""
+    return shared_dir / "data" / "hq"
+
+
+@pytest.fixture(scope="session")
+def real_lq_aligned_dir(shared_dir: Path) -> Path:
+    """23 real LQ faces, aligned 512x512 crops."""
+    return shared_dir / "data" / "real_lq" / "aligned"
+
+
+@pytest.fixture(scope="session")
+def shared_weights_dir(shared_dir: Path) -> Path:
+    """Real YuNet and RetinaFace-mobilenet0.25 detector weights."""
+    return shared_dir / "weights"
