@@ -109,10 +109,10 @@ def decode_image(data: bytes, *, source: Path | str, max_pixels: int) -> ImageDa
                 f"{width}x{height} ({width * height / 1e6:.0f} MP) exceeds the limit of "
                 f"{max_pixels / 1e6:.0f} MP (raise it with --max-pixels or DRBFR_MAX_PIXELS)",
             )
-        orientation = int(pil.getexif().get(_EXIF_ORIENTATION, 1))
         grayscale = pil.mode in _GRAY_MODES
         fmt = pil.format or "unknown"
         try:
+            orientation = int(pil.getexif().get(_EXIF_ORIENTATION, 1))  # may decode (PNG eXIf)
             if _is_16bit(pil, data):
                 pixels, bit_depth = _decode_16bit(data), 16
             else:
@@ -313,9 +313,12 @@ def collect_images(inputs: Sequence[Path], *, exclude: Iterable[Path] = ()) -> l
 
     Outputs are named by `relative`: the path below the folder when one folder is given, below
     the folder's name when several are, the bare file name for files given directly. Anything
-    under an `exclude` folder (e.g. an output folder inside the input) is skipped.
+    under an `exclude` folder (e.g. an output folder inside the input) is skipped, unless that
+    folder is itself one of the inputs.
     """
-    excluded = [p.resolve() for p in exclude]
+    roots = {p.resolve() for p in inputs}
+    # An excluded folder that *is* an input is kept, so that callers can refuse the clash.
+    excluded = [p.resolve() for p in exclude if p.resolve() not in roots]
     prefix_with_root = sum(1 for p in inputs if p.is_dir()) > 1
     found: dict[Path, ImageSource] = {}
     for root in inputs:

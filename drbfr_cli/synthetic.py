@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -212,7 +213,13 @@ def make_lq_set(
             if on_done:
                 on_done(outcomes[-1])
     else:
-        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
+        # forkserver/spawn: a plain fork of a process with live threads (progress bar, OpenCV's
+        # pool) can deadlock the children.
+        method = (
+            "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+        )
+        context = multiprocessing.get_context(method)
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
             for outcome in pool.map(degrade_one, *zip(*tasks, strict=True), chunksize=1):
                 outcomes.append(outcome)
                 if on_done:

@@ -78,7 +78,8 @@ def _run_with_progress(
     sources, out: Path, config: DegradeConfig, workers: int
 ) -> list[DegradeOutcome]:
     columns = (TextColumn("degrading"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err_console, transient=True) as progress:
+    quiet = not err_console.is_terminal  # no bar in logs and pipes, only the error lines
+    with Progress(*columns, console=err_console, transient=True, disable=quiet) as progress:
         task = progress.add_task("degrade", total=len(sources))
 
         def on_done(outcome: DegradeOutcome) -> None:
