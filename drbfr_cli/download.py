@@ -61,7 +61,6 @@ def download(
     `timeout` bounds the connection and each read (seconds). A wrong size or sha256 deletes
     the `.part` and raises DownloadError; a network failure keeps it for the next attempt.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(target)
     offset = part.stat().st_size if part.is_file() else 0
     if size is not None and offset > size:
@@ -88,11 +87,11 @@ def _transfer(
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:  # the .part already holds the whole file
             return offset
-        raise DownloadError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
+        raise DownloadError(f"cannot download {url} (HTTP {exc.code} {exc.reason})") from None
     except (urllib.error.URLError, OSError, HTTPException) as exc:
         reason = getattr(exc, "reason", None) or exc
         kept = f" ({part.stat().st_size} bytes kept in {part})" if part.is_file() else ""
-        raise DownloadError(f"cannot download {url}: {_describe(reason)}{kept}") from None
+        raise DownloadError(f"cannot download {url} ({_describe(reason)}){kept}") from None
 
 
 def _open(url: str, offset: int, timeout: float) -> HTTPResponse:
@@ -120,6 +119,7 @@ def _stream(
     try:
         while chunk := response.read(_CHUNK):
             if stream is None:  # create or truncate the .part only once bytes arrive
+                part.parent.mkdir(parents=True, exist_ok=True)
                 stream = open(part, "ab" if offset else "wb")  # noqa: SIM115
             stream.write(chunk)
             done += len(chunk)
@@ -134,7 +134,7 @@ def _stream(
 
 def _verify(part: Path, sha256: str | None, size: int | None, url: str) -> str:
     if not part.is_file():
-        raise DownloadError(f"cannot download {url}: the server sent no data")
+        raise DownloadError(f"cannot download {url} (the server sent no data)")
     actual_size = part.stat().st_size
     if size is not None and actual_size != size:
         part.unlink()
@@ -158,5 +158,5 @@ def _describe(reason: object) -> str:
     if isinstance(reason, socket.timeout | TimeoutError):
         return "timed out"
     if isinstance(reason, socket.gaierror):
-        return f"host not found ({reason.strerror or reason}); no network?"
+        return f"no network or unknown host: {reason.strerror or reason}"
     return str(reason) or type(reason).__name__

@@ -361,7 +361,7 @@ def fetch(
             timeout=timeout,
         )
     except DownloadError as exc:
-        raise DrbfrError(f"{name}: {exc}; or place {entry.filename} in {folder}") from None
+        raise DrbfrError(f"{name}: {exc}; place {entry.filename} in {folder} by hand") from None
     if entry.sha256 is None:
         write_record(target, result.sha256)
     return target
