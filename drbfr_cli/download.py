@@ -82,8 +82,7 @@ def _transfer(
             if response.status != 206 and offset:
                 offset = 0  # the server ignored the Range header: start over
             total = _total_size(response, offset)
-            _stream(response, part, offset, total, on_progress)
-            return offset
+            done = _stream(response, part, offset, total, on_progress)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:  # the .part already holds the whole file
             return offset
@@ -92,6 +91,12 @@ def _transfer(
         reason = getattr(exc, "reason", None) or exc
         kept = f" ({part.stat().st_size} bytes kept in {part})" if part.is_file() else ""
         raise DownloadError(f"cannot download {url} ({_describe(reason)}){kept}") from None
+    if total is not None and done < total:
+        raise DownloadError(
+            f"cannot download {url} (connection closed after {done} of {total} bytes; "
+            f"{done} bytes kept in {part}, run again to resume)"
+        )
+    return offset
 
 
 def _open(url: str, offset: int, timeout: float) -> HTTPResponse:
@@ -113,7 +118,8 @@ def _stream(
     offset: int,
     total: int | None,
     on_progress: ProgressCallback | None,
-) -> None:
+) -> int:
+    """Append the body to `part`; returns the bytes the `.part` holds afterwards."""
     done = offset
     stream = None
     try:
@@ -128,8 +134,7 @@ def _stream(
     finally:
         if stream is not None:
             stream.close()
-    if total is not None and done < total:
-        raise DownloadError(f"connection closed after {done} of {total} bytes; run again to resume")
+    return done
 
 
 def _verify(part: Path, sha256: str | None, size: int | None, url: str) -> str:
