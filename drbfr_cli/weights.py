@@ -203,18 +203,6 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-_hash_cache: dict[tuple[str, int, int, int], str] = {}
-
-
-def _cached_sha256(path: Path) -> str:
-    """sha256 of `path`, remembered in this process while its size, mtime and inode hold."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
-    if key not in _hash_cache:
-        _hash_cache[key] = sha256_file(path)
-    return _hash_cache[key]
-
-
 def record_path(path: Path) -> Path:
     """Where the hash of an unverified file is recorded."""
     return path.with_name(path.name + RECORD_SUFFIX)
@@ -246,7 +234,7 @@ def check_file(entry: WeightSpec, path: Path, *, hash_file: bool = True) -> Weig
     if not hash_file:
         status = Status.VALID if entry.sha256 else Status.UNVERIFIED
         return WeightCheck(entry, status, path, size, "size checked, not hashed")
-    actual = _cached_sha256(path)
+    actual = sha256_file(path)
     if entry.sha256 is not None:
         if actual == entry.sha256:
             return WeightCheck(entry, Status.VALID, path, size)
