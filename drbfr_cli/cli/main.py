@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from drbfr_cli import __version__
-from drbfr_cli.cli import degrade
+from drbfr_cli.cli import degrade, doctor, weights
 
 app = typer.Typer(
     name="drbfr",
@@ -15,6 +15,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command(name="degrade")(degrade.degrade)
+app.command(name="doctor")(doctor.doctor)
+app.add_typer(weights.app, name="weights")
 
 
 def _print_version(value: bool) -> None:
