@@ -6,6 +6,7 @@ import typer
 
 from drbfr_cli import __version__
 from drbfr_cli.cli import degrade
+from drbfr_cli.cli import eval as eval_cli
 
 app = typer.Typer(
     name="drbfr",
@@ -15,6 +16,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command(name="degrade")(degrade.degrade)
+app.add_typer(eval_cli.app, name="eval")
 
 
 def _print_version(value: bool) -> None:
