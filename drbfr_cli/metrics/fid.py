@@ -57,7 +57,7 @@ def frechet_distance(a: FeatureStats, b: FeatureStats, eps: float = 1e-6) -> flo
     if a.mu.shape != b.mu.shape:
         raise DrbfrError(f"FID statistics of different widths: {a.mu.shape} vs {b.mu.shape}")
     diff = a.mu - b.mu
-    covmean, _ = linalg.sqrtm(a.sigma @ b.sigma, disp=False)
+    covmean = linalg.sqrtm(a.sigma @ b.sigma)
     if not np.isfinite(covmean).all():
         offset = np.eye(a.sigma.shape[0]) * eps
         covmean = linalg.sqrtm((a.sigma + offset) @ (b.sigma + offset))
