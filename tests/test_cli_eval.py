@@ -114,6 +114,7 @@ def test_eval_fid_without_reference_is_skipped_with_reason(tmp_path, paired_set)
         (["eval"], "give --restored"),
         (["eval", "--restored", ".", "--metrics", "psnr"], "need ground truth"),
         (["eval", "--restored", ".", "--metrics", "bogus"], "unknown metric"),
+        (["eval", "--restored", ".", "--device", "bogus"], "unknown torch device"),
         (["eval", "--restored", ".", "--dataset", "lfw-test"], "--data-root"),
         (["eval", "--restored", ".", "--dataset", "lfw-test", "--data-root", "/nope"], "not found"),
     ],

@@ -39,6 +39,18 @@ def parse_metrics(text: str | None) -> tuple[Metric, ...] | None:
         raise typer.BadParameter(f"unknown metric in {text!r}; choose from {known}") from None
 
 
+def _check_device(value: str) -> str:
+    import torch
+
+    try:
+        torch.device(value)
+    except RuntimeError:
+        raise typer.BadParameter(
+            f"unknown torch device {value!r} (use cpu, cuda, cuda:1)"
+        ) from None
+    return value
+
+
 @app.callback()
 def eval_command(
     ctx: typer.Context,
@@ -59,7 +71,9 @@ def eval_command(
     weights_dir: Path | None = typer.Option(None, help="Look here first for weight files."),
     out: Path | None = typer.Option(None, help="Write summary.json, metrics.csv, report.md, grid."),
     grid_samples: int = typer.Option(6, min=0, help="Rows in the comparison grid."),
-    device: str = typer.Option("cpu", help="torch device for LPIPS and FID (cpu, cuda)."),
+    device: str = typer.Option(
+        "cpu", callback=_check_device, help="torch device for LPIPS and FID (cpu, cuda)."
+    ),
     max_pixels: int = typer.Option(max_pixels_from_env(), help="Refuse larger images."),
 ) -> None:
     """Evaluate --restored against --gt (paired) or alone (NIQE, FID vs --fid-stats)."""
@@ -152,7 +166,7 @@ def fid_stats_command(
     folder: Path = typer.Argument(..., help="Images (recursive) to compute statistics of."),
     output: Path = typer.Option(..., "-o", "--output", help="Output .npz (mu, sigma, count)."),
     weights_dir: Path | None = typer.Option(None, help="Look here first for weight files."),
-    device: str = typer.Option("cpu", help="torch device (cpu, cuda)."),
+    device: str = typer.Option("cpu", callback=_check_device, help="torch device (cpu, cuda)."),
     max_pixels: int = typer.Option(max_pixels_from_env(), help="Refuse larger images."),
 ) -> None:
     """Compute FID reference statistics (InceptionV3 pool3 mean and covariance) of FOLDER."""

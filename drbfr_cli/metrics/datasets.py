@@ -58,5 +58,7 @@ def resolve(dataset: Dataset, root: Path) -> DatasetPaths:
         paths = DatasetPaths(root / dataset.value, None, stats if stats.is_file() else None, _REAL)
     for folder in (paths.lq, paths.gt):
         if folder is not None and not folder.is_dir():
-            raise DrbfrError(f"{folder}: not found (see `drbfr eval --help` for the layout)")
+            raise DrbfrError(
+                f"{folder}: not found (the --dataset layout is in the README, Evaluate)"
+            )
     return paths
