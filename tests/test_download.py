@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from local_http import FileServer, closed_port, serve
+from tests.local_http import FileServer, closed_port, serve
 
 from drbfr_cli.download import DownloadError, download, part_path
 

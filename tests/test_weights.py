@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from local_http import FileServer, closed_port, serve
+from tests.local_http import FileServer, closed_port, serve
 
 from drbfr_cli import weights, zoo
 from drbfr_cli.errors import DrbfrError

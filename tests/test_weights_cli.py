@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from local_http import FileServer, closed_port, serve
+from tests.local_http import FileServer, closed_port, serve
 from typer.testing import CliRunner
 
 from drbfr_cli import weights

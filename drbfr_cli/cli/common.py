@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -10,8 +11,10 @@ from rich.console import Console
 
 from drbfr_cli.errors import DrbfrError
 
-console = Console()
-err_console = Console(stderr=True)
+# Pipes and logs get full-width lines (paths are never folded); terminals use their own width.
+_LOG_WIDTH = 200
+console = Console(width=None if sys.stdout.isatty() else _LOG_WIDTH)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else _LOG_WIDTH)
 
 EXIT_USER_ERROR = 2
 """Exit code for bad input or environment (one-line message printed)."""

@@ -6,6 +6,7 @@ import typer
 
 from drbfr_cli import __version__
 from drbfr_cli.cli import degrade, doctor, weights
+from drbfr_cli.cli import eval as eval_cli
 
 app = typer.Typer(
     name="drbfr",
@@ -15,8 +16,9 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command(name="degrade")(degrade.degrade)
-app.command(name="doctor")(doctor.doctor)
+app.add_typer(eval_cli.app, name="eval")
 app.add_typer(weights.app, name="weights")
+app.command(name="doctor")(doctor.doctor)
 
 
 def _print_version(value: bool) -> None:

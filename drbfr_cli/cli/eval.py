@@ -1,0 +1,186 @@
+"""`drbfr eval`: metrics over a folder of restored faces, and `drbfr eval fid-stats`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from drbfr_cli.cli.common import EXIT_PARTIAL, console, err_console, fail, user_errors
+from drbfr_cli.imaging import collect_images, max_pixels_from_env, read_image
+from drbfr_cli.metrics import datasets
+from drbfr_cli.metrics import fid as fid_mod
+from drbfr_cli.metrics.evaluate import EvalConfig, EvalResult, ImageResult, Metric, evaluate
+from drbfr_cli.metrics.fidelity import FidelityConfig
+from drbfr_cli.metrics.lpips import LpipsNet
+from drbfr_cli.metrics.report import summary_rows, write_reports
+
+app = typer.Typer(
+    help="Evaluate restored faces (PSNR, SSIM, LPIPS, FID, NIQE) and build FID statistics.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+
+_DEFAULT_PAIRED = (Metric.PSNR, Metric.SSIM, Metric.LPIPS, Metric.FID, Metric.NIQE)
+_DEFAULT_UNPAIRED = (Metric.FID, Metric.NIQE)
+
+
+def parse_metrics(text: str | None) -> tuple[Metric, ...] | None:
+    """'psnr,ssim' -> (Metric.PSNR, Metric.SSIM); None stays None (use the defaults)."""
+    if text is None:
+        return None
+    names = [t.strip().lower() for t in text.split(",") if t.strip()]
+    try:
+        return tuple(dict.fromkeys(Metric(n) for n in names))
+    except ValueError:
+        known = ", ".join(m.value for m in Metric)
+        raise typer.BadParameter(f"unknown metric in {text!r}; choose from {known}") from None
+
+
+def _check_device(value: str) -> str:
+    import torch
+
+    try:
+        torch.device(value)
+    except RuntimeError:
+        raise typer.BadParameter(
+            f"unknown torch device {value!r} (use cpu, cuda, cuda:1)"
+        ) from None
+    return value
+
+
+@app.callback()
+def eval_command(
+    ctx: typer.Context,
+    restored: Path | None = typer.Option(None, help="Folder of restored faces (recursive)."),
+    gt: Path | None = typer.Option(None, help="Ground-truth folder; pairs by relative path."),
+    lq: Path | None = typer.Option(None, help="LQ inputs, shown in the comparison grid."),
+    metrics: str | None = typer.Option(
+        None, help="Comma list of psnr,ssim,lpips,fid,niqe (default: all that apply)."
+    ),
+    dataset: datasets.Dataset | None = typer.Option(
+        None, help="Test-set preset: ground truth, LQ, FID reference and metrics from --data-root."
+    ),
+    data_root: Path | None = typer.Option(None, help="Folder holding the --dataset sets."),
+    y_channel: bool = typer.Option(False, help="PSNR/SSIM on the BT.601 Y channel, not RGB."),
+    crop_border: int = typer.Option(0, min=0, help="Pixels cropped on each edge first."),
+    lpips_net: LpipsNet = typer.Option(LpipsNet.VGG, help="LPIPS backbone."),
+    fid_stats: Path | None = typer.Option(None, help="FID reference statistics (.npz)."),
+    weights_dir: Path | None = typer.Option(None, help="Look here first for weight files."),
+    out: Path | None = typer.Option(None, help="Write summary.json, metrics.csv, report.md, grid."),
+    grid_samples: int = typer.Option(6, min=0, help="Rows in the comparison grid."),
+    device: str = typer.Option(
+        "cpu", callback=_check_device, help="torch device for LPIPS and FID (cpu, cuda)."
+    ),
+    max_pixels: int = typer.Option(max_pixels_from_env(), help="Refuse larger images."),
+) -> None:
+    """Evaluate --restored against --gt (paired) or alone (NIQE, FID vs --fid-stats)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if restored is None:
+        raise fail("give --restored DIR (the restored faces to evaluate)")
+    chosen = parse_metrics(metrics)
+    with user_errors():
+        if dataset is not None:
+            if data_root is None:
+                raise fail("--dataset needs --data-root DIR")
+            preset = datasets.resolve(dataset, data_root)
+            gt, lq = gt or preset.gt, lq or preset.lq
+            fid_stats, chosen = fid_stats or preset.fid_stats, chosen or preset.metrics
+        chosen = chosen or (_DEFAULT_PAIRED if gt else _DEFAULT_UNPAIRED)
+        config = EvalConfig(
+            metrics=chosen,
+            fidelity=FidelityConfig(y_channel=y_channel, crop_border=crop_border),
+            lpips_net=lpips_net,
+            fid_stats=fid_stats,
+            weights_dir=weights_dir,
+            device=device,
+            max_pixels=max_pixels,
+        )
+        result = _run(restored, gt, config)
+        inputs = {
+            "restored": str(restored),
+            "gt": _s(gt),
+            "lq": _s(lq),
+            "dataset": dataset.value if dataset else None,
+        }
+        _print(result)
+        if out is not None:
+            written = write_reports(
+                out, result, inputs, lq_dir=lq, grid_samples=grid_samples, max_pixels=max_pixels
+            )
+            console.print(f"reports: {', '.join(str(p) for p in written)}", highlight=False)
+    if result.skipped or any(r.error for r in result.images):
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _s(path: Path | None) -> str | None:
+    return str(path) if path else None
+
+
+def _run(restored: Path, gt: Path | None, config: EvalConfig) -> EvalResult:
+    columns = (TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task("eval", total=None)
+
+        def on_image(result: ImageResult) -> None:
+            if result.error:
+                progress.console.print(
+                    f"[bold red]error:[/] {result.name}: {result.error}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+            progress.advance(task)
+
+        return evaluate(restored, gt, config, on_image=on_image)
+
+
+def _print(result: EvalResult) -> None:
+    for name, reason in result.skipped.items():
+        err_console.print(f"[yellow]skipped {name}:[/] {reason}", highlight=False, soft_wrap=True)
+    pairing = result.pairing
+    for label, names in (
+        ("restored without ground truth", pairing.unmatched_restored),
+        ("ground truth without restored", pairing.unmatched_gt),
+    ):
+        if names:
+            shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+            err_console.print(
+                f"[yellow]unmatched {label} ({len(names)}):[/] {shown}",
+                highlight=False,
+                soft_wrap=True,
+            )
+    failed = sum(1 for r in result.images if r.error)
+    table = Table(title=f"drbfr eval: {len(result.images) - failed} images", show_edge=False)
+    for column in ("metric", "value", "", "protocol"):
+        table.add_column(column)
+    for metric, value, direction in summary_rows(result):
+        table.add_row(metric, value, direction, result.protocol.get(metric.lower(), ""))
+    console.print(table)
+
+
+@app.command("fid-stats")
+def fid_stats_command(
+    folder: Path = typer.Argument(..., help="Images (recursive) to compute statistics of."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output .npz (mu, sigma, count)."),
+    weights_dir: Path | None = typer.Option(None, help="Look here first for weight files."),
+    device: str = typer.Option("cpu", callback=_check_device, help="torch device (cpu, cuda)."),
+    max_pixels: int = typer.Option(max_pixels_from_env(), help="Refuse larger images."),
+) -> None:
+    """Compute FID reference statistics (InceptionV3 pool3 mean and covariance) of FOLDER."""
+    import torch
+
+    with user_errors():
+        sources = collect_images([folder])
+        if len(sources) < 2:
+            raise fail(f"{folder}: FID statistics need at least 2 images")
+        torch_device = torch.device(device)
+        extractor = fid_mod.InceptionExtractor(weights_dir=weights_dir, device=torch_device)
+        images = (read_image(s.path, max_pixels=max_pixels).rgb for s in sources)
+        stats = fid_mod.stats_from_features(
+            fid_mod.extract_features(extractor, images, torch_device)
+        )
+        fid_mod.save_stats(stats, output)
+    console.print(f"FID statistics of {stats.count} images: {output}", highlight=False)

@@ -1,0 +1,1 @@
+"""Image-quality metrics (PSNR, SSIM, LPIPS, FID, NIQE, identity hook) and evaluation reports."""

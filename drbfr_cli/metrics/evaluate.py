@@ -1,0 +1,251 @@
+"""Evaluate a folder of restored faces: pairing with ground truth, per-image metrics, FID.
+
+Images are read through `imaging.read_image` (float32 RGB HxWx3 in [0, 1]). Restored and
+ground-truth files pair by relative path without extension (`a/b.png` pairs with `a/b.jpg`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from drbfr_cli.errors import DrbfrError
+from drbfr_cli.imaging import DEFAULT_MAX_PIXELS, ImageSource, collect_images, read_image
+from drbfr_cli.metrics import fid as fid_mod
+from drbfr_cli.metrics import lpips as lpips_mod
+from drbfr_cli.metrics.fidelity import FidelityConfig, psnr, ssim
+from drbfr_cli.metrics.niqe import niqe_rgb
+from drbfr_cli.weights import WeightsMissingError
+
+
+class Metric(StrEnum):
+    """A metric `drbfr eval` computes."""
+
+    PSNR = "psnr"
+    SSIM = "ssim"
+    LPIPS = "lpips"
+    NIQE = "niqe"
+    FID = "fid"
+
+
+PAIRED_METRICS = frozenset({Metric.PSNR, Metric.SSIM, Metric.LPIPS})
+HIGHER_IS_BETTER = frozenset({Metric.PSNR, Metric.SSIM})
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What to compute and how."""
+
+    metrics: tuple[Metric, ...]
+    fidelity: FidelityConfig = field(default_factory=FidelityConfig)
+    lpips_net: lpips_mod.LpipsNet = lpips_mod.LpipsNet.VGG
+    fid_stats: Path | None = None
+    weights_dir: Path | None = None
+    device: str = "cpu"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A restored image and its ground truth (None in no-reference mode)."""
+
+    restored: ImageSource
+    gt: ImageSource | None
+
+    @property
+    def name(self) -> str:
+        return self.restored.relative.as_posix()
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """Pairs, plus the files of either side that found no partner (relative paths)."""
+
+    pairs: list[Pair]
+    unmatched_restored: list[str]
+    unmatched_gt: list[str]
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """Per-image metric values, or the one-line reason the image failed."""
+
+    name: str
+    values: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Everything a report needs."""
+
+    images: list[ImageResult]
+    means: dict[str, float]
+    fid: float | None
+    skipped: dict[str, str]
+    pairing: Pairing
+    protocol: dict[str, str]
+
+
+def pair_folders(restored: Path, gt: Path | None) -> Pairing:
+    """Match files of `restored` and `gt` by relative path without extension."""
+    found = collect_images([restored])
+    if not found:
+        raise DrbfrError(f"{restored}: no images found")
+    if gt is None:
+        return Pairing([Pair(s, None) for s in found], [], [])
+    truth = {s.relative.with_suffix(""): s for s in collect_images([gt])}
+    pairs = [
+        Pair(s, truth[s.relative.with_suffix("")])
+        for s in found
+        if s.relative.with_suffix("") in truth
+    ]
+    used = {p.restored.relative.with_suffix("") for p in pairs}
+    if not pairs:
+        raise DrbfrError(f"no file of {restored} has a ground truth of the same name in {gt}")
+    return Pairing(
+        pairs,
+        [s.relative.as_posix() for s in found if s.relative.with_suffix("") not in used],
+        [s.relative.as_posix() for k, s in truth.items() if k not in used],
+    )
+
+
+def check_metrics(metrics: tuple[Metric, ...], paired: bool) -> None:
+    """Paired metrics need ground truth: a DrbfrError naming them otherwise."""
+    needing = [m.value for m in metrics if m in PAIRED_METRICS]
+    if needing and not paired:
+        raise DrbfrError(f"{', '.join(needing)} need ground truth: give --gt DIR (or a --dataset)")
+
+
+def describe_protocol(config: EvalConfig) -> dict[str, str]:
+    """One line per metric saying range, colour space, crop and network."""
+    text = {
+        Metric.PSNR: f"dB, {config.fidelity.describe()}",
+        Metric.SSIM: f"Gaussian 11x11 sigma 1.5, {config.fidelity.describe()}",
+        Metric.LPIPS: lpips_mod.describe(config.lpips_net),
+        Metric.NIQE: f"BT.601 luma [0, 255], 96 px blocks, crop {config.fidelity.crop_border} px",
+        Metric.FID: "InceptionV3 pool3 (torch-fidelity), "
+        + (f"reference statistics {config.fid_stats}" if config.fid_stats else "vs ground truth"),
+    }
+    return {m.value: text[m] for m in config.metrics}
+
+
+@dataclass
+class _Models:
+    lpips: torch.nn.Module | None
+    extractor: fid_mod.FeatureExtractor | None
+    skipped: dict[str, str]
+
+
+def _load_models(
+    config: EvalConfig, paired: bool, extractor: fid_mod.FeatureExtractor | None
+) -> _Models:
+    device = torch.device(config.device)
+    models = _Models(None, extractor, {})
+    if Metric.LPIPS in config.metrics:
+        try:
+            models.lpips = lpips_mod.load_lpips(config.lpips_net, config.weights_dir, device)
+        except WeightsMissingError as exc:
+            models.skipped[Metric.LPIPS.value] = str(exc)
+    if Metric.FID in config.metrics:
+        if config.fid_stats is None and not paired:
+            models.skipped[Metric.FID.value] = "no reference: give --fid-stats FILE or --gt DIR"
+        elif extractor is None:
+            try:
+                models.extractor = fid_mod.InceptionExtractor(
+                    weights_dir=config.weights_dir, device=device
+                )
+            except WeightsMissingError as exc:
+                models.skipped[Metric.FID.value] = str(exc)
+    return models
+
+
+def _image_values(
+    pair: Pair, config: EvalConfig, models: _Models
+) -> tuple[dict[str, float], np.ndarray, np.ndarray | None]:
+    restored = read_image(pair.restored.path, max_pixels=config.max_pixels).rgb
+    gt = read_image(pair.gt.path, max_pixels=config.max_pixels).rgb if pair.gt else None
+    values: dict[str, float] = {}
+    for metric in config.metrics:
+        if metric is Metric.PSNR and gt is not None:
+            values[metric.value] = psnr(restored, gt, config.fidelity)
+        elif metric is Metric.SSIM and gt is not None:
+            values[metric.value] = ssim(restored, gt, config.fidelity)
+        elif metric is Metric.LPIPS and gt is not None and models.lpips is not None:
+            values[metric.value] = lpips_mod.lpips_distance(models.lpips, restored, gt)
+        elif metric is Metric.NIQE:
+            values[metric.value] = niqe_rgb(restored, config.fidelity.crop_border)
+    return values, restored, gt
+
+
+def evaluate(
+    restored: Path,
+    gt: Path | None,
+    config: EvalConfig,
+    *,
+    extractor: fid_mod.FeatureExtractor | None = None,
+    on_image: Callable[[ImageResult], None] | None = None,
+) -> EvalResult:
+    """Compute `config.metrics` over `restored` (paired with `gt` when given).
+
+    Metrics whose weights are missing are skipped (reason in `skipped`); a file that cannot be
+    read or compared fails alone (its `error`), the others go on.
+    """
+    check_metrics(config.metrics, gt is not None)
+    pairing = pair_folders(restored, gt)
+    models = _load_models(config, gt is not None, extractor)
+    want_fid = Metric.FID in config.metrics and Metric.FID.value not in models.skipped
+    reference_stats = (
+        fid_mod.load_stats(config.fid_stats) if want_fid and config.fid_stats else None
+    )
+    feats_restored, feats_gt, results = [], [], []
+    for pair in pairing.pairs:
+        try:
+            values, image, truth = _image_values(pair, config, models)
+            if want_fid:
+                feats_restored.append(_features(models.extractor, image, config.device))
+                if reference_stats is None and truth is not None:
+                    feats_gt.append(_features(models.extractor, truth, config.device))
+            result = ImageResult(pair.name, values)
+        except DrbfrError as exc:
+            result = ImageResult(pair.name, error=str(exc))
+        results.append(result)
+        if on_image:
+            on_image(result)
+    fid_value = _fid(feats_restored, feats_gt, reference_stats) if want_fid else None
+    return EvalResult(
+        images=results,
+        means=_means(results, config.metrics),
+        fid=fid_value,
+        skipped=models.skipped,
+        pairing=pairing,
+        protocol=describe_protocol(config),
+    )
+
+
+def _features(extractor, image: np.ndarray, device: str) -> np.ndarray:
+    return fid_mod.extract_features(extractor, [image], torch.device(device))
+
+
+def _fid(
+    restored: list[np.ndarray], gt: list[np.ndarray], reference: fid_mod.FeatureStats | None
+) -> float:
+    mine = fid_mod.stats_from_features(np.concatenate(restored))
+    other = reference or fid_mod.stats_from_features(np.concatenate(gt))
+    return fid_mod.frechet_distance(mine, other)
+
+
+def _means(results: list[ImageResult], metrics: tuple[Metric, ...]) -> dict[str, float]:
+    means = {}
+    for metric in metrics:
+        values = [r.values[metric.value] for r in results if metric.value in r.values]
+        finite = [v for v in values if math.isfinite(v)]
+        if values:
+            means[metric.value] = float(np.mean(finite)) if finite else math.inf
+    return means

@@ -1,0 +1,112 @@
+"""FID math with an injected feature extractor; LPIPS backbone loading from a local file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from drbfr_cli.errors import DrbfrError
+from drbfr_cli.metrics.fid import (
+    FeatureStats,
+    extract_features,
+    frechet_distance,
+    load_stats,
+    save_stats,
+    stats_from_features,
+)
+from drbfr_cli.metrics.identity import identity_distance
+from drbfr_cli.metrics.lpips import LpipsNet, load_lpips, lpips_distance
+from drbfr_cli.weights import WeightsMissingError
+
+CPU = torch.device("cpu")
+
+
+def flatten_extractor(images: torch.Tensor) -> torch.Tensor:
+    """A stand-in for Inception: the pixels of a D x 1 x 1 'image' are its features."""
+    return images.flatten(1)
+
+
+def _as_images(features: np.ndarray) -> list[np.ndarray]:
+    """N x D features -> N images of shape 1 x 1 x D (HxWxC) that flatten back to them."""
+    return [row.reshape(1, 1, -1).astype(np.float32) for row in features]
+
+
+def _exact_gaussian(n: int, mean: np.ndarray, std: np.ndarray, seed: int) -> np.ndarray:
+    """Samples whose sample mean is `mean` and sample covariance is diag(std^2), exactly."""
+    z = np.random.default_rng(seed).normal(size=(n, mean.size))
+    z -= z.mean(axis=0)
+    z = z @ np.linalg.inv(np.linalg.cholesky(np.cov(z, rowvar=False)).T)  # whiten: cov = I
+    return z * std + mean
+
+
+def _fid_of(a: np.ndarray, b: np.ndarray) -> float:
+    fa = extract_features(flatten_extractor, _as_images(a), CPU)
+    fb = extract_features(flatten_extractor, _as_images(b), CPU)
+    return frechet_distance(stats_from_features(fa), stats_from_features(fb))
+
+
+def test_fid_of_identical_sets_is_zero():
+    features = np.random.default_rng(0).random((40, 8)) * 0.5
+    assert _fid_of(features, features) == pytest.approx(0.0, abs=1e-3)
+
+
+def test_fid_of_two_gaussians_is_the_closed_form():
+    d = 6
+    mean_a, mean_b = np.full(d, 0.2), np.linspace(0.1, 0.6, d)
+    std_a, std_b = np.full(d, 0.05), np.linspace(0.02, 0.12, d)
+    a = _exact_gaussian(200, mean_a, std_a, seed=1)
+    b = _exact_gaussian(300, mean_b, std_b, seed=2)
+    # Frechet distance of N(m1, S1), N(m2, S2) with diagonal S: |m1-m2|^2 + sum (s1 - s2)^2
+    expected = np.sum((mean_a - mean_b) ** 2) + np.sum((std_a - std_b) ** 2)
+    assert _fid_of(a, b) == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    assert expected > 0.1
+
+
+def test_fid_stats_round_trip(tmp_path):
+    stats = stats_from_features(np.random.default_rng(3).random((10, 4)))
+    save_stats(stats, tmp_path / "s.npz")
+    loaded = load_stats(tmp_path / "s.npz")
+    np.testing.assert_allclose(loaded.sigma, stats.sigma)
+    assert loaded.count == 10 and frechet_distance(stats, loaded) == pytest.approx(0, abs=1e-9)
+
+
+def test_fid_stats_errors_are_one_line(tmp_path):
+    (tmp_path / "bad.npz").write_bytes(b"not an npz")
+    with pytest.raises(DrbfrError, match="not FID statistics"):
+        load_stats(tmp_path / "bad.npz")
+    with pytest.raises(DrbfrError, match="different widths"):
+        frechet_distance(
+            FeatureStats(np.zeros(2), np.eye(2), 2), FeatureStats(np.zeros(3), np.eye(3), 2)
+        )
+
+
+def test_identity_distance_hook():
+    embed = lambda face: face.mean(axis=(0, 1))  # noqa: E731  (a toy embedder: mean colour)
+    a = np.zeros((4, 4, 3), np.float32) + np.array([1.0, 0.0, 0.0], np.float32)
+    b = np.zeros((4, 4, 3), np.float32) + np.array([0.0, 1.0, 0.0], np.float32)
+    assert identity_distance(embed, a, a) == pytest.approx(0.0)
+    assert identity_distance(embed, a, b) == pytest.approx(1.0)
+
+
+def test_lpips_missing_backbone_names_file_and_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("DRBFR_HOME", raising=False)
+    with pytest.raises(WeightsMissingError, match=r"vgg16-397923af\.pth not found.*into"):
+        load_lpips(LpipsNet.VGG, tmp_path / "w", CPU)
+
+
+def test_lpips_loads_backbone_from_local_file(tmp_path):
+    import torchvision
+
+    torch.manual_seed(0)
+    backbone = torchvision.models.alexnet(weights=None)
+    (tmp_path / "w").mkdir()
+    torch.save(backbone.state_dict(), tmp_path / "w" / "alexnet-owt-7be5be79.pth")
+    model = load_lpips(LpipsNet.ALEX, tmp_path / "w", CPU)
+    torch.testing.assert_close(model.net.slice1[0].weight, backbone.features[0].weight)
+    rng = np.random.default_rng(0)
+    face = rng.random((64, 64, 3)).astype(np.float32)
+    noisy = np.clip(face + rng.normal(0, 0.2, face.shape), 0, 1).astype(np.float32)
+    assert lpips_distance(model, face, face) == pytest.approx(0.0, abs=1e-6)
+    assert lpips_distance(model, face, noisy) > 1e-4
