@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.local_http import FileServer, closed_port, serve
 
 from drbfr_cli.download import DownloadError, download, part_path
+from tests.local_http import FileServer, closed_port, serve
 
 PAYLOAD = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4 bytes: more than one read chunk
 SHA = hashlib.sha256(PAYLOAD).hexdigest()

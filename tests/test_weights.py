@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.local_http import FileServer, closed_port, serve
 
 from drbfr_cli import weights, zoo
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.weights import Status, WeightsCorruptError, WeightsMissingError, WeightSpec
+from tests.local_http import FileServer, closed_port, serve
 
 SHARED_FILES = {
     "yunet-2023mar": "face_detection_yunet_2023mar.onnx",

@@ -8,11 +8,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from tests.local_http import FileServer, closed_port, serve
 from typer.testing import CliRunner
 
 from drbfr_cli import weights
 from drbfr_cli.cli.main import app
+from tests.local_http import FileServer, closed_port, serve
 
 runner = CliRunner()
 MOBILENET = "detection_mobilenet0.25_Final.pth"
