@@ -32,6 +32,7 @@ from drbfr_cli.imaging import (
 )
 
 MANIFEST_NAME = "degradations.jsonl"
+MIN_IMAGES_PER_WORKER = 16
 LQ_JPEG_QUALITY = 100
 """JPEG outputs (when the HQ file was a JPEG) are written at q=100, 4:4:4, on top of Eq. (11)."""
 
@@ -207,6 +208,8 @@ def make_lq_set(
     previous = read_manifest(out_dir)
     tasks = [(s, out_dir, config, previous.get(s.relative.as_posix())) for s in sources]
     outcomes: list[DegradeOutcome] = []
+    # A worker process costs about a second to start: only worth it with enough images each.
+    workers = min(workers, max(1, len(tasks) // MIN_IMAGES_PER_WORKER))
     if workers <= 1:
         for task in tasks:
             outcomes.append(degrade_one(*task))

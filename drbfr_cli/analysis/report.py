@@ -1,0 +1,85 @@
+"""Reports of the DRM analysis: JSON, Markdown and a scatter plot PNG (drawn with OpenCV)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from drbfr_cli.analysis.drm import DegradationType, DRMAnalysis
+from drbfr_cli.imaging import write_bytes_atomic, write_image
+
+_COLOURS = [(0.85, 0.2, 0.2), (0.2, 0.55, 0.9), (0.2, 0.7, 0.3), (0.9, 0.6, 0.1)]
+
+
+def summary(analysis: DRMAnalysis, meta: dict[str, Any]) -> dict[str, Any]:
+    """Everything measured, as plain JSON values."""
+    return {
+        **meta,
+        "fit_faces": analysis.fit_faces,
+        "score_faces": analysis.score_faces,
+        "type_probe": {"linear": analysis.type_probe.linear, "knn": analysis.type_probe.knn, "chance": 1 / len(DegradationType)},
+        "type_probe_untrained": {"linear": analysis.type_probe_untrained.linear, "knn": analysis.type_probe_untrained.knn},
+        "r2": analysis.r2,
+        "cosine_same_degradation_different_faces": analysis.cosine_same_degradation,
+        "cosine_same_face_different_degradations": analysis.cosine_same_face,
+        "reconstruction": {
+            "psnr_glq_vs_lq": analysis.reconstruction_psnr,
+            "ssim_glq_vs_lq": analysis.reconstruction_ssim,
+            "psnr_hq_vs_lq": analysis.hq_vs_lq_psnr,
+            "psnr_glq_shuffled_dr_vs_lq": analysis.reconstruction_shuffled_psnr,
+        },
+    }
+
+
+def markdown(data: dict[str, Any]) -> str:
+    probe, untrained, rec = data["type_probe"], data["type_probe_untrained"], data["reconstruction"]
+    lines = [
+        f"# DRM analysis: {data.get('drm', '')}",
+        "",
+        f"Faces: {data['fit_faces']} to fit the probes, {data['score_faces']} to score them (never seen in training).",
+        "",
+        "| measure | trained | untrained |",
+        "|---|---|---|",
+        f"| (a) degradation-type accuracy, linear probe (chance {probe['chance']:.2f}) | {probe['linear']:.3f} | {untrained['linear']:.3f} |",
+        f"| (a) degradation-type accuracy, {data.get('knn_k', 5)}-NN probe | {probe['knn']:.3f} | {untrained['knn']:.3f} |",
+        "",
+        "(b) linear-probe R^2 under random Eq. (11) degradations: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in data["r2"].items()),
+        "",
+        f"(c) DR cosine, same degradation on different faces: {data['cosine_same_degradation_different_faces']:.3f}; "
+        f"different degradations on the same face: {data['cosine_same_face_different_degradations']:.3f}",
+        "",
+    ]
+    if rec["psnr_glq_vs_lq"] is not None:
+        lines.append(
+            f"(d) G_LQ(HQ, DR(LQ)) vs real LQ: PSNR {rec['psnr_glq_vs_lq']:.2f} dB, SSIM {rec['ssim_glq_vs_lq']:.3f}; "
+            f"with shuffled DRs {rec['psnr_glq_shuffled_dr_vs_lq']:.2f} dB; HQ vs LQ {rec['psnr_hq_vs_lq']:.2f} dB"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def scatter_image(points: np.ndarray, labels: np.ndarray, size: int = 512) -> np.ndarray:
+    """A PCA scatter of DRs coloured by degradation type, float RGB in [0, 1]."""
+    canvas = np.ones((size, size, 3), np.float32)
+    margin = 40
+    span = np.ptp(points, axis=0) + 1e-9
+    xy = (points - points.min(0)) / span * (size - 2 * margin) + margin
+    for (x, y), label in zip(xy, labels.astype(int), strict=True):
+        cv2.circle(canvas, (int(x), int(size - y)), 5, _COLOURS[label], -1, lineType=cv2.LINE_AA)
+    for index, kind in enumerate(DegradationType):
+        cv2.circle(canvas, (16, 16 + 18 * index), 5, _COLOURS[index], -1, lineType=cv2.LINE_AA)
+        cv2.putText(canvas, kind.value, (28, 21 + 18 * index), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return canvas
+
+
+def write_report(analysis: DRMAnalysis, out_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Write analysis.json, report.md and dr_scatter.png into `out_dir`; return the summary."""
+    data = summary(analysis, meta)
+    write_bytes_atomic(out_dir / "analysis.json", (json.dumps(data, indent=2) + "\n").encode())
+    write_bytes_atomic(out_dir / "report.md", markdown(data).encode())
+    write_image(out_dir / "dr_scatter.png", scatter_image(analysis.scatter[:, :2], analysis.scatter[:, 2]))
+    return data

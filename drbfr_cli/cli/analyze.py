@@ -1,0 +1,67 @@
+"""`drbfr analyze <stage>`: measure what a trained stage learned."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import typer
+
+from drbfr_cli.analysis.drm import AnalysisConfig, analyse_drm
+from drbfr_cli.analysis.report import write_report
+from drbfr_cli.cli.common import console, user_errors
+from drbfr_cli.data import load_faces
+from drbfr_cli.errors import DrbfrError
+from drbfr_cli.nets.drm import build_drm
+from drbfr_cli.train.drm import model_config_from_saved
+from drbfr_cli.train.loop import load_modules
+
+app = typer.Typer(help="Analyse a trained stage.", no_args_is_help=True)
+
+
+def load_drm(run_dir: Path) -> tuple[dict[str, torch.nn.Module], dict]:
+    """The DRM networks of a run (final weights, else the latest checkpoint), in eval mode."""
+    states, saved = load_modules(run_dir)
+    if saved.get("stage") != "drm":
+        raise DrbfrError(f"{run_dir}: not a DRM run (stage {saved.get('stage')!r})")
+    networks = build_drm(model_config_from_saved(saved))
+    modules = {name: networks[name] for name in states}
+    for name, module in modules.items():
+        try:
+            module.load_state_dict(states[name])
+        except RuntimeError as exc:
+            raise DrbfrError(f"{run_dir}: {name} weights do not match its config ({str(exc).splitlines()[0]})") from None
+        module.eval()
+    return modules, saved
+
+
+@app.command("drm")
+def analyze_drm(
+    drm: Path = typer.Option(..., help="DRM run folder (from drbfr train drm)."),
+    data: Path = typer.Option(..., help="Faces the DRM never saw (half fit the probes, half score them)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Report folder."),
+    crop: int = typer.Option(192, min=32, help="Side of the central face region the DR is read from."),
+    draws: int = typer.Option(16, min=2, help="Degradations per face and type for the type probe."),
+    seed: int = typer.Option(0, help="Seed for the degradations and the untrained encoder."),
+) -> None:
+    """Section 4.1 evidence: degradation-type probe, parameter R^2, content independence, Fig. 6."""
+    with user_errors():
+        modules, saved = load_drm(drm)
+        config = model_config_from_saved(saved)
+        faces = load_faces(data, config.face_size)
+        if len(faces) < 2:
+            raise DrbfrError(f"{data}: the analysis needs at least two faces")
+        torch.manual_seed(seed)
+        untrained = build_drm(config)["encoder"].eval()
+        settings = AnalysisConfig(crop=min(crop, config.face_size), draws_per_type=draws, seed=seed)
+        analysis = analyse_drm(modules, untrained, faces, settings)
+        meta = {"drm": str(drm), "data": str(data), "crop": settings.crop, "knn_k": settings.knn_k, "draws_per_type": draws}
+        report = write_report(analysis, out, meta)
+    probe, untrained_probe = report["type_probe"], report["type_probe_untrained"]
+    console.print(f"(a) degradation type: linear {probe['linear']:.3f}, kNN {probe['knn']:.3f} (untrained: {untrained_probe['linear']:.3f} / {untrained_probe['knn']:.3f}; chance 0.25)")
+    console.print("(b) R^2: " + ", ".join(f"{k} {v:.3f}" for k, v in report["r2"].items()))
+    console.print(f"(c) cosine same degradation {report['cosine_same_degradation_different_faces']:.3f} vs same face {report['cosine_same_face_different_degradations']:.3f}")
+    rec = report["reconstruction"]
+    if rec["psnr_glq_vs_lq"] is not None:
+        console.print(f"(d) G_LQ vs LQ: {rec['psnr_glq_vs_lq']:.2f} dB / SSIM {rec['ssim_glq_vs_lq']:.3f} (shuffled DR {rec['psnr_glq_shuffled_dr_vs_lq']:.2f} dB, HQ vs LQ {rec['psnr_hq_vs_lq']:.2f} dB)")
+    console.print(f"report: {out / 'report.md'}")

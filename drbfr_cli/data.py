@@ -1,0 +1,96 @@
+"""Training samples (paper Eqs. 1-2): HQ faces degraded on the fly, patch pairs per LQ image.
+
+Each item draws its own Eq. (11) parameters phi_i, degrades one crop of one HQ face with them,
+and returns two non-overlapping patches of that LQ crop (p1, p2) with the HQ patches at the same
+positions (r1, r2). All randomness comes from a generator seeded by (dataset seed, index), so an
+item is the same in every worker and every run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from drbfr_cli.degradations import DegradationRanges, degrade, sample_params
+from drbfr_cli.errors import DrbfrError
+from drbfr_cli.imaging import collect_images, read_image, to_uint8
+from drbfr_cli.synthetic import prepare_hq
+
+VIRTUAL_LENGTH = 10_000_000
+"""Items per 'epoch': large, since every index is a new random degradation."""
+
+
+def load_faces(folder: Path, size: int) -> list[np.ndarray]:
+    """All readable images under `folder` as uint8 RGB size x size faces (unreadable ones skipped).
+
+    Raises DrbfrError when the folder is missing, empty, or holds no readable image.
+    """
+    sources = collect_images([folder])
+    faces: list[np.ndarray] = []
+    for source in sources:
+        try:
+            faces.append(to_uint8(prepare_hq(read_image(source.path).rgb, size)))
+        except DrbfrError:
+            continue
+    if not faces:
+        what = "no images" if not sources else "no readable image"
+        raise DrbfrError(f"{folder}: {what} to train on")
+    return faces
+
+
+def patch_positions(rng: np.random.Generator, crop: int, patch: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Top-left corners of two patches inside a crop x crop region that do not overlap."""
+    while True:
+        a = tuple(int(v) for v in rng.integers(0, crop - patch + 1, size=2))
+        b = tuple(int(v) for v in rng.integers(0, crop - patch + 1, size=2))
+        if abs(a[0] - b[0]) >= patch or abs(a[1] - b[1]) >= patch:
+            return a, b  # type: ignore[return-value]
+
+
+def _to_tensor(image: np.ndarray) -> torch.Tensor:
+    """float32 RGB HxWx3 in [0, 1] -> 3xHxW in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))) * 2.0 - 1.0
+
+
+class PatchPairDataset(Dataset):
+    """Items: dict with lq1, lq2, hq1, hq2 (3 x P x P in [-1, 1]) and params (sigma, r, delta, q)."""
+
+    def __init__(
+        self,
+        faces: Sequence[np.ndarray],
+        *,
+        crop_size: int,
+        patch_size: int,
+        ranges: DegradationRanges | None = None,
+        seed: int = 0,
+    ) -> None:
+        if any(min(face.shape[:2]) < crop_size for face in faces):
+            raise DrbfrError(f"faces must be at least {crop_size} px for crop_size {crop_size}")
+        self.faces = list(faces)
+        self.crop_size, self.patch_size = crop_size, patch_size
+        self.ranges = ranges or DegradationRanges()
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return VIRTUAL_LENGTH
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, index])
+        face = self.faces[int(rng.integers(len(self.faces)))]
+        top, left = (int(v) for v in rng.integers(0, np.array(face.shape[:2]) - self.crop_size + 1))
+        hq = face[top : top + self.crop_size, left : left + self.crop_size].astype(np.float32) / 255.0
+        params = sample_params(rng, self.ranges)
+        lq = degrade(hq, params, rng)
+        (y1, x1), (y2, x2) = patch_positions(rng, self.crop_size, self.patch_size)
+        p = self.patch_size
+        return {
+            "lq1": _to_tensor(lq[y1 : y1 + p, x1 : x1 + p]),
+            "lq2": _to_tensor(lq[y2 : y2 + p, x2 : x2 + p]),
+            "hq1": _to_tensor(hq[y1 : y1 + p, x1 : x1 + p]),
+            "hq2": _to_tensor(hq[y2 : y2 + p, x2 : x2 + p]),
+            "params": torch.tensor([params.sigma, params.r, params.delta, params.q], dtype=torch.float32),
+        }

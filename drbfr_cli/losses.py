@@ -1,0 +1,59 @@
+"""Losses of the Degradation Representation Module (paper Eqs. 4-7)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def reconstruction_loss(predicted_lq: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
+    """Eq. (4): L1 between G_LQ(r2, f_DR(p1)) and the real LQ patch p2."""
+    return F.l1_loss(predicted_lq, lq)
+
+
+def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Eq. (5), as standard symmetric InfoNCE on unit vectors z1, z2 (B x k).
+
+    Row i of z1 and row i of z2 come from two patches of the same LQ image (the positive pair);
+    every other row of the batch is a negative. Eq. (5) as printed in the paper is garbled (its
+    fraction does not normalise over the negatives), so this is the InfoNCE it describes:
+    -log exp(z1_i . z2_i / tau) / sum_j exp(z1_i . z2_j / tau), averaged over both directions.
+    """
+    logits = z1 @ z2.t() / temperature
+    targets = torch.arange(z1.shape[0], device=z1.device)
+    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets))
+
+
+def _mean_pairwise_distance(a: torch.Tensor, b: torch.Tensor, *, same: bool) -> torch.Tensor:
+    """Mean Euclidean distance over pairs (a_i, b_j); for `same`, over i != j only."""
+    squared = (a[:, None, :] - b[None, :, :]).pow(2).sum(-1)
+    distance = squared.clamp_min(1e-12).sqrt()  # safe gradient at zero distance
+    if not same:
+        return distance.mean()
+    n = a.shape[0]
+    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=a.device)
+    return distance[off_diagonal].sum() / (n * (n - 1))
+
+
+def energy_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Energy distance 2 E|X - Y| - E|X - X'| - E|Y - Y'| between samples x (n x D), y (m x D).
+
+    Zero in expectation iff the two distributions are equal (Szekely & Rizzo); the within-set
+    terms exclude the i = j pairs, so the estimate is unbiased.
+    """
+    return (
+        2 * _mean_pairwise_distance(x, y, same=False)
+        - _mean_pairwise_distance(x, x, same=True)
+        - _mean_pairwise_distance(y, y, same=True)
+    )
+
+
+def distribution_loss(dr: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Eq. (6): energy distance between the batch of flattened f_DR and as many N(0, I) samples.
+
+    Divided by sqrt(D) so that its scale does not grow with the DR width D = l * d.
+    """
+    flat = dr.flatten(1).float()
+    device = generator.device if generator is not None else flat.device
+    reference = torch.randn(flat.shape, generator=generator, device=device).to(flat.device)
+    return energy_distance(flat, reference) / flat.shape[1] ** 0.5

@@ -1,0 +1,1 @@
+"""nn.Modules only: DRM (drm.py), VQ autoencoder, latent diffusion U-Net."""

@@ -1,0 +1,1 @@
+"""Training: one task per stage on the shared accelerate loop (loop.py)."""

@@ -1,0 +1,111 @@
+"""The DRM training stage: L_DR = L_recon + lambda1 L_contras + lambda2 L_distribution (Eq. 7)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from drbfr_cli.config import from_dict, load_preset, to_dict
+from drbfr_cli.data import PatchPairDataset, load_faces
+from drbfr_cli.losses import distribution_loss, info_nce, reconstruction_loss
+from drbfr_cli.nets.drm import DRMConfig, build_drm
+from drbfr_cli.train.loop import LossOutput
+
+
+class Ablation(StrEnum):
+    """Table 3 of the paper: which DR losses are trained."""
+
+    NONE = "none"
+    """DR-ALL: reconstruction + contrastive + distribution."""
+    CL = "cl"
+    """DR-CL: contrastive (+ distribution) only; G_LQ is not trained."""
+    REC = "rec"
+    """DR-REC: reconstruction (+ distribution) only; no projection head."""
+
+
+@dataclass(frozen=True)
+class DRMTaskConfig:
+    model: DRMConfig
+    data: str
+    preset: str
+    ablation: Ablation = Ablation.NONE
+    seed: int = 0
+
+
+def drm_config_from_preset(preset: str) -> tuple[DRMConfig, dict[str, Any]]:
+    """(model config, default training options) of a DRM preset."""
+    table = load_preset("drm", preset)
+    model = from_dict(DRMConfig, table.get("model", {}), source=f"drm preset {preset!r}")
+    return model, dict(table.get("train", {}))
+
+
+class DRMTask:
+    """TrainTask for the DRM: E_DR, G_LQ and the projection head on patch pairs."""
+
+    name = "drm"
+
+    def __init__(self, config: DRMTaskConfig, faces: list | None = None) -> None:
+        self.settings = config
+        self.model_config = config.model
+        self.faces = faces if faces is not None else load_faces(Path(config.data), config.model.face_size)
+        networks = build_drm(config.model)
+        if config.ablation is Ablation.CL:
+            networks.pop("generator")
+        elif config.ablation is Ablation.REC:
+            networks.pop("head")
+        self._modules = networks
+
+    def modules(self) -> dict[str, nn.Module]:
+        return self._modules
+
+    def dataset(self) -> PatchPairDataset:
+        cfg = self.model_config
+        return PatchPairDataset(self.faces, crop_size=cfg.crop_size, patch_size=cfg.patch_size, seed=self.settings.seed)
+
+    def compute_loss(self, modules: dict[str, nn.Module], batch: dict[str, torch.Tensor], step: int) -> LossOutput:
+        cfg = self.model_config
+        encoder = modules["encoder"]
+        dr1, dr2 = encoder(batch["lq1"]), encoder(batch["lq2"])
+        terms: dict[str, torch.Tensor] = {"distribution": distribution_loss(torch.cat([dr1, dr2]))}
+        total = cfg.lambda_distribution * terms["distribution"]
+        if "generator" in modules:
+            terms["recon"] = reconstruction_loss(modules["generator"](batch["hq2"], dr1), batch["lq2"])
+            total = total + terms["recon"]
+        if "head" in modules:
+            head = modules["head"]
+            terms["contrastive"] = info_nce(head(dr1), head(dr2), cfg.temperature)
+            total = total + cfg.lambda_contrastive * terms["contrastive"]
+        return LossOutput(total=total, terms={k: float(v.detach()) for k, v in terms.items()})
+
+    @torch.no_grad()
+    def sample_grid(self, modules: dict[str, nn.Module], batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """Rows: HQ patch r2, real LQ patch p2, G_LQ(r2, f_DR(p1)) for up to 8 items."""
+        if "generator" not in modules:
+            return None
+        n = min(8, batch["lq1"].shape[0])
+        fake = modules["generator"](batch["hq2"][:n], modules["encoder"](batch["lq1"][:n]))
+        rows = [torch.cat(list(t[:n]), dim=2) for t in (batch["hq2"], batch["lq2"], fake)]
+        return ((torch.cat(rows, dim=1) + 1) / 2).clamp(0, 1)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "stage": "drm",
+            "preset": self.settings.preset,
+            "ablation": self.settings.ablation.value,
+            "data": self.settings.data,
+            "seed": self.settings.seed,
+            "model": to_dict(self.model_config),
+        }
+
+
+def model_config_from_saved(saved: dict[str, Any]) -> DRMConfig:
+    """The DRMConfig stored with a DRM checkpoint."""
+    return from_dict(DRMConfig, saved["model"], source="DRM checkpoint config")
+
+
+__all__ = ["Ablation", "DRMTask", "DRMTaskConfig", "drm_config_from_preset", "model_config_from_saved", "replace"]
