@@ -194,11 +194,20 @@ def to_grayscale(image: np.ndarray) -> np.ndarray:
 class FaceParser:
     """facexlib's ParseNet (weights loaded here): restored face -> soft face-region mask."""
 
-    def __init__(self, *, state_dict: dict[str, torch.Tensor], device: torch.device | str) -> None:
+    def __init__(
+        self,
+        *,
+        state_dict: dict[str, torch.Tensor],
+        device: torch.device | str,
+        size: int = PARSE_SIZE,
+    ) -> None:
+        """`size`: the side faces are parsed at (the network is convolutional; the released
+        weights were trained at 512, smaller sides trade accuracy for speed)."""
         import torch
         from facexlib.parsing.parsenet import ParseNet
 
         self.device = torch.device(device)
+        self.size = size
         self.net = ParseNet(in_size=PARSE_SIZE, out_size=PARSE_SIZE, parsing_ch=19)
         try:
             self.net.load_state_dict(state_dict, strict=True)
@@ -210,10 +219,10 @@ class FaceParser:
         self.net.eval().to(self.device)
 
     def labels(self, face: np.ndarray) -> np.ndarray:
-        """Per-pixel ParseNet labels (int64 512x512) of a float32 RGB face crop."""
+        """Per-pixel ParseNet labels (int64 size x size) of a float32 RGB face crop."""
         import torch
 
-        resized = cv2.resize(face, (PARSE_SIZE, PARSE_SIZE), interpolation=cv2.INTER_LINEAR)
+        resized = cv2.resize(face, (self.size, self.size), interpolation=cv2.INTER_AREA)
         tensor = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))[None]
         with torch.inference_mode():
             logits = self.net(tensor.to(self.device) * 2.0 - 1.0)[0]
@@ -222,7 +231,7 @@ class FaceParser:
     def __call__(self, face: np.ndarray) -> np.ndarray:
         """A soft mask (float32, the face's size, in [0, 1]) of the parsed face region."""
         hard = np.isin(self.labels(face), FACE_LABELS).astype(np.float32)
-        sigma = FEATHER_FRACTION * PARSE_SIZE
+        sigma = FEATHER_FRACTION * self.size
         soft = cv2.GaussianBlur(hard, (0, 0), sigmaX=sigma, borderType=cv2.BORDER_CONSTANT)
         side = face.shape[0]
         return cv2.resize(soft, (side, side), interpolation=cv2.INTER_LINEAR)
