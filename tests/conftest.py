@@ -39,3 +39,32 @@ def real_lq_aligned_dir(shared_dir: Path) -> Path:
 def shared_weights_dir(shared_dir: Path) -> Path:
     """Real YuNet and RetinaFace-mobilenet0.25 detector weights."""
     return shared_dir / "weights"
+
+
+@pytest.fixture(scope="session")
+def real_lq_whole_dir(shared_dir: Path) -> Path:
+    """5 real whole photos with 1-4 faces each."""
+    return shared_dir / "data" / "real_lq" / "whole"
+
+
+@pytest.fixture
+def register_weights(monkeypatch: pytest.MonkeyPatch):
+    """Point a registry entry at a local file: its published sha256 and size become the file's.
+
+    For checkpoints that cannot be obtained here (RetinaFace-R50, ParseNet, Real-ESRGAN): tests
+    save randomly initialised weights of the same layout and load them through the registry.
+    """
+    from dataclasses import replace
+
+    from drbfr_cli import weights
+
+    def register(name: str, path: Path) -> None:
+        entry = replace(
+            weights.spec(name),
+            filename=path.name,
+            sha256=weights.sha256_file(path),
+            size=path.stat().st_size,
+        )
+        monkeypatch.setitem(weights.REGISTRY, name, entry)
+
+    return register

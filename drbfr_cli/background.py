@@ -1,0 +1,209 @@
+"""Background upscaling: Real-ESRGAN (RRDBNet weights run through spandrel) or Lanczos.
+
+An upsampler maps a float32 RGB HxWx3 image in [0, 1] to one `scale` times larger. Real-ESRGAN
+runs tile by tile when asked: every tile is processed with `overlap` pixels of real context on
+each side and only its core is kept, so tiles meet without seams (exactly so when the overlap
+covers the network's receptive field).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import cv2
+import numpy as np
+
+from drbfr_cli import weights
+from drbfr_cli.errors import DrbfrError
+
+if TYPE_CHECKING:
+    import torch
+
+DEFAULT_TILE = 400
+"""Tile side in input pixels (0: the whole image at once)."""
+DEFAULT_OVERLAP = 16
+"""Context pixels around each tile, in input pixels."""
+MODEL_NAMES = {2: "realesrgan-x2plus", 4: "realesrgan-x4plus"}
+"""Registry names of the Real-ESRGAN weights by model scale."""
+
+
+class UpsamplerKind(StrEnum):
+    REALESRGAN = "realesrgan"
+    LANCZOS = "lanczos"
+
+
+class Upsampler(Protocol):
+    """float32 RGB HxWx3 in [0, 1] -> float32 RGB round(H*scale) x round(W*scale) x 3."""
+
+    scale: float
+
+    def __call__(self, image: np.ndarray) -> np.ndarray: ...
+
+
+def output_size(shape: tuple[int, ...], scale: float) -> tuple[int, int]:
+    """(width, height) of an image of `shape` (H, W, ...) upscaled by `scale`."""
+    return round(shape[1] * scale), round(shape[0] * scale)
+
+
+def lanczos_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Lanczos-4 resize of a float32 RGB image to `size` (width, height), clipped to [0, 1]."""
+    if (image.shape[1], image.shape[0]) == size:
+        return image.astype(np.float32, copy=True)
+    resized = cv2.resize(image, size, interpolation=cv2.INTER_LANCZOS4)
+    return np.clip(resized, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class LanczosUpsampler:
+    """Plain Lanczos-4 resampling."""
+
+    scale: float
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return lanczos_resize(image, output_size(image.shape, self.scale))
+
+
+# --------------------------------------------------------------------------- tiling
+
+
+def upscale_tiled(
+    run: Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    *,
+    scale: int,
+    tile: int,
+    overlap: int,
+    multiple: int = 1,
+) -> torch.Tensor:
+    """Apply `run` (1xCxhxw -> 1xCx(h*scale)x(w*scale)) to `image` tile by tile.
+
+    Tiles are `tile` pixels (rounded up to `multiple`, so every tile starts where the whole
+    image's size padding would align); each is run with up to `overlap` pixels of context on
+    each side, and only its core is kept. The result is assembled on the CPU in float32.
+    """
+    import torch
+
+    _, channels, height, width = image.shape
+    if tile <= 0 or (height <= tile and width <= tile):
+        return run(image).float().cpu()
+    tile = _round_up(tile, multiple)
+    overlap = _round_up(overlap, multiple)
+    output = torch.zeros((1, channels, height * scale, width * scale), dtype=torch.float32)
+    for y0 in range(0, height, tile):
+        for x0 in range(0, width, tile):
+            y1, x1 = min(y0 + tile, height), min(x0 + tile, width)
+            py0, px0 = max(y0 - overlap, 0), max(x0 - overlap, 0)
+            py1, px1 = min(y1 + overlap, height), min(x1 + overlap, width)
+            piece = run(image[:, :, py0:py1, px0:px1]).float().cpu()
+            top, left = (y0 - py0) * scale, (x0 - px0) * scale
+            core = piece[:, :, top : top + (y1 - y0) * scale, left : left + (x1 - x0) * scale]
+            output[:, :, y0 * scale : y1 * scale, x0 * scale : x1 * scale] = core
+    return output
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+# --------------------------------------------------------------------------- Real-ESRGAN
+
+
+def load_realesrgan(state_dict: dict[str, Any], *, name: str) -> Any:
+    """A spandrel ImageModelDescriptor for a Real-ESRGAN (RRDBNet) state dict.
+
+    Accepts the release files' layout (`params_ema` / `params` wrappers, new-arch keys) and
+    spandrel's own. Anything spandrel does not recognise as ESRGAN is a WeightsCorruptError.
+    """
+    from spandrel import ModelLoader, canonicalize_state_dict
+    from spandrel.architectures.ESRGAN import ESRGAN
+
+    try:
+        descriptor = ModelLoader().load_from_state_dict(canonicalize_state_dict(state_dict))
+    except Exception as exc:  # spandrel raises several types for unknown layouts
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise weights.WeightsCorruptError(
+            f"{name}: not a Real-ESRGAN checkpoint ({first})"
+        ) from None
+    if not isinstance(descriptor.model, ESRGAN):
+        kind = type(descriptor.model).__name__
+        raise weights.WeightsCorruptError(f"{name}: holds a {kind} model, not Real-ESRGAN")
+    return descriptor.eval()
+
+
+class RealEsrganUpsampler:
+    """Real-ESRGAN through spandrel, tiled, fp16 on CUDA when asked; resized to `scale` with
+    Lanczos when the network's own scale differs (e.g. 3 with the x4 network)."""
+
+    def __init__(
+        self,
+        *,
+        descriptor: Any,
+        scale: float,
+        tile: int = DEFAULT_TILE,
+        overlap: int = DEFAULT_OVERLAP,
+        device: torch.device | str = "cpu",
+        half: bool = False,
+    ) -> None:
+        import torch
+
+        self.scale = scale
+        self.tile, self.overlap = tile, overlap
+        self.device = torch.device(device)
+        self.dtype = torch.float16 if half and self.device.type == "cuda" else torch.float32
+        self.descriptor = descriptor.to(self.device)
+        if self.dtype == torch.float16:
+            self.descriptor.half()
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        import torch
+
+        tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), np.float32))[None]
+        tensor = tensor.to(self.device, self.dtype)
+        with torch.inference_mode():
+            output = upscale_tiled(
+                self.descriptor,
+                tensor,
+                scale=self.descriptor.scale,
+                tile=self.tile,
+                overlap=self.overlap,
+                multiple=self.descriptor.size_requirements.multiple_of,
+            )
+        result = output[0].permute(1, 2, 0).numpy()
+        return lanczos_resize(result, output_size(image.shape, self.scale))
+
+
+# --------------------------------------------------------------------------- factory
+
+
+def build_upsampler(
+    kind: UpsamplerKind | str,
+    scale: float,
+    tile: int = DEFAULT_TILE,
+    weights_dir: Path | None = None,
+    device: torch.device | str = "cpu",
+    *,
+    half: bool = False,
+    overlap: int = DEFAULT_OVERLAP,
+) -> Upsampler:
+    """The background upsampler `kind` for `scale`; Real-ESRGAN weights are sha256-checked.
+
+    Real-ESRGAN uses its x2 network up to scale 2 and its x4 network above.
+    """
+    try:
+        kind = UpsamplerKind(kind)
+    except ValueError:
+        known = ", ".join(k.value for k in UpsamplerKind)
+        raise DrbfrError(f"unknown background upsampler {kind!r}; choose one of {known}") from None
+    if scale <= 0:
+        raise DrbfrError(f"upscale must be positive, got {scale}")
+    if kind is UpsamplerKind.LANCZOS:
+        return LanczosUpsampler(scale=scale)
+    name = MODEL_NAMES[2] if scale <= 2 else MODEL_NAMES[4]
+    descriptor = load_realesrgan(weights.load_verified(name, weights_dir), name=name)
+    return RealEsrganUpsampler(
+        descriptor=descriptor, scale=scale, tile=tile, overlap=overlap, device=device, half=half
+    )
