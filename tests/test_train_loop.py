@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
+from itertools import islice
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ import torch
 
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.train import LoopConfig, load_modules, train
-from drbfr_cli.train.data import isolated_rng
+from drbfr_cli.train.data import EpochSampler, Shard, isolated_rng
 from tests.train_toy import ToyTask
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -226,3 +227,30 @@ def test_torchrun_two_processes_stay_in_sync(tmp_path, request):
     assert [r["step"] for r in _metrics(run)] == [2, 4, 6]
     config = json.loads((run / "final" / "config.json").read_text())
     assert config["world_size"] == 2
+    state = torch.load(run / "checkpoints" / "step_0000006" / "state.pt", weights_only=True)
+    rng0, rng1 = state["rng"]  # each rank's own stream, both saved
+    assert not torch.equal(rng0["torch"], rng1["torch"])
+
+
+def test_ranks_read_disjoint_items_and_a_resume_starts_mid_epoch():
+    first = EpochSampler(10, seed=3, shard=Shard(rank=0, world_size=2, start=0))
+    second = EpochSampler(10, seed=3, shard=Shard(rank=1, world_size=2, start=0))
+    epoch0 = first.epoch_indices(0) + second.epoch_indices(0)
+    assert sorted(epoch0) == list(range(10))
+    assert first.epoch_indices(1) != first.epoch_indices(0)  # a new permutation per epoch
+    stream = list(islice(iter(first), 12))
+    resumed = list(islice(iter(EpochSampler(10, 3, Shard(0, 2, start=7))), 5))
+    assert resumed == stream[7:12] and stream[5][0] == 1  # 5 items per rank and epoch
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 training needs a CUDA GPU")
+def test_fp16_on_gpu_learns_and_resumes(tmp_path):
+    loop = _loop(steps=40, mixed_precision="fp16", cpu=False)
+    run = tmp_path / "fp16"
+    with pytest.raises(_Killed):
+        train(ToyTask(), loop, run, on_log=_kill_at(20))
+    train(ToyTask(), loop, run, resume=True)
+    losses = [record["loss"] for record in _metrics(run)]
+    assert losses[-1] < 0.5 * losses[0]
+    state = torch.load(run / "checkpoints" / "step_0000040" / "state.pt", weights_only=True)
+    assert state["scaler"]["scale"] > 0

@@ -18,7 +18,7 @@ uninterrupted one.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -154,7 +154,7 @@ def _loader_kwargs(num_workers: int) -> dict[str, Any]:
 
 def _map_batches(
     dataset: Dataset, batch_size: int, seed: int, shard: Shard, num_workers: int
-) -> Iterator[Batch]:
+) -> Generator[Batch, None, None]:
     sampler = EpochSampler(len(dataset), seed, shard)  # type: ignore[arg-type]
     loader = DataLoader(
         SeededItems(dataset, seed),
@@ -168,7 +168,7 @@ def _map_batches(
 
 def _iterable_batches(
     dataset: Dataset, batch_size: int, seed: int, shard: Shard, num_workers: int
-) -> Iterator[Batch]:
+) -> Generator[Batch, None, None]:
     stream_seed = derive_seed(seed, shard.rank, shard.start)
     loader = DataLoader(
         dataset,
@@ -187,7 +187,7 @@ def _iterable_batches(
 
 def infinite_batches(
     dataset: Dataset, batch_size: int, seed: int, shard: Shard, num_workers: int
-) -> Iterator[Batch]:
+) -> Generator[Batch, None, None]:
     """Batches of `batch_size` items for this rank, forever, resuming after `shard.start` items."""
     check_dataset(dataset, shard.world_size)
     make = _iterable_batches if _is_iterable(dataset) else _map_batches

@@ -22,7 +22,7 @@ processes started by `torchrun` / `accelerate launch` (gloo on CPU, NCCL on GPUs
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -30,7 +30,7 @@ from typing import Any, Literal, Protocol
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import gather_object, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_seed
 
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.train import checkpoint as ckpt
@@ -63,22 +63,37 @@ class LoopConfig:
     """How to train (the same for every stage). See the module docstring for the conventions."""
 
     steps: int
+    """Optimizer steps in all (a resumed run may raise it to train longer)."""
     batch_size: int
+    """Items per micro-batch on each process."""
     lr: float
+    """AdamW learning rate after warm-up."""
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    """Linear warm-up from 0 to `lr` over this many steps, then constant."""
     grad_clip: float | None = 1.0
+    """Clip the global gradient norm to this (None: no clipping; the norm is logged either way)."""
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    """fp16 needs a GPU (with a gradient scaler); bf16 also runs on the CPU."""
     grad_accum: int = 1
+    """Micro-batches per optimizer step."""
     seed: int = 0
     num_workers: int = 0
+    """DataLoader worker processes per training process."""
     log_every: int = 10
+    """Steps between lines of metrics.jsonl (each the mean over those steps and all ranks)."""
     sample_every: int = 0
+    """Steps between sample grids (0: never)."""
     checkpoint_every: int = 500
+    """Steps between checkpoints (0: only at the end); the last step is always checkpointed."""
     keep_checkpoints: int = 2
     ema_decay: float | None = None
+    """Keep an EMA copy of every module with this decay (None: no EMA)."""
     cpu: bool = False
     """Train on the CPU even when a GPU is present (without a GPU the CPU is used anyway)."""
+    find_unused_parameters: bool = False
+    """Let DDP tolerate parameters that some steps leave without gradient (slower; only
+    needed in multi-process runs whose loss skips part of a module)."""
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "grad_accum", "log_every", "keep_checkpoints")
@@ -160,12 +175,13 @@ class _Session:
     accelerator: Accelerator
     raw: dict[str, torch.nn.Module]
     prepared: dict[str, torch.nn.Module]
+    params: list[torch.nn.Parameter]
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     ema: EmaModules | None
     step: int = 0
     elapsed: float = 0.0
-    batches: Iterator[Batch] | None = None
+    batches: Generator[Batch, None, None] | None = None
     samples: SampleWriter | None = None
 
     @property
@@ -202,8 +218,12 @@ def _make_accelerator(loop: LoopConfig) -> Accelerator:
     if loop.mixed_precision == "fp16" and cpu:
         raise DrbfrError("fp16 mixed precision needs a GPU; use bf16 or no on the CPU")
     # cpu=True also selects gloo for CPU processes started by torchrun / accelerate launch
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=loop.find_unused_parameters)
     return Accelerator(
-        cpu=cpu, mixed_precision=loop.mixed_precision, gradient_accumulation_steps=loop.grad_accum
+        cpu=cpu,
+        mixed_precision=loop.mixed_precision,
+        gradient_accumulation_steps=loop.grad_accum,
+        kwargs_handlers=[ddp],
     )
 
 
@@ -246,6 +266,11 @@ def _build(task: TrainTask, loop: LoopConfig, run_dir: Path, accelerator: Accele
         raise DrbfrError(f"task {task.name!r} has no modules to train")
     for module in raw.values():
         module.train()
+    for name, module in raw.items():
+        if not any(p.requires_grad for p in module.parameters()):
+            raise ValueError(
+                f"module {name!r} has no trainable parameter; keep it out of modules()"
+            )
     params = [p for module in raw.values() for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=loop.lr, weight_decay=loop.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup(loop.warmup_steps))
@@ -254,7 +279,7 @@ def _build(task: TrainTask, loop: LoopConfig, run_dir: Path, accelerator: Accele
     ema = EmaModules(raw, loop.ema_decay) if loop.ema_decay else None
     return _Session(
         task, loop, run_dir, accelerator, raw, dict(zip(names, wrapped, strict=True)),
-        optimizer, scheduler, ema,
+        params, optimizer, scheduler, ema,
     )  # fmt: skip
 
 
@@ -325,11 +350,12 @@ def _micro_batch(session: _Session, step: int) -> dict[str, float]:
 def _optimizer_step(session: _Session) -> float:
     """Clip, step the optimizer, scheduler and EMA; returns the gradient norm before clipping."""
     accelerator, loop = session.accelerator, session.loop
-    params = [p for p in session.optimizer.param_groups[0]["params"]]
-    norm = accelerator.clip_grad_norm_(params, loop.grad_clip or float("inf"))
+    norm = accelerator.clip_grad_norm_(session.params, loop.grad_clip or float("inf"))
     session.optimizer.step()
-    session.scheduler.step()
     session.optimizer.zero_grad(set_to_none=True)
+    if accelerator.optimizer_step_was_skipped:  # fp16: the scaler found inf/nan gradients
+        return float(norm)
+    session.scheduler.step()
     if session.ema is not None:
         session.ema.update(session.raw)
     return float(norm)
@@ -483,5 +509,6 @@ def train(
         last_terms = _run_steps(session, on_log)
         final = _save_final(session)
     finally:
-        session.batches = None  # shuts the loader workers down
+        if session.batches is not None:
+            session.batches.close()  # shuts the loader workers down
     return TrainResult(run_dir, session.step, last_terms, final)
