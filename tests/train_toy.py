@@ -114,7 +114,8 @@ def _torchrun_main(run_dir: Path, out_dir: Path) -> None:
         for key, value in module.state_dict().items()
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    safetensors.torch.save_file(tensors, str(out_dir / f"rank{os.environ['RANK']}.safetensors"))
+    rank = os.environ.get("RANK", "0")
+    safetensors.torch.save_file(tensors, str(out_dir / f"rank{rank}.safetensors"))
 
 
 if __name__ == "__main__":

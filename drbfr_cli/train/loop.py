@@ -2,11 +2,12 @@
 
 A stage is a `TrainTask`: it names its modules, its dataset, its loss and (optionally) a sample
 grid; `train` does the rest on accelerate, so one code path runs on a CPU, one GPU, or many
-processes started by `torchrun` / `accelerate launch` (gloo on CPU, NCCL on GPUs).
+processes: `torchrun` (gloo between CPU processes, NCCL between GPUs, several nodes with its
+rendezvous options) or `accelerate launch --multi_gpu` (which starts torchrun's launcher).
 
 - One step is one optimizer step over `grad_accum` micro-batches of `batch_size` items per
   process, so a step sees batch_size * grad_accum * world_size items.
-- Learning rate: linear warm-up from 0 over `warmup_steps`, then constant (no decay, so a run
+- Learning rate: linear warm-up (lr * k / warmup_steps at step k), then constant (no decay, so a run
   can be extended by resuming with more `steps` without changing its past).
 - Optimizer: AdamW over all trainable parameters of all modules.
 - Only rank 0 writes (checkpoints, metrics.jsonl, samples, progress bar); all ranks compute.
@@ -29,11 +30,11 @@ from typing import Any, Literal, Protocol
 
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_seed
+from accelerate.utils import gather_object, set_seed
 
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.train import checkpoint as ckpt
+from drbfr_cli.train.accel import make_accelerator, mean_over_ranks
 from drbfr_cli.train.checkpoint import load_modules
 from drbfr_cli.train.data import (
     Batch,
@@ -198,35 +199,6 @@ class _Session:
 # Setting up
 
 
-def _on_cpu(loop: LoopConfig) -> bool:
-    """Train on the CPU when asked, or when the machine has no accelerator device."""
-    if loop.cpu:
-        return True
-    accelerator_api = getattr(torch, "accelerator", None)
-    if accelerator_api is not None:
-        return not accelerator_api.is_available()
-    return not torch.cuda.is_available()
-
-
-def _make_accelerator(loop: LoopConfig) -> Accelerator:
-    # A process may train several times (tests, scripts): accelerate keeps its device, precision
-    # and accumulation settings in process-wide state, cleared here between runs. A distributed
-    # process group (torchrun, accelerate launch) is kept: it belongs to the whole process.
-    AcceleratorState._reset_state(reset_partial_state=not torch.distributed.is_initialized())
-    GradientState._reset_state()
-    cpu = _on_cpu(loop)
-    if loop.mixed_precision == "fp16" and cpu:
-        raise DrbfrError("fp16 mixed precision needs a GPU; use bf16 or no on the CPU")
-    # cpu=True also selects gloo for CPU processes started by torchrun / accelerate launch
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=loop.find_unused_parameters)
-    return Accelerator(
-        cpu=cpu,
-        mixed_precision=loop.mixed_precision,
-        gradient_accumulation_steps=loop.grad_accum,
-        kwargs_handlers=[ddp],
-    )
-
-
 def _run_config(task: TrainTask, loop: LoopConfig, step: int, world_size: int) -> dict[str, Any]:
     return {
         "task": task.name,
@@ -308,7 +280,7 @@ def _restore(session: _Session, folder: Path, saved: dict[str, Any]) -> int:
 
 
 def _open_run(task: TrainTask, loop: LoopConfig, run_dir: Path, resume: bool) -> _Session:
-    accelerator = _make_accelerator(loop)
+    accelerator = make_accelerator(loop)
     folder, saved = _resume_point(task, loop, run_dir, resume)
     accelerator.wait_for_everyone()  # every rank checked the folder before rank 0 writes to it
     session = _build(task, loop, run_dir, accelerator)
@@ -376,17 +348,9 @@ def _train_step(session: _Session, step: int) -> dict[str, float]:
 # Logging, samples, checkpoints
 
 
-def _mean_over_ranks(accelerator: Accelerator, terms: dict[str, float]) -> dict[str, float]:
-    """Every rank's terms averaged (all ranks call this at the same steps, same term names)."""
-    keys = sorted(terms)
-    values = torch.tensor([terms[k] for k in keys], dtype=torch.float64, device=accelerator.device)
-    values = accelerator.reduce(values, reduction="mean")
-    return dict(zip(keys, values.tolist(), strict=True))
-
-
 def _log(session: _Session, meter: TermMeter, clock: dict[str, float]) -> dict[str, Any]:
     """Average the interval's terms over ranks, write metrics.jsonl, and return the record."""
-    terms = _mean_over_ranks(session.accelerator, meter.means())
+    terms = mean_over_ranks(session.accelerator, meter.means())
     check_finite(session.step, terms)
     now = time.perf_counter()
     session.elapsed += now - clock["last"]
