@@ -10,6 +10,7 @@ from dataclasses import replace
 from itertools import islice
 from pathlib import Path
 
+import numpy as np
 import pytest
 import safetensors.torch
 import torch
@@ -254,3 +255,15 @@ def test_fp16_on_gpu_learns_and_resumes(tmp_path):
     assert losses[-1] < 0.5 * losses[0]
     state = torch.load(run / "checkpoints" / "step_0000040" / "state.pt", weights_only=True)
     assert state["scaler"]["scale"] > 0
+
+
+def test_item_randomness_is_isolated_from_the_training_stream():
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    with isolated_rng(7):
+        first = (torch.initial_seed(), torch.rand(2), np.random.rand())
+    with isolated_rng(7):
+        second = (torch.initial_seed(), torch.rand(2), np.random.rand())
+    assert first[0] == second[0] == 7 and torch.equal(first[1], second[1]) and first[2] == second[2]
+    assert torch.equal(torch.rand(3), expected)  # the caller's stream went on untouched

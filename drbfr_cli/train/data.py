@@ -58,16 +58,21 @@ def seed_worker(worker_id: int) -> None:
 
 
 @contextmanager
-def isolated_rng(seed: int | None = None) -> Iterator[None]:
-    """Run a block with its own global RNG states (torch CPU/CUDA, numpy, python), then restore.
+def isolated_rng(seed: int | None = None, *, cuda: bool = False) -> Iterator[None]:
+    """Run a block with its own global RNG states (torch, numpy, python), then restore them.
 
     With `seed`, the block starts from that seed; the caller's streams are never disturbed.
+    `cuda=True` also isolates (and seeds) the CUDA generators, for blocks that draw on a GPU;
+    without it the CUDA generators are not touched at all.
     """
     np_state, py_state = np.random.get_state(), random.getstate()
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    gpus = cuda and torch.cuda.is_initialized()
+    devices = list(range(torch.cuda.device_count())) if gpus else []
     with torch.random.fork_rng(devices=devices):
         if seed is not None:
-            torch.manual_seed(seed)
+            if gpus:
+                torch.cuda.manual_seed_all(seed)
+            torch.default_generator.manual_seed(seed)
             np.random.seed(seed)
             random.seed(seed)
         try:

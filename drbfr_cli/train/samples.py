@@ -42,7 +42,7 @@ class SampleWriter:
         for module in modules.values():
             module.eval()
         try:
-            with isolated_rng(derive_seed(self.seed, step)), torch.no_grad(), autocast:
+            with isolated_rng(derive_seed(self.seed, step), cuda=True), torch.no_grad(), autocast:
                 grid = self.task.sample_grid(modules, batch)
         finally:
             for name, module in modules.items():
