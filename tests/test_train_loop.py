@@ -267,3 +267,23 @@ def test_item_randomness_is_isolated_from_the_training_stream():
         second = (torch.initial_seed(), torch.rand(2), np.random.rand())
     assert first[0] == second[0] == 7 and torch.equal(first[1], second[1]) and first[2] == second[2]
     assert torch.equal(torch.rand(3), expected)  # the caller's stream went on untouched
+
+
+def test_resume_may_change_keys_are_not_compared_but_weights_must_still_fit(short_run):
+    class DataMoved(ToyTask):
+        resume_may_change = frozenset({"size"})
+
+    result = train(DataMoved(size=30), _loop(steps=15, checkpoint_every=5), short_run, resume=True)
+    assert result.step == 15
+
+    class Reshaped(ToyTask):
+        resume_may_change = frozenset({"hidden"})
+
+    with pytest.raises(DrbfrError, match=r"encoder\.safetensors: does not fit") as excinfo:
+        train(
+            Reshaped(hidden=32, size=30),
+            _loop(steps=20, checkpoint_every=5),
+            short_run,
+            resume=True,
+        )
+    _one_line_error(excinfo)

@@ -255,14 +255,25 @@ def _build(task: TrainTask, loop: LoopConfig, run_dir: Path, accelerator: Accele
     )  # fmt: skip
 
 
+def _load_weights(
+    module: torch.nn.Module, weights: dict[str, torch.Tensor] | None, path: Path
+) -> None:
+    """Load saved weights into a module; a one-line error when they are absent or do not fit."""
+    if weights is None:
+        raise DrbfrError(f"{path}: missing from the checkpoint")
+    try:
+        module.load_state_dict(weights)
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[-1].strip()
+        raise DrbfrError(f"{path}: does not fit the module being trained ({reason})") from None
+
+
 def _restore(session: _Session, folder: Path, saved: dict[str, Any]) -> int:
     """Load a checkpoint into the session; returns the items this rank had consumed."""
     weights = ckpt.read_weights(folder, saved, ema=False)
     state = ckpt.read_state(folder, saved)
     for name, module in session.raw.items():
-        if name not in weights:
-            raise DrbfrError(f"{folder}: has no weights for module {name!r}")
-        module.load_state_dict(weights[name])
+        _load_weights(module, weights.get(name), folder / ckpt.weights_file(name))
     if session.ema is not None:
         session.ema.load_state_dicts(ckpt.read_weights(folder, saved, ema=True))
     session.optimizer.load_state_dict(state["optimizer"])
