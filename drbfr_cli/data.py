@@ -2,8 +2,9 @@
 
 Each item draws its own Eq. (11) parameters phi_i, degrades one crop of one HQ face with them,
 and returns two non-overlapping patches of that LQ crop (p1, p2) with the HQ patches at the same
-positions (r1, r2). All randomness comes from a generator seeded by (dataset seed, index), so an
-item is the same in every worker and every run.
+positions (r1, r2). All randomness comes from a generator seeded by (dataset seed, index, torch's
+seed); the training loop seeds torch per (seed, epoch, index), so an item is the same in every
+worker, process count and resumed run.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from drbfr_cli.errors import DrbfrError
 from drbfr_cli.imaging import collect_images, read_image, to_uint8
 from drbfr_cli.synthetic import prepare_hq
 
-VIRTUAL_LENGTH = 10_000_000
-"""Items per 'epoch': large, since every index is a new random degradation."""
+VIRTUAL_LENGTH = 100_000
+"""Items per 'epoch'; the training loop reseeds torch per (seed, epoch, index), so every epoch
+draws new degradations."""
 
 
 def load_faces(folder: Path, size: int) -> list[np.ndarray]:
@@ -79,7 +81,7 @@ class PatchPairDataset(Dataset):
         return VIRTUAL_LENGTH
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, index])
+        rng = np.random.default_rng([self.seed, index, torch.initial_seed() % 2**63])
         face = self.faces[int(rng.integers(len(self.faces)))]
         top, left = (int(v) for v in rng.integers(0, np.array(face.shape[:2]) - self.crop_size + 1))
         hq = face[top : top + self.crop_size, left : left + self.crop_size].astype(np.float32) / 255.0

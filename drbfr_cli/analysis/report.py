@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 
 from drbfr_cli.analysis.drm import DegradationType, DRMAnalysis
-from drbfr_cli.imaging import write_bytes_atomic, write_image
+from drbfr_cli.imaging import from_uint8, write_bytes_atomic, write_image
 
-_COLOURS = [(0.85, 0.2, 0.2), (0.2, 0.55, 0.9), (0.2, 0.7, 0.3), (0.9, 0.6, 0.1)]
+_COLOURS = [(217, 51, 51), (51, 140, 230), (51, 179, 77), (230, 153, 26)]
 
 
 def summary(analysis: DRMAnalysis, meta: dict[str, Any]) -> dict[str, Any]:
@@ -64,7 +64,7 @@ def markdown(data: dict[str, Any]) -> str:
 
 def scatter_image(points: np.ndarray, labels: np.ndarray, size: int = 512) -> np.ndarray:
     """A PCA scatter of DRs coloured by degradation type, float RGB in [0, 1]."""
-    canvas = np.ones((size, size, 3), np.float32)
+    canvas = np.full((size, size, 3), 255, np.uint8)  # OpenCV draws text on 8-bit images only
     margin = 40
     span = np.ptp(points, axis=0) + 1e-9
     xy = (points - points.min(0)) / span * (size - 2 * margin) + margin
@@ -73,7 +73,7 @@ def scatter_image(points: np.ndarray, labels: np.ndarray, size: int = 512) -> np
     for index, kind in enumerate(DegradationType):
         cv2.circle(canvas, (16, 16 + 18 * index), 5, _COLOURS[index], -1, lineType=cv2.LINE_AA)
         cv2.putText(canvas, kind.value, (28, 21 + 18 * index), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    return canvas
+    return from_uint8(canvas)
 
 
 def write_report(analysis: DRMAnalysis, out_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:

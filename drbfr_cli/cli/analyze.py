@@ -14,7 +14,7 @@ from drbfr_cli.data import load_faces
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.nets.drm import build_drm
 from drbfr_cli.train.drm import model_config_from_saved
-from drbfr_cli.train.loop import load_modules
+from drbfr_cli.train import load_modules
 
 app = typer.Typer(help="Analyse a trained stage.", no_args_is_help=True)
 

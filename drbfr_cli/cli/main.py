@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from drbfr_cli import __version__
-from drbfr_cli.cli import degrade, doctor, weights
+from drbfr_cli.cli import analyze, degrade, doctor, train, weights
 from drbfr_cli.cli import eval as eval_cli
 
 app = typer.Typer(
@@ -19,6 +19,8 @@ app.command(name="degrade")(degrade.degrade)
 app.add_typer(eval_cli.app, name="eval")
 app.add_typer(weights.app, name="weights")
 app.command(name="doctor")(doctor.doctor)
+app.add_typer(train.app, name="train")
+app.add_typer(analyze.app, name="analyze")
 
 
 def _print_version(value: bool) -> None:

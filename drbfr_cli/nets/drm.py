@@ -29,7 +29,7 @@ class DRMConfig:
     encoder_channels: tuple[int, ...] = (16, 32, 64, 128)
     tokens: int = 4
     token_dim: int = 64
-    generator_channels: tuple[int, ...] = (32, 64, 128)
+    generator_channels: tuple[int, ...] = (16, 32, 64)
     projection_dim: int = 128
     temperature: float = 0.1
     lambda_contrastive: float = 0.1

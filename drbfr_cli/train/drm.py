@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -48,12 +48,15 @@ class DRMTask:
     """TrainTask for the DRM: E_DR, G_LQ and the projection head on patch pairs."""
 
     name = "drm"
+    resume_may_change = frozenset({"data"})
 
     def __init__(self, config: DRMTaskConfig, faces: list | None = None) -> None:
         self.settings = config
         self.model_config = config.model
         self.faces = faces if faces is not None else load_faces(Path(config.data), config.model.face_size)
-        networks = build_drm(config.model)
+        with torch.random.fork_rng():  # weights depend on the seed only, not on global state
+            torch.manual_seed(config.seed)
+            networks = build_drm(config.model)
         if config.ablation is Ablation.CL:
             networks.pop("generator")
         elif config.ablation is Ablation.REC:
@@ -108,4 +111,3 @@ def model_config_from_saved(saved: dict[str, Any]) -> DRMConfig:
     return from_dict(DRMConfig, saved["model"], source="DRM checkpoint config")
 
 
-__all__ = ["Ablation", "DRMTask", "DRMTaskConfig", "drm_config_from_preset", "model_config_from_saved", "replace"]
