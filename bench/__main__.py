@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import tempfile
@@ -79,16 +80,20 @@ def bench_degrade_set(hq_dir: Path, workers: list[int], copies: int) -> dict[int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--hq", type=Path, default=Path("../shared/data/hq"), help="HQ faces for the degrade run")
+    parser.add_argument(
+        "--hq", type=Path, default=Path("../shared/data/hq"), help="HQ faces for the degrade run"
+    )
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--copies", type=int, default=8, help="links per HQ face in the degrade run")
+    parser.add_argument(
+        "--copies", type=int, default=8, help="links per HQ face in the degrade run"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     steps = bench_steps(args.repeats)
     base = steps["baseline_png_encode"]
     result: dict[str, object] = {
         "date": date.today().isoformat(),
-        "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "steps_seconds": steps,
         "steps_ratio_to_png_encode": {k: v / base for k, v in steps.items()},
     }
@@ -100,7 +105,10 @@ def main() -> None:
         result["degrade_set_seconds"] = sets
         result["degrade_set_speedup_2_workers"] = sets[1] / sets[2]
         count = args.copies * len(collect_images([args.hq]))
-        print(f"drbfr degrade, {count} faces at 512 px: 1 worker {sets[1]:.2f} s, 2 workers {sets[2]:.2f} s, speed-up {sets[1] / sets[2]:.2f}x")
+        print(
+            f"drbfr degrade, {count} faces at 512 px: 1 worker {sets[1]:.2f} s, "
+            f"2 workers {sets[2]:.2f} s, speed-up {sets[1] / sets[2]:.2f}x"
+        )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

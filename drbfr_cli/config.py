@@ -28,7 +28,7 @@ def preset_names(stage: str) -> list[str]:
 
 
 def load_preset(stage: str, name: str) -> dict[str, Any]:
-    """The `name` table of `models/presets/<stage>.toml` (DrbfrError listing the names if absent)."""
+    """The `name` table of `models/presets/<stage>.toml` (DrbfrError if absent)."""
     presets = _read_presets(stage)
     if name not in presets:
         raise DrbfrError(f"unknown {stage} preset {name!r}; choose one of: {', '.join(presets)}")

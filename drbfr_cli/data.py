@@ -44,7 +44,9 @@ def load_faces(folder: Path, size: int) -> list[np.ndarray]:
     return faces
 
 
-def patch_positions(rng: np.random.Generator, crop: int, patch: int) -> tuple[tuple[int, int], tuple[int, int]]:
+def patch_positions(
+    rng: np.random.Generator, crop: int, patch: int
+) -> tuple[tuple[int, int], tuple[int, int]]:
     """Top-left corners of two patches inside a crop x crop region that do not overlap."""
     while True:
         a = tuple(int(v) for v in rng.integers(0, crop - patch + 1, size=2))
@@ -59,7 +61,7 @@ def _to_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 class PatchPairDataset(Dataset):
-    """Items: dict with lq1, lq2, hq1, hq2 (3 x P x P in [-1, 1]) and params (sigma, r, delta, q)."""
+    """Items: lq1, lq2, hq1, hq2 (3 x P x P in [-1, 1]) and params (sigma, r, delta, q)."""
 
     def __init__(
         self,
@@ -84,7 +86,10 @@ class PatchPairDataset(Dataset):
         rng = np.random.default_rng([self.seed, index, torch.initial_seed() % 2**63])
         face = self.faces[int(rng.integers(len(self.faces)))]
         top, left = (int(v) for v in rng.integers(0, np.array(face.shape[:2]) - self.crop_size + 1))
-        hq = face[top : top + self.crop_size, left : left + self.crop_size].astype(np.float32) / 255.0
+        hq = (
+            face[top : top + self.crop_size, left : left + self.crop_size].astype(np.float32)
+            / 255.0
+        )
         params = sample_params(rng, self.ranges)
         lq = degrade(hq, params, rng)
         (y1, x1), (y2, x2) = patch_positions(rng, self.crop_size, self.patch_size)
@@ -94,5 +99,7 @@ class PatchPairDataset(Dataset):
             "lq2": _to_tensor(lq[y2 : y2 + p, x2 : x2 + p]),
             "hq1": _to_tensor(hq[y1 : y1 + p, x1 : x1 + p]),
             "hq2": _to_tensor(hq[y2 : y2 + p, x2 : x2 + p]),
-            "params": torch.tensor([params.sigma, params.r, params.delta, params.q], dtype=torch.float32),
+            "params": torch.tensor(
+                [params.sigma, params.r, params.delta, params.q], dtype=torch.float32
+            ),
         }

@@ -12,7 +12,15 @@ from drbfr_cli.data import PatchPairDataset, load_faces, patch_positions
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.nets.drm import AdaIN, DRMConfig, build_drm
 
-TEST_CONFIG = DRMConfig(crop_size=64, patch_size=32, encoder_channels=(8, 16), tokens=3, token_dim=8, generator_channels=(8, 16), projection_dim=16)
+TEST_CONFIG = DRMConfig(
+    crop_size=64,
+    patch_size=32,
+    encoder_channels=(8, 16),
+    tokens=3,
+    token_dim=8,
+    generator_channels=(8, 16),
+    projection_dim=16,
+)
 
 
 def test_encoder_accepts_any_size_and_gives_tokens() -> None:
@@ -58,7 +66,9 @@ def test_dataset_items_are_deterministic_aligned_and_degraded() -> None:
     first, again, other = data[11], data[11], data[12]
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert not torch.equal(first["lq1"], other["lq1"])
-    assert first["lq1"].shape == (3, 32, 32) and first["lq1"].min() >= -1 and first["lq1"].max() <= 1
+    assert (
+        first["lq1"].shape == (3, 32, 32) and first["lq1"].min() >= -1 and first["lq1"].max() <= 1
+    )
     sigma, r, delta, q = first["params"].tolist()
     assert 0.1 <= sigma <= 10 and 0.8 <= r <= 8 and 0 <= delta <= 20 and 60 <= q <= 100
     assert not torch.equal(first["lq2"], first["hq2"])

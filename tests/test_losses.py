@@ -55,7 +55,7 @@ def test_energy_distance_is_near_zero_for_one_distribution_and_grows_with_shift(
     shifts = [float(energy_distance(x + s, y)) for s in (0.25, 0.5, 1.0, 2.0)]
     assert abs(same) < 0.03
     assert all(a < b for a, b in zip([same, *shifts], shifts, strict=False)), shifts
-    # Energy distance between N(mu, I) and N(0, I) for |mu| large tends to 2|mu| - ... ; at least |mu|.
+    # For a large shift mu the energy distance approaches 2|mu| minus a constant: at least |mu|.
     assert shifts[-1] > 2.0 * math.sqrt(8) * 0.5
 
 

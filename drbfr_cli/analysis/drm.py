@@ -88,7 +88,9 @@ class DRMAnalysis:
 # Degradations used by the analysis
 
 
-def single_degradation(kind: DegradationType, rng: np.random.Generator, config: AnalysisConfig) -> Callable[[np.ndarray], np.ndarray]:
+def single_degradation(
+    kind: DegradationType, rng: np.random.Generator, config: AnalysisConfig
+) -> Callable[[np.ndarray], np.ndarray]:
     """One strong single-type degradation (Fig. 7b) as a function of an HQ image in [0, 1]."""
     if kind is DegradationType.BLUR:
         sigma = rng.uniform(*config.strong_blur)
@@ -122,7 +124,10 @@ def _to_batch(images: list[np.ndarray]) -> torch.Tensor:
 @torch.no_grad()
 def encode(encoder: nn.Module, images: list[np.ndarray], batch_size: int) -> np.ndarray:
     """Flattened f_DR (n x l*d) of float RGB images in [0, 1]."""
-    parts = [encoder(_to_batch(images[i : i + batch_size])).flatten(1) for i in range(0, len(images), batch_size)]
+    parts = [
+        encoder(_to_batch(images[i : i + batch_size])).flatten(1)
+        for i in range(0, len(images), batch_size)
+    ]
     return torch.cat(parts).numpy()
 
 
@@ -131,7 +136,9 @@ def standardise(fit: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndar
     return (fit - mean) / std, (score - mean) / std
 
 
-def linear_probe_accuracy(fit_x: np.ndarray, fit_y: np.ndarray, score_x: np.ndarray, score_y: np.ndarray, classes: int) -> float:
+def linear_probe_accuracy(
+    fit_x: np.ndarray, fit_y: np.ndarray, score_x: np.ndarray, score_y: np.ndarray, classes: int
+) -> float:
     """Softmax regression (L2 1e-3, L-BFGS) fitted on (fit_x, fit_y), accuracy on the score set."""
     fx, sx = (torch.from_numpy(a).double() for a in standardise(fit_x, score_x))
     labels = torch.from_numpy(fit_y).long()
@@ -150,7 +157,9 @@ def linear_probe_accuracy(fit_x: np.ndarray, fit_y: np.ndarray, score_x: np.ndar
     return float((predicted == score_y).mean())
 
 
-def knn_accuracy(fit_x: np.ndarray, fit_y: np.ndarray, score_x: np.ndarray, score_y: np.ndarray, k: int) -> float:
+def knn_accuracy(
+    fit_x: np.ndarray, fit_y: np.ndarray, score_x: np.ndarray, score_y: np.ndarray, k: int
+) -> float:
     """k-nearest-neighbour vote under cosine similarity of standardised features."""
     fx, sx = standardise(fit_x, score_x)
     fx /= np.linalg.norm(fx, axis=1, keepdims=True)
@@ -161,7 +170,13 @@ def knn_accuracy(fit_x: np.ndarray, fit_y: np.ndarray, score_x: np.ndarray, scor
     return float((predicted == score_y).mean())
 
 
-def ridge_r2(fit_x: np.ndarray, fit_t: np.ndarray, score_x: np.ndarray, score_t: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+def ridge_r2(
+    fit_x: np.ndarray,
+    fit_t: np.ndarray,
+    score_x: np.ndarray,
+    score_t: np.ndarray,
+    alpha: float = 1.0,
+) -> np.ndarray:
     """Ridge regression per target column; R^2 on the score set (1 - SSE / SST)."""
     fx, sx = standardise(fit_x, score_x)
     t_mean = fit_t.mean(0)
@@ -174,7 +189,9 @@ def ridge_r2(fit_x: np.ndarray, fit_t: np.ndarray, score_x: np.ndarray, score_t:
 
 
 def mean_cosine(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
-    return float(np.mean([a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12) for a, b in pairs]))
+    return float(
+        np.mean([a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12) for a, b in pairs])
+    )
 
 
 def pca_2d(features: np.ndarray) -> np.ndarray:
@@ -187,7 +204,9 @@ def pca_2d(features: np.ndarray) -> np.ndarray:
 # The four analyses
 
 
-def _type_probe_data(faces: list[np.ndarray], config: AnalysisConfig, rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+def _type_probe_data(
+    faces: list[np.ndarray], config: AnalysisConfig, rng: np.random.Generator
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """Single-type degraded faces, their type labels and their face indices."""
     images, labels, owners = [], [], []
     for face_index, face in enumerate(faces):
@@ -199,15 +218,25 @@ def _type_probe_data(faces: list[np.ndarray], config: AnalysisConfig, rng: np.ra
     return images, np.array(labels), np.array(owners)
 
 
-def type_probe(encoder: nn.Module, images: list[np.ndarray], labels: np.ndarray, fit: np.ndarray, config: AnalysisConfig) -> tuple[ProbeScores, np.ndarray]:
+def type_probe(
+    encoder: nn.Module,
+    images: list[np.ndarray],
+    labels: np.ndarray,
+    fit: np.ndarray,
+    config: AnalysisConfig,
+) -> tuple[ProbeScores, np.ndarray]:
     features = encode(encoder, images, config.batch_size)
     classes = len(DegradationType)
     args = (features[fit], labels[fit], features[~fit], labels[~fit])
-    scores = ProbeScores(linear=linear_probe_accuracy(*args, classes), knn=knn_accuracy(*args, config.knn_k))
+    scores = ProbeScores(
+        linear=linear_probe_accuracy(*args, classes), knn=knn_accuracy(*args, config.knn_k)
+    )
     return scores, features
 
 
-def _random_degradations(faces: list[np.ndarray], draws: int, rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, list]:
+def _random_degradations(
+    faces: list[np.ndarray], draws: int, rng: np.random.Generator
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, list]:
     images, targets, owners, params_list = [], [], [], []
     ranges = DegradationRanges()
     for face_index, face in enumerate(faces):
@@ -220,8 +249,10 @@ def _random_degradations(faces: list[np.ndarray], draws: int, rng: np.random.Gen
     return images, np.array(targets), np.array(owners), params_list
 
 
-def content_independence(encoder: nn.Module, faces: list[np.ndarray], config: AnalysisConfig, rng: np.random.Generator) -> tuple[float, float]:
-    """(mean cosine, same degradation / different faces; mean cosine, same face / different degradations)."""
+def content_independence(
+    encoder: nn.Module, faces: list[np.ndarray], config: AnalysisConfig, rng: np.random.Generator
+) -> tuple[float, float]:
+    """Mean DR cosine: (same degradation, different faces), (same face, other degradations)."""
     ranges = DegradationRanges()
     grid = [[None] * config.shared_draws for _ in faces]
     for d in range(config.shared_draws):
@@ -231,13 +262,29 @@ def content_independence(encoder: nn.Module, faces: list[np.ndarray], config: An
     flat = encode(encoder, [img for row in grid for img in row], config.batch_size)
     dr = flat.reshape(len(faces), config.shared_draws, -1)
     n_faces, n_draws = dr.shape[:2]
-    same_degradation = [(dr[a, d], dr[b, d]) for d in range(n_draws) for a in range(n_faces) for b in range(a + 1, n_faces)]
-    same_face = [(dr[f, a], dr[f, b]) for f in range(n_faces) for a in range(n_draws) for b in range(a + 1, n_draws)]
+    same_degradation = [
+        (dr[a, d], dr[b, d])
+        for d in range(n_draws)
+        for a in range(n_faces)
+        for b in range(a + 1, n_faces)
+    ]
+    same_face = [
+        (dr[f, a], dr[f, b])
+        for f in range(n_faces)
+        for a in range(n_draws)
+        for b in range(a + 1, n_draws)
+    ]
     return mean_cosine(same_degradation), mean_cosine(same_face)
 
 
 @torch.no_grad()
-def reconstruction_scores(modules: dict[str, nn.Module], faces: list[np.ndarray], lq: list[np.ndarray], owners: np.ndarray, config: AnalysisConfig) -> tuple[float, float, float]:
+def reconstruction_scores(
+    modules: dict[str, nn.Module],
+    faces: list[np.ndarray],
+    lq: list[np.ndarray],
+    owners: np.ndarray,
+    config: AnalysisConfig,
+) -> tuple[float, float, float]:
     """Fig. 6: mean PSNR and SSIM of G_LQ(HQ, DR(LQ)) vs LQ, and PSNR with the DRs shuffled."""
     metric = FidelityConfig()
     hq = [faces[i] for i in owners]
@@ -247,7 +294,9 @@ def reconstruction_scores(modules: dict[str, nn.Module], faces: list[np.ndarray]
     for i in range(0, len(hq), config.batch_size):
         batch = _to_batch(hq[i : i + config.batch_size])
         for target, tokens in ((rebuilt, dr), (rebuilt_shuffled, shuffled)):
-            out = modules["generator"](batch, tokens[i : i + config.batch_size].view(batch.shape[0], -1))
+            out = modules["generator"](
+                batch, tokens[i : i + config.batch_size].view(batch.shape[0], -1)
+            )
             target += [((o.permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1) for o in out]
     return (
         float(np.mean([psnr(r, t, metric) for r, t in zip(rebuilt, lq, strict=True)])),
@@ -256,7 +305,12 @@ def reconstruction_scores(modules: dict[str, nn.Module], faces: list[np.ndarray]
     )
 
 
-def analyse_drm(modules: dict[str, nn.Module], untrained_encoder: nn.Module, faces_uint8: list[np.ndarray], config: AnalysisConfig) -> DRMAnalysis:
+def analyse_drm(
+    modules: dict[str, nn.Module],
+    untrained_encoder: nn.Module,
+    faces_uint8: list[np.ndarray],
+    config: AnalysisConfig,
+) -> DRMAnalysis:
     """Run (a)-(d) on `faces_uint8` (first half fits the probes, second half scores them)."""
     if len(faces_uint8) < 2:
         raise ValueError("the analysis needs at least two faces (one to fit probes, one to score)")
@@ -275,12 +329,18 @@ def analyse_drm(modules: dict[str, nn.Module], untrained_encoder: nn.Module, fac
     fit_r = owners_r < n_fit
     r2 = ridge_r2(features_r[fit_r], targets[fit_r], features_r[~fit_r], targets[~fit_r])
 
-    same_degradation, same_face = content_independence(modules["encoder"], faces[n_fit:], config, rng)
+    same_degradation, same_face = content_independence(
+        modules["encoder"], faces[n_fit:], config, rng
+    )
     recon: tuple[float | None, ...] = (None, None, None)
     score_idx = np.flatnonzero(~fit_r)
-    hq_vs_lq = float(np.mean([psnr(faces[owners_r[i]], lq[i], FidelityConfig()) for i in score_idx]))
+    hq_vs_lq = float(
+        np.mean([psnr(faces[owners_r[i]], lq[i], FidelityConfig()) for i in score_idx])
+    )
     if "generator" in modules:
-        recon = reconstruction_scores(modules, faces, [lq[i] for i in score_idx], owners_r[score_idx], config)
+        recon = reconstruction_scores(
+            modules, faces, [lq[i] for i in score_idx], owners_r[score_idx], config
+        )
     return DRMAnalysis(
         type_probe=probe,
         type_probe_untrained=probe_untrained,

@@ -21,8 +21,15 @@ def summary(analysis: DRMAnalysis, meta: dict[str, Any]) -> dict[str, Any]:
         **meta,
         "fit_faces": analysis.fit_faces,
         "score_faces": analysis.score_faces,
-        "type_probe": {"linear": analysis.type_probe.linear, "knn": analysis.type_probe.knn, "chance": 1 / len(DegradationType)},
-        "type_probe_untrained": {"linear": analysis.type_probe_untrained.linear, "knn": analysis.type_probe_untrained.knn},
+        "type_probe": {
+            "linear": analysis.type_probe.linear,
+            "knn": analysis.type_probe.knn,
+            "chance": 1 / len(DegradationType),
+        },
+        "type_probe_untrained": {
+            "linear": analysis.type_probe_untrained.linear,
+            "knn": analysis.type_probe_untrained.knn,
+        },
         "r2": analysis.r2,
         "cosine_same_degradation_different_faces": analysis.cosine_same_degradation,
         "cosine_same_face_different_degradations": analysis.cosine_same_face,
@@ -35,31 +42,38 @@ def summary(analysis: DRMAnalysis, meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def markdown(data: dict[str, Any]) -> str:
+def summary_lines(data: dict[str, Any]) -> list[str]:
+    """One line per measure (a)-(d), for the terminal and the Markdown report."""
     probe, untrained, rec = data["type_probe"], data["type_probe_untrained"], data["reconstruction"]
+    same_degradation = data["cosine_same_degradation_different_faces"]
+    same_face = data["cosine_same_face_different_degradations"]
+    r2 = ", ".join(f"{k} {v:.3f}" for k, v in data["r2"].items())
     lines = [
-        f"# DRM analysis: {data.get('drm', '')}",
-        "",
-        f"Faces: {data['fit_faces']} to fit the probes, {data['score_faces']} to score them (never seen in training).",
-        "",
-        "| measure | trained | untrained |",
-        "|---|---|---|",
-        f"| (a) degradation-type accuracy, linear probe (chance {probe['chance']:.2f}) | {probe['linear']:.3f} | {untrained['linear']:.3f} |",
-        f"| (a) degradation-type accuracy, {data.get('knn_k', 5)}-NN probe | {probe['knn']:.3f} | {untrained['knn']:.3f} |",
-        "",
-        "(b) linear-probe R^2 under random Eq. (11) degradations: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in data["r2"].items()),
-        "",
-        f"(c) DR cosine, same degradation on different faces: {data['cosine_same_degradation_different_faces']:.3f}; "
-        f"different degradations on the same face: {data['cosine_same_face_different_degradations']:.3f}",
-        "",
+        f"(a) degradation type: linear probe {probe['linear']:.3f}, {data['knn_k']}-NN "
+        f"{probe['knn']:.3f}; untrained encoder {untrained['linear']:.3f} / "
+        f"{untrained['knn']:.3f}; chance {probe['chance']:.2f}",
+        f"(b) linear-probe R^2 under random Eq. (11) degradations: {r2}",
+        f"(c) DR cosine: same degradation, different faces {same_degradation:.3f}; "
+        f"same face, different degradations {same_face:.3f}",
     ]
     if rec["psnr_glq_vs_lq"] is not None:
         lines.append(
-            f"(d) G_LQ(HQ, DR(LQ)) vs real LQ: PSNR {rec['psnr_glq_vs_lq']:.2f} dB, SSIM {rec['ssim_glq_vs_lq']:.3f}; "
-            f"with shuffled DRs {rec['psnr_glq_shuffled_dr_vs_lq']:.2f} dB; HQ vs LQ {rec['psnr_hq_vs_lq']:.2f} dB"
+            f"(d) G_LQ(HQ, DR(LQ)) vs real LQ: PSNR {rec['psnr_glq_vs_lq']:.2f} dB, "
+            f"SSIM {rec['ssim_glq_vs_lq']:.3f}; with shuffled DRs "
+            f"{rec['psnr_glq_shuffled_dr_vs_lq']:.2f} dB; HQ vs LQ {rec['psnr_hq_vs_lq']:.2f} dB"
         )
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def markdown(data: dict[str, Any]) -> str:
+    header = [
+        f"# DRM analysis: {data.get('drm', '')}",
+        "",
+        f"Faces: {data['fit_faces']} fit the probes, {data['score_faces']} score them; "
+        "none was seen in training.",
+        "",
+    ]
+    return "\n\n".join(["\n".join(header).rstrip(), *summary_lines(data)]) + "\n"
 
 
 def scatter_image(points: np.ndarray, labels: np.ndarray, size: int = 512) -> np.ndarray:
@@ -72,7 +86,16 @@ def scatter_image(points: np.ndarray, labels: np.ndarray, size: int = 512) -> np
         cv2.circle(canvas, (int(x), int(size - y)), 5, _COLOURS[label], -1, lineType=cv2.LINE_AA)
     for index, kind in enumerate(DegradationType):
         cv2.circle(canvas, (16, 16 + 18 * index), 5, _COLOURS[index], -1, lineType=cv2.LINE_AA)
-        cv2.putText(canvas, kind.value, (28, 21 + 18 * index), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(
+            canvas,
+            kind.value,
+            (28, 21 + 18 * index),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.45,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
     return from_uint8(canvas)
 
 
@@ -81,5 +104,7 @@ def write_report(analysis: DRMAnalysis, out_dir: Path, meta: dict[str, Any]) -> 
     data = summary(analysis, meta)
     write_bytes_atomic(out_dir / "analysis.json", (json.dumps(data, indent=2) + "\n").encode())
     write_bytes_atomic(out_dir / "report.md", markdown(data).encode())
-    write_image(out_dir / "dr_scatter.png", scatter_image(analysis.scatter[:, :2], analysis.scatter[:, 2]))
+    write_image(
+        out_dir / "dr_scatter.png", scatter_image(analysis.scatter[:, :2], analysis.scatter[:, 2])
+    )
     return data

@@ -27,12 +27,16 @@ def loop_config(defaults: dict, **overrides: object) -> LoopConfig:
 def train_drm(
     data: Path = typer.Option(..., help="Folder of HQ faces (searched recursively)."),
     out: Path = typer.Option(..., "-o", "--out", help="Run folder (checkpoints, logs, samples)."),
-    preset: str = typer.Option("tiny", help="Model preset: tiny, base or paper (models/presets/drm.toml)."),
+    preset: str = typer.Option(
+        "tiny", help="Model preset: tiny, base or paper (models/presets/drm.toml)."
+    ),
     steps: int | None = typer.Option(None, min=1, help="Training steps (default: the preset's)."),
     batch_size: int | None = typer.Option(None, min=2, help="Patch pairs per step (per process)."),
     lr: float | None = typer.Option(None, min=0.0, help="Learning rate."),
     seed: int = typer.Option(0, help="Seed for weights, data and noise."),
-    ablation: Ablation = typer.Option(Ablation.NONE, help="none (DR-ALL), cl (DR-CL) or rec (DR-REC)."),
+    ablation: Ablation = typer.Option(
+        Ablation.NONE, help="none (DR-ALL), cl (DR-CL) or rec (DR-REC)."
+    ),
     resume: bool = typer.Option(False, help="Continue the run in OUT from its last checkpoint."),
     workers: int | None = typer.Option(None, min=0, help="Data-loader worker processes."),
     mixed_precision: str = typer.Option("no", help="no, fp16 or bf16."),
@@ -47,11 +51,23 @@ def train_drm(
     with user_errors():
         model, defaults = drm_config_from_preset(preset)
         loop = loop_config(
-            defaults, steps=steps, batch_size=batch_size, lr=lr, seed=seed, num_workers=workers,
-            mixed_precision=precision, checkpoint_every=checkpoint_every,
-            sample_every=sample_every, log_every=log_every,
+            defaults,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            num_workers=workers,
+            mixed_precision=precision,
+            checkpoint_every=checkpoint_every,
+            sample_every=sample_every,
+            log_every=log_every,
         )
-        task = DRMTask(DRMTaskConfig(model=model, data=str(data), preset=preset, ablation=ablation, seed=seed))
+        task = DRMTask(
+            DRMTaskConfig(model=model, data=str(data), preset=preset, ablation=ablation, seed=seed)
+        )
         result = train(task, loop, out, resume=resume)
-    console.print(f"drm trained to step {result.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.last_terms.items()))
+    console.print(
+        f"drm trained to step {result.step}: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in result.last_terms.items())
+    )
     console.print(f"weights: {result.final_dir}")

@@ -12,6 +12,7 @@ Images are float32 RGB NCHW in [-1, 1].
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -49,33 +50,45 @@ def _conv(c_in: int, c_out: int) -> list[nn.Module]:
 
 
 class DREncoder(nn.Module):
-    """E_DR: LQ image (B x 3 x H x W, [-1, 1], any H, W) -> f_DR (B x tokens x token_dim)."""
+    """E_DR: LQ image (B x 3 x H x W, [-1, 1], any H, W) -> f_DR (B x tokens x token_dim).
+
+    VGG-like stages (two 3x3 convs each, 2x2 average pooling between stages, reflected borders
+    so that a patch and a whole face see the same statistics). The DR is read from the spatial
+    mean and standard deviation of *every* stage: the early stages carry the low-level evidence
+    of a degradation (noise energy, missing high frequencies, 8x8 JPEG blocks), the late ones
+    its larger-scale traces. The image's own mean colour is removed first, so the DR does not
+    follow skin tone or lighting.
+    """
 
     def __init__(self, *, channels: tuple[int, ...], tokens: int, token_dim: int) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
+        self.stages = nn.ModuleList()
         c_in = 3
         for index, c_out in enumerate(channels):
-            if index > 0:
-                layers.append(nn.AvgPool2d(2))
-            layers += _conv(c_in, c_out) + _conv(c_out, c_out)
+            pool = [nn.AvgPool2d(2)] if index > 0 else []
+            self.stages.append(nn.Sequential(*pool, *_conv(c_in, c_out), *_conv(c_out, c_out)))
             c_in = c_out
-        self.features = nn.Sequential(*layers)
         hidden = 4 * token_dim
         self.to_tokens = nn.Sequential(
-            nn.Linear(2 * c_in, hidden), nn.LeakyReLU(0.2, inplace=True), nn.Linear(hidden, tokens * token_dim)
+            nn.Linear(2 * sum(channels), hidden),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(hidden, tokens * token_dim),
         )
         self.tokens, self.token_dim = tokens, token_dim
         for module in self.modules():
             if isinstance(module, nn.Conv2d | nn.Linear):  # He init for LeakyReLU(0.2)
                 nn.init.kaiming_normal_(module.weight, a=0.2)
                 nn.init.zeros_(module.bias)
+            if isinstance(module, nn.Conv2d):
+                module.padding_mode = "reflect"
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        features = self.features(image)
-        mean = features.mean(dim=(2, 3))
-        std = (features.var(dim=(2, 3), unbiased=False) + 1e-6).sqrt()
-        return self.to_tokens(torch.cat([mean, std], dim=1)).view(-1, self.tokens, self.token_dim)
+        x = image - image.mean(dim=(2, 3), keepdim=True)
+        statistics = []
+        for stage in self.stages:
+            x = stage(x)
+            statistics += [x.mean(dim=(2, 3)), (x.var(dim=(2, 3), unbiased=False) + 1e-6).sqrt()]
+        return self.to_tokens(torch.cat(statistics, dim=1)).view(-1, self.tokens, self.token_dim)
 
 
 class AdaIN(nn.Module):
@@ -118,8 +131,12 @@ class LQGenerator(nn.Module):
         super().__init__()
         self.stem = nn.Sequential(*_conv(3, channels[0]), *_conv(channels[0], channels[0]))
         self.down = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True), *_conv(c_out, c_out))
-            for c_in, c_out in zip(channels, channels[1:], strict=False)
+            nn.Sequential(
+                nn.Conv2d(c_in, c_out, 4, stride=2, padding=1),
+                nn.LeakyReLU(0.2, inplace=True),
+                *_conv(c_out, c_out),
+            )
+            for c_in, c_out in itertools.pairwise(channels)
         )
         self.up = nn.ModuleList(
             _DecoderBlock(c_in, c_skip, c_skip, dr_width)
@@ -144,7 +161,11 @@ class ProjectionHead(nn.Module):
 
     def __init__(self, dr_width: int, projection_dim: int) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(dr_width, dr_width), nn.ReLU(inplace=True), nn.Linear(dr_width, projection_dim))
+        self.mlp = nn.Sequential(
+            nn.Linear(dr_width, dr_width),
+            nn.ReLU(inplace=True),
+            nn.Linear(dr_width, projection_dim),
+        )
 
     def forward(self, dr: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.mlp(dr.flatten(1)), dim=1)
@@ -154,7 +175,9 @@ def build_drm(config: DRMConfig) -> dict[str, nn.Module]:
     """The three DRM networks by the names their checkpoints use."""
     dr_width = config.tokens * config.token_dim
     return {
-        "encoder": DREncoder(channels=config.encoder_channels, tokens=config.tokens, token_dim=config.token_dim),
+        "encoder": DREncoder(
+            channels=config.encoder_channels, tokens=config.tokens, token_dim=config.token_dim
+        ),
         "generator": LQGenerator(channels=config.generator_channels, dr_width=dr_width),
         "head": ProjectionHead(dr_width, config.projection_dim),
     }

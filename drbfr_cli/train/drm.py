@@ -53,7 +53,9 @@ class DRMTask:
     def __init__(self, config: DRMTaskConfig, faces: list | None = None) -> None:
         self.settings = config
         self.model_config = config.model
-        self.faces = faces if faces is not None else load_faces(Path(config.data), config.model.face_size)
+        self.faces = (
+            faces if faces is not None else load_faces(Path(config.data), config.model.face_size)
+        )
         with torch.random.fork_rng():  # weights depend on the seed only, not on global state
             torch.manual_seed(config.seed)
             networks = build_drm(config.model)
@@ -68,16 +70,22 @@ class DRMTask:
 
     def dataset(self) -> PatchPairDataset:
         cfg = self.model_config
-        return PatchPairDataset(self.faces, crop_size=cfg.crop_size, patch_size=cfg.patch_size, seed=self.settings.seed)
+        return PatchPairDataset(
+            self.faces, crop_size=cfg.crop_size, patch_size=cfg.patch_size, seed=self.settings.seed
+        )
 
-    def compute_loss(self, modules: dict[str, nn.Module], batch: dict[str, torch.Tensor], step: int) -> LossOutput:
+    def compute_loss(
+        self, modules: dict[str, nn.Module], batch: dict[str, torch.Tensor], step: int
+    ) -> LossOutput:
         cfg = self.model_config
         encoder = modules["encoder"]
         dr1, dr2 = encoder(batch["lq1"]), encoder(batch["lq2"])
         terms: dict[str, torch.Tensor] = {"distribution": distribution_loss(torch.cat([dr1, dr2]))}
         total = cfg.lambda_distribution * terms["distribution"]
         if "generator" in modules:
-            terms["recon"] = reconstruction_loss(modules["generator"](batch["hq2"], dr1), batch["lq2"])
+            terms["recon"] = reconstruction_loss(
+                modules["generator"](batch["hq2"], dr1), batch["lq2"]
+            )
             total = total + terms["recon"]
         if "head" in modules:
             head = modules["head"]
@@ -86,7 +94,9 @@ class DRMTask:
         return LossOutput(total=total, terms={k: float(v.detach()) for k, v in terms.items()})
 
     @torch.no_grad()
-    def sample_grid(self, modules: dict[str, nn.Module], batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    def sample_grid(
+        self, modules: dict[str, nn.Module], batch: dict[str, torch.Tensor]
+    ) -> torch.Tensor | None:
         """Rows: HQ patch r2, real LQ patch p2, G_LQ(r2, f_DR(p1)) for up to 8 items."""
         if "generator" not in modules:
             return None
@@ -109,5 +119,3 @@ class DRMTask:
 def model_config_from_saved(saved: dict[str, Any]) -> DRMConfig:
     """The DRMConfig stored with a DRM checkpoint."""
     return from_dict(DRMConfig, saved["model"], source="DRM checkpoint config")
-
-
