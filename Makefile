@@ -10,7 +10,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade uv
 
 install: $(BIN)/python
-	$(BIN)/uv pip install --python $(BIN)/python -e ".[test]"
+	$(BIN)/uv pip install --compile-bytecode --python $(BIN)/python -e ".[test]"
 
 test: install
 	$(BIN)/python -m pytest -n 2 --dist loadfile

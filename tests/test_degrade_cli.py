@@ -224,3 +224,10 @@ def test_gray_stays_gray_and_alpha_is_dropped(tmp_path: Path, kind: str) -> None
         )
     assert _degrade(folder, "-o", tmp_path / "out", "--size", "64").exit_code == 0
     assert Image.open(tmp_path / "out" / "x.png").mode == ("L" if kind == "gray" else "RGB")
+
+
+def test_building_the_cli_does_not_load_torch() -> None:
+    """`drbfr --version`, `--help`, `weights` and `degrade` start in a second, not after torch."""
+    code = "import sys, drbfr_cli.cli.main; print(sorted({'torch', 'torchmetrics', 'diffusers'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

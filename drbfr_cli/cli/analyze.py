@@ -4,37 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 import typer
 
-from drbfr_cli.analysis.drm import AnalysisConfig, analyse_drm
-from drbfr_cli.analysis.report import summary_lines, write_report
 from drbfr_cli.cli.common import console, user_errors
-from drbfr_cli.data import load_faces
 from drbfr_cli.errors import DrbfrError
-from drbfr_cli.nets.drm import build_drm
-from drbfr_cli.train import load_modules
-from drbfr_cli.train.drm import model_config_from_saved
 
 app = typer.Typer(help="Analyse a trained stage.", no_args_is_help=True)
-
-
-def load_drm(run_dir: Path) -> tuple[dict[str, torch.nn.Module], dict]:
-    """The DRM networks of a run (final weights, else the latest checkpoint), in eval mode."""
-    states, saved = load_modules(run_dir)
-    if saved.get("stage") != "drm":
-        raise DrbfrError(f"{run_dir}: not a DRM run (stage {saved.get('stage')!r})")
-    networks = build_drm(model_config_from_saved(saved))
-    modules = {name: networks[name] for name in states}
-    for name, module in modules.items():
-        try:
-            module.load_state_dict(states[name])
-        except RuntimeError as exc:
-            raise DrbfrError(
-                f"{run_dir}: {name} weights do not match its config ({str(exc).splitlines()[0]})"
-            ) from None
-        module.eval()
-    return modules, saved
 
 
 @app.command("drm")
@@ -51,6 +26,14 @@ def analyze_drm(
     seed: int = typer.Option(0, help="Seed for the degradations and the untrained encoder."),
 ) -> None:
     """Section 4.1 evidence: degradation-type probe, parameter R^2, content independence, Fig. 6."""
+    import torch  # heavy libraries load only when the command runs
+
+    from drbfr_cli.analysis.drm import AnalysisConfig, analyse_drm
+    from drbfr_cli.analysis.report import summary_lines, write_report
+    from drbfr_cli.data import load_faces
+    from drbfr_cli.nets.drm import build_drm
+    from drbfr_cli.train.drm import load_drm, model_config_from_saved
+
     with user_errors():
         modules, saved = load_drm(drm)
         config = model_config_from_saved(saved)

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from drbfr_cli.choices import LpipsNet, Metric
 from drbfr_cli.cli.common import EXIT_PARTIAL, console, err_console, fail, user_errors
 from drbfr_cli.imaging import collect_images, max_pixels_from_env, read_image
 from drbfr_cli.metrics import datasets
-from drbfr_cli.metrics import fid as fid_mod
-from drbfr_cli.metrics.evaluate import EvalConfig, EvalResult, ImageResult, Metric, evaluate
-from drbfr_cli.metrics.fidelity import FidelityConfig
-from drbfr_cli.metrics.lpips import LpipsNet
-from drbfr_cli.metrics.report import summary_rows, write_reports
+
+if TYPE_CHECKING:  # the metric libraries load torch: imported when a command runs
+    from drbfr_cli.metrics.evaluate import EvalConfig, EvalResult, ImageResult
 
 app = typer.Typer(
     help="Evaluate restored faces (PSNR, SSIM, LPIPS, FID, NIQE) and build FID statistics.",
@@ -82,6 +82,10 @@ def eval_command(
     if restored is None:
         raise fail("give --restored DIR (the restored faces to evaluate)")
     chosen = parse_metrics(metrics)
+    from drbfr_cli.metrics.evaluate import EvalConfig
+    from drbfr_cli.metrics.fidelity import FidelityConfig
+    from drbfr_cli.metrics.report import write_reports
+
     with user_errors():
         if dataset is not None:
             if data_root is None:
@@ -121,6 +125,8 @@ def _s(path: Path | None) -> str | None:
 
 
 def _run(restored: Path, gt: Path | None, config: EvalConfig) -> EvalResult:
+    from drbfr_cli.metrics.evaluate import evaluate
+
     columns = (TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=True) as progress:
         task = progress.add_task("eval", total=None)
@@ -138,6 +144,8 @@ def _run(restored: Path, gt: Path | None, config: EvalConfig) -> EvalResult:
 
 
 def _print(result: EvalResult) -> None:
+    from drbfr_cli.metrics.report import summary_rows
+
     for name, reason in result.skipped.items():
         err_console.print(f"[yellow]skipped {name}:[/] {reason}", highlight=False, soft_wrap=True)
     pairing = result.pairing
@@ -171,6 +179,8 @@ def fid_stats_command(
 ) -> None:
     """Compute FID reference statistics (InceptionV3 pool3 mean and covariance) of FOLDER."""
     import torch
+
+    from drbfr_cli.metrics import fid as fid_mod
 
     with user_errors():
         sources = collect_images([folder])

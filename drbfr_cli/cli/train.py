@@ -6,19 +6,23 @@ Runs unchanged under `torchrun --nproc_per_node N -m drbfr_cli train ...` or `ac
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import typer
 
+from drbfr_cli.choices import Ablation
 from drbfr_cli.cli.common import console, user_errors
-from drbfr_cli.train.drm import Ablation, DRMTask, DRMTaskConfig, drm_config_from_preset
-from drbfr_cli.train.loop import LoopConfig, train
+
+if TYPE_CHECKING:  # torch, accelerate: imported when a command runs
+    from drbfr_cli.train.loop import LoopConfig
 
 app = typer.Typer(help="Train a stage: drm (degradation representation).", no_args_is_help=True)
 
 
-def loop_config(defaults: dict, **overrides: object) -> LoopConfig:
+def loop_config(defaults: dict[str, Any], **overrides: object) -> LoopConfig:
     """LoopConfig from a preset's [train] table, with the options the user gave on top."""
+    from drbfr_cli.train.loop import LoopConfig
+
     values = {**defaults, **{k: v for k, v in overrides.items() if v is not None}}
     return LoopConfig(**values)
 
@@ -48,6 +52,9 @@ def train_drm(
     if mixed_precision not in ("no", "fp16", "bf16"):
         raise typer.BadParameter("--mixed-precision must be no, fp16 or bf16")
     precision: Literal["no", "fp16", "bf16"] = mixed_precision  # type: ignore[assignment]
+    from drbfr_cli.train.drm import DRMTask, DRMTaskConfig, drm_config_from_preset
+    from drbfr_cli.train.loop import train
+
     with user_errors():
         model, defaults = drm_config_from_preset(preset)
         loop = loop_config(

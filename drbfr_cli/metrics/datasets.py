@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from drbfr_cli.choices import Metric
 from drbfr_cli.errors import DrbfrError
-from drbfr_cli.metrics.evaluate import Metric
 
 FFHQ_STATS = "ffhq_fid_stats.npz"
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from drbfr_cli.choices import Metric
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.imaging import DEFAULT_MAX_PIXELS, ImageSource, collect_images, read_image
 from drbfr_cli.metrics import fid as fid_mod
@@ -22,17 +22,6 @@ from drbfr_cli.metrics import lpips as lpips_mod
 from drbfr_cli.metrics.fidelity import FidelityConfig, psnr, ssim
 from drbfr_cli.metrics.niqe import niqe_rgb
 from drbfr_cli.weights import WeightsMissingError
-
-
-class Metric(StrEnum):
-    """A metric `drbfr eval` computes."""
-
-    PSNR = "psnr"
-    SSIM = "ssim"
-    LPIPS = "lpips"
-    NIQE = "niqe"
-    FID = "fid"
-
 
 PAIRED_METRICS = frozenset({Metric.PSNR, Metric.SSIM, Metric.LPIPS})
 HIGHER_IS_BETTER = frozenset({Metric.PSNR, Metric.SSIM})

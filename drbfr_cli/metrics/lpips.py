@@ -7,22 +7,14 @@ are float32 RGB HxWx3 in [0, 1], rescaled to [-1, 1] for the network; lower is m
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from drbfr_cli import weights
+from drbfr_cli.choices import LpipsNet
 from drbfr_cli.errors import DrbfrError
-
-
-class LpipsNet(StrEnum):
-    """LPIPS backbone."""
-
-    VGG = "vgg"
-    ALEX = "alex"
-
 
 _WEIGHTS_NAME = {LpipsNet.VGG: "lpips-vgg16", LpipsNet.ALEX: "lpips-alexnet"}
 

@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from drbfr_cli.choices import Ablation
 from drbfr_cli.config import from_dict, load_preset, to_dict
 from drbfr_cli.data import PatchPairDataset, load_faces
+from drbfr_cli.errors import DrbfrError
 from drbfr_cli.losses import distribution_loss, info_nce, reconstruction_loss
 from drbfr_cli.nets.drm import DRMConfig, build_drm
+from drbfr_cli.train.checkpoint import load_modules
 from drbfr_cli.train.loop import LossOutput
-
-
-class Ablation(StrEnum):
-    """Table 3 of the paper: which DR losses are trained."""
-
-    NONE = "none"
-    """DR-ALL: reconstruction + contrastive + distribution."""
-    CL = "cl"
-    """DR-CL: contrastive (+ distribution) only; G_LQ is not trained."""
-    REC = "rec"
-    """DR-REC: reconstruction (+ distribution) only; no projection head."""
 
 
 @dataclass(frozen=True)
@@ -119,3 +110,23 @@ class DRMTask:
 def model_config_from_saved(saved: dict[str, Any]) -> DRMConfig:
     """The DRMConfig stored with a DRM checkpoint."""
     return from_dict(DRMConfig, saved["model"], source="DRM checkpoint config")
+
+
+def load_drm(run_dir: Path) -> tuple[dict[str, nn.Module], dict[str, Any]]:
+    """The DRM networks of a run (final weights, else the latest checkpoint), in eval mode,
+    and the task config saved with them."""
+    states, saved = load_modules(run_dir)
+    if saved.get("stage") != "drm":
+        raise DrbfrError(f"{run_dir}: not a DRM run (stage {saved.get('stage')!r})")
+    networks = build_drm(model_config_from_saved(saved))
+    modules = {name: networks[name] for name in states}
+    for name, module in modules.items():
+        try:
+            module.load_state_dict(states[name])
+        except RuntimeError as exc:
+            first_line = str(exc).splitlines()[0]
+            raise DrbfrError(
+                f"{run_dir}: {name} weights do not match its config ({first_line})"
+            ) from None
+        module.eval()
+    return modules, saved

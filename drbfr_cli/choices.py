@@ -1,0 +1,34 @@
+"""Closed choices the CLI offers, as str Enums in a module that imports nothing heavy, so that
+building the command line (and `--help`, `--version`) never loads torch."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Metric(StrEnum):
+    """A metric `drbfr eval` computes."""
+
+    PSNR = "psnr"
+    SSIM = "ssim"
+    LPIPS = "lpips"
+    NIQE = "niqe"
+    FID = "fid"
+
+
+class LpipsNet(StrEnum):
+    """LPIPS backbone."""
+
+    VGG = "vgg"
+    ALEX = "alex"
+
+
+class Ablation(StrEnum):
+    """Table 3 of the paper: which DR losses are trained."""
+
+    NONE = "none"
+    """DR-ALL: reconstruction + contrastive + distribution."""
+    CL = "cl"
+    """DR-CL: contrastive (+ distribution) only; G_LQ is not trained."""
+    REC = "rec"
+    """DR-REC: reconstruction (+ distribution) only; no projection head."""
