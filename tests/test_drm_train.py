@@ -120,7 +120,7 @@ def test_analyze_writes_every_report(
     result = runner.invoke(app, [*args, "--crop", "96", "--draws", "3", "--seed", "1"])
     assert result.exit_code == 0, result.output
     data = json.loads((out / "analysis.json").read_text())
-    assert data["fit_faces"] == 2 and data["score_faces"] == 2
+    assert data["faces"] == 4 and data["protocol"].startswith("leave-one-face-out")
     for key in ("linear", "knn"):
         assert (
             0.0 <= data["type_probe"][key] <= 1.0

@@ -1,9 +1,11 @@
 """Evidence that a trained DRM represents degradations (paper section 4.1, Figs. 6-7).
 
-On faces the DRM never saw, split by face into a fit half and a score half:
+On faces the DRM never saw, with leave-one-face-out cross-validation (each face is scored by
+probes fitted on the other faces, so no probe ever sees the face it scores):
 (a) degradation-type probe: DRs of faces degraded by blur only / downsampling only / noise only
     / JPEG only (strong settings, as Fig. 7b), classified by a linear (softmax) probe and a k-NN
-    probe fitted on the fit faces, scored on the score faces; the same for an untrained encoder;
+    probe (cosine on the raw DR, which Eq. 6 keeps near N(0, I)); the same for an untrained
+    encoder;
 (b) linear-probe R^2 of sigma, r, delta, q under random Eq. (11) degradations;
 (c) content independence: DR cosine similarity for one degradation on different faces versus
     different degradations on one face;
@@ -78,8 +80,7 @@ class DRMAnalysis:
     reconstruction_ssim: float | None
     hq_vs_lq_psnr: float
     reconstruction_shuffled_psnr: float | None
-    fit_faces: int
-    score_faces: int
+    faces: int
     scatter: np.ndarray = field(repr=False)
     """PCA 2-D coordinates of the score-set DRs (n x 2) and their type labels in column 2."""
 
@@ -160,31 +161,35 @@ def linear_probe_accuracy(
 def knn_accuracy(
     fit_x: np.ndarray, fit_y: np.ndarray, score_x: np.ndarray, score_y: np.ndarray, k: int
 ) -> float:
-    """k-nearest-neighbour vote under cosine similarity of standardised features."""
-    fx, sx = standardise(fit_x, score_x)
-    fx /= np.linalg.norm(fx, axis=1, keepdims=True)
-    sx /= np.linalg.norm(sx, axis=1, keepdims=True)
+    """k-nearest-neighbour vote under cosine similarity of the raw features."""
+    fx = fit_x / (np.linalg.norm(fit_x, axis=1, keepdims=True) + 1e-12)
+    sx = score_x / (np.linalg.norm(score_x, axis=1, keepdims=True) + 1e-12)
     nearest = np.argsort(-(sx @ fx.T), axis=1)[:, :k]
     votes = fit_y[nearest]
     predicted = np.array([np.bincount(v, minlength=fit_y.max() + 1).argmax() for v in votes])
     return float((predicted == score_y).mean())
 
 
-def ridge_r2(
-    fit_x: np.ndarray,
-    fit_t: np.ndarray,
-    score_x: np.ndarray,
-    score_t: np.ndarray,
-    alpha: float = 1.0,
+def ridge_predict(
+    fit_x: np.ndarray, fit_t: np.ndarray, score_x: np.ndarray, alpha: float = 1.0
 ) -> np.ndarray:
-    """Ridge regression per target column; R^2 on the score set (1 - SSE / SST)."""
+    """Ridge regression (standardised features) fitted on (fit_x, fit_t), predicted for score_x."""
     fx, sx = standardise(fit_x, score_x)
     t_mean = fit_t.mean(0)
     gram = fx.T @ fx + alpha * np.eye(fx.shape[1])
-    coef = np.linalg.solve(gram, fx.T @ (fit_t - t_mean))
-    predicted = sx @ coef + t_mean
-    sse = ((score_t - predicted) ** 2).sum(0)
-    sst = ((score_t - score_t.mean(0)) ** 2).sum(0)
+    return sx @ np.linalg.solve(gram, fx.T @ (fit_t - t_mean)) + t_mean
+
+
+def r2_leave_one_face_out(
+    features: np.ndarray, targets: np.ndarray, owners: np.ndarray
+) -> np.ndarray:
+    """R^2 (1 - SSE / SST) per target column of ridge predictions made for each held-out face."""
+    predicted = np.empty_like(targets)
+    for face in np.unique(owners):
+        held = owners == face
+        predicted[held] = ridge_predict(features[~held], targets[~held], features[held])
+    sse = ((targets - predicted) ** 2).sum(0)
+    sst = ((targets - targets.mean(0)) ** 2).sum(0)
     return 1.0 - sse / sst
 
 
@@ -222,16 +227,19 @@ def type_probe(
     encoder: nn.Module,
     images: list[np.ndarray],
     labels: np.ndarray,
-    fit: np.ndarray,
+    owners: np.ndarray,
     config: AnalysisConfig,
 ) -> tuple[ProbeScores, np.ndarray]:
+    """Leave-one-face-out accuracy of both probes (each face weighted by its sample count)."""
     features = encode(encoder, images, config.batch_size)
     classes = len(DegradationType)
-    args = (features[fit], labels[fit], features[~fit], labels[~fit])
-    scores = ProbeScores(
-        linear=linear_probe_accuracy(*args, classes), knn=knn_accuracy(*args, config.knn_k)
-    )
-    return scores, features
+    linear, knn = 0.0, 0.0
+    for face in np.unique(owners):
+        held = owners == face
+        args = (features[~held], labels[~held], features[held], labels[held])
+        linear += linear_probe_accuracy(*args, classes) * held.sum()
+        knn += knn_accuracy(*args, config.knn_k) * held.sum()
+    return ProbeScores(linear=linear / len(labels), knn=knn / len(labels)), features
 
 
 def _random_degradations(
@@ -311,36 +319,29 @@ def analyse_drm(
     faces_uint8: list[np.ndarray],
     config: AnalysisConfig,
 ) -> DRMAnalysis:
-    """Run (a)-(d) on `faces_uint8` (first half fits the probes, second half scores them)."""
+    """Run (a)-(d) on `faces_uint8`, leave-one-face-out (at least two faces)."""
     if len(faces_uint8) < 2:
-        raise ValueError("the analysis needs at least two faces (one to fit probes, one to score)")
+        raise ValueError("the analysis needs at least two faces (one held out, one to fit)")
     faces = [center_crop(face, config.crop) for face in faces_uint8]
-    n_fit = len(faces) // 2
     rng = np.random.default_rng(config.seed)
 
     images, labels, owners = _type_probe_data(faces, config, rng)
-    fit = owners < n_fit
-    probe, features = type_probe(modules["encoder"], images, labels, fit, config)
-    probe_untrained, _ = type_probe(untrained_encoder, images, labels, fit, config)
-    scatter = np.column_stack([pca_2d(features[~fit]), labels[~fit]])
+    probe, features = type_probe(modules["encoder"], images, labels, owners, config)
+    probe_untrained, _ = type_probe(untrained_encoder, images, labels, owners, config)
+    scatter = np.column_stack([pca_2d(features), labels])
 
     lq, targets, owners_r, _ = _random_degradations(faces, config.regression_draws, rng)
     features_r = encode(modules["encoder"], lq, config.batch_size)
-    fit_r = owners_r < n_fit
-    r2 = ridge_r2(features_r[fit_r], targets[fit_r], features_r[~fit_r], targets[~fit_r])
+    r2 = r2_leave_one_face_out(features_r, targets, owners_r)
 
-    same_degradation, same_face = content_independence(
-        modules["encoder"], faces[n_fit:], config, rng
+    same_degradation, same_face = content_independence(modules["encoder"], faces, config, rng)
+    metric = FidelityConfig()
+    hq_vs_lq = float(
+        np.mean([psnr(faces[o], x, metric) for o, x in zip(owners_r, lq, strict=True)])
     )
     recon: tuple[float | None, ...] = (None, None, None)
-    score_idx = np.flatnonzero(~fit_r)
-    hq_vs_lq = float(
-        np.mean([psnr(faces[owners_r[i]], lq[i], FidelityConfig()) for i in score_idx])
-    )
     if "generator" in modules:
-        recon = reconstruction_scores(
-            modules, faces, [lq[i] for i in score_idx], owners_r[score_idx], config
-        )
+        recon = reconstruction_scores(modules, faces, lq, owners_r, config)
     return DRMAnalysis(
         type_probe=probe,
         type_probe_untrained=probe_untrained,
@@ -351,7 +352,6 @@ def analyse_drm(
         reconstruction_ssim=recon[1],
         hq_vs_lq_psnr=hq_vs_lq,
         reconstruction_shuffled_psnr=recon[2],
-        fit_faces=n_fit,
-        score_faces=len(faces) - n_fit,
+        faces=len(faces),
         scatter=scatter,
     )

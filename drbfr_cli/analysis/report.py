@@ -19,8 +19,8 @@ def summary(analysis: DRMAnalysis, meta: dict[str, Any]) -> dict[str, Any]:
     """Everything measured, as plain JSON values."""
     return {
         **meta,
-        "fit_faces": analysis.fit_faces,
-        "score_faces": analysis.score_faces,
+        "faces": analysis.faces,
+        "protocol": "leave-one-face-out: each face scored by probes fitted on the other faces",
         "type_probe": {
             "linear": analysis.type_probe.linear,
             "knn": analysis.type_probe.knn,
@@ -69,8 +69,8 @@ def markdown(data: dict[str, Any]) -> str:
     header = [
         f"# DRM analysis: {data.get('drm', '')}",
         "",
-        f"Faces: {data['fit_faces']} fit the probes, {data['score_faces']} score them; "
-        "none was seen in training.",
+        f"{data['faces']} faces, none seen in training; probes are scored leave-one-face-out "
+        "(each face by probes fitted on the others).",
         "",
     ]
     return "\n\n".join(["\n".join(header).rstrip(), *summary_lines(data)]) + "\n"

@@ -16,7 +16,7 @@ app = typer.Typer(help="Analyse a trained stage.", no_args_is_help=True)
 def analyze_drm(
     drm: Path = typer.Option(..., help="DRM run folder (from drbfr train drm)."),
     data: Path = typer.Option(
-        ..., help="Faces the DRM never saw (half fit the probes, half score them)."
+        ..., help="Faces the DRM never saw (each scored by probes fitted on the others)."
     ),
     out: Path = typer.Option(..., "-o", "--out", help="Report folder."),
     crop: int = typer.Option(
