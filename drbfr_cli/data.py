@@ -62,7 +62,7 @@ def _to_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 class PatchPairDataset(Dataset):
-    """Items: dict with lq1, lq2, hq1, hq2 (3 x P x P in [-1, 1]) and params (sigma, r, delta, q)."""
+    """Items: dict with lq1, lq2, hq1, hq2 (3 x P x P in [-1, 1]), params (sigma, r, delta, q)."""
 
     def __init__(
         self,

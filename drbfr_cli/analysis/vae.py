@@ -188,7 +188,7 @@ def analyse_vae(
     lpips_model: nn.Module | None,
     config: AnalysisConfig,
 ) -> VAEAnalysis:
-    """Score the autoencoder and the naive codec on whole faces and on patches (float RGB [0, 1])."""
+    """Score the autoencoder and the naive codec on whole faces and patches (RGB in [0, 1])."""
     face_scores, rebuilt = score_set(model, faces, lpips_model, config.batch_size)
     patch_scores = score_set(model, patches, lpips_model, config.batch_size)[0] if patches else None
     return VAEAnalysis(

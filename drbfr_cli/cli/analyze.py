@@ -77,16 +77,20 @@ def analyze_drm(
         report = write_report(analysis, out, meta)
     probe, untrained_probe = report["type_probe"], report["type_probe_untrained"]
     console.print(
-        f"(a) degradation type: linear {probe['linear']:.3f}, kNN {probe['knn']:.3f} (untrained: {untrained_probe['linear']:.3f} / {untrained_probe['knn']:.3f}; chance 0.25)"
+        f"(a) degradation type: linear {probe['linear']:.3f}, kNN {probe['knn']:.3f} "
+        f"(untrained: {untrained_probe['linear']:.3f} / {untrained_probe['knn']:.3f}; chance 0.25)"
     )
     console.print("(b) R^2: " + ", ".join(f"{k} {v:.3f}" for k, v in report["r2"].items()))
     console.print(
-        f"(c) cosine same degradation {report['cosine_same_degradation_different_faces']:.3f} vs same face {report['cosine_same_face_different_degradations']:.3f}"
+        f"(c) cosine same degradation {report['cosine_same_degradation_different_faces']:.3f} "
+        f"vs same face {report['cosine_same_face_different_degradations']:.3f}"
     )
     rec = report["reconstruction"]
     if rec["psnr_glq_vs_lq"] is not None:
         console.print(
-            f"(d) G_LQ vs LQ: {rec['psnr_glq_vs_lq']:.2f} dB / SSIM {rec['ssim_glq_vs_lq']:.3f} (shuffled DR {rec['psnr_glq_shuffled_dr_vs_lq']:.2f} dB, HQ vs LQ {rec['psnr_hq_vs_lq']:.2f} dB)"
+            f"(d) G_LQ vs LQ: {rec['psnr_glq_vs_lq']:.2f} dB / SSIM {rec['ssim_glq_vs_lq']:.3f} "
+            f"(shuffled DR {rec['psnr_glq_shuffled_dr_vs_lq']:.2f} dB, "
+            f"HQ vs LQ {rec['psnr_hq_vs_lq']:.2f} dB)"
         )
     console.print(f"report: {out / 'report.md'}")
 

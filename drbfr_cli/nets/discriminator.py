@@ -16,7 +16,7 @@ from torch.func import functional_call
 
 @dataclass(frozen=True)
 class DiscriminatorOutput:
-    """Logits for one step: real images, detached fakes (train D), fakes through frozen D (train G)."""
+    """Logits of one step: real, detached fakes (train D), fakes through a frozen D (train G)."""
 
     real: torch.Tensor
     fake: torch.Tensor

@@ -27,7 +27,7 @@ from drbfr_cli.errors import DrbfrError
 from drbfr_cli.imaging import write_bytes_atomic
 from drbfr_cli.losses import generator_adversarial_loss, hinge_discriminator_loss
 from drbfr_cli.metrics.lpips import LpipsNet, load_lpips
-from drbfr_cli.nets.autoencoder import VQAutoencoder, VQConfig, latent_std_scale
+from drbfr_cli.nets.autoencoder import Quantized, VQAutoencoder, VQConfig, latent_std_scale
 from drbfr_cli.nets.discriminator import PatchDiscriminator
 from drbfr_cli.train import checkpoint as ckpt
 from drbfr_cli.train.data import SeededItems
@@ -122,6 +122,16 @@ def model_config_from_saved(saved: dict[str, Any]) -> VAEConfig:
     return from_dict(VAEConfig, saved["model"], source="VAE checkpoint config")
 
 
+def codebook_terms(quantized: Quantized) -> dict[str, float]:
+    """What the log says about the codebook: commitment, perplexity, usage and restarts."""
+    return {
+        "commitment": float(quantized.commitment.detach()),
+        "perplexity": float(quantized.perplexity),
+        "codes_used": float(quantized.usage),
+        "codes_restarted": float(quantized.restarted),
+    }
+
+
 def load_perceptual(config: VAETaskConfig) -> tuple[nn.Module | None, str | None]:
     """(LPIPS module, None), or (None, a one-line notice) when it is off or its weights absent."""
     if config.model.perceptual_weight == 0:
@@ -186,8 +196,7 @@ class VAETask:
         if out.quantized is not None:
             q = out.quantized
             total = total + q.commitment
-            logged |= {"commitment": float(q.commitment.detach()), "perplexity": float(q.perplexity),
-                       "codes_used": float(q.usage), "codes_restarted": float(q.restarted)}  # fmt: skip
+            logged |= codebook_terms(q)
         return LossOutput(total=total, terms=logged)
 
     @torch.no_grad()
@@ -267,7 +276,7 @@ def train_vae(
 
 @dataclass(frozen=True)
 class TrainedVAE:
-    """A trained autoencoder in eval mode, its config and its latent scaling (None if unmeasured)."""
+    """A trained autoencoder in eval mode, its config and latent scaling (None: not measured)."""
 
     model: VQAutoencoder
     config: VAEConfig
