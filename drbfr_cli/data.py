@@ -1,10 +1,11 @@
-"""Training samples (paper Eqs. 1-2): HQ faces degraded on the fly, patch pairs per LQ image.
+"""Training samples: degraded patch pairs for the DRM (paper Eqs. 1-2), HQ patches for the VAE.
 
-Each item draws its own Eq. (11) parameters phi_i, degrades one crop of one HQ face with them,
-and returns two non-overlapping patches of that LQ crop (p1, p2) with the HQ patches at the same
-positions (r1, r2). All randomness comes from a generator seeded by (dataset seed, index, torch's
-seed); the training loop seeds torch per (seed, epoch, index), so an item is the same in every
-worker, process count and resumed run.
+`PatchPairDataset`: each item draws its own Eq. (11) parameters phi_i, degrades one crop of one
+HQ face with them, and returns two non-overlapping patches of that LQ crop (p1, p2) with the HQ
+patches at the same positions (r1, r2). `FacePatchDataset`: random crops of HQ faces at random
+scales, for the first-stage autoencoder. All randomness comes from a generator seeded by
+(dataset seed, index, torch's seed); the training loop seeds torch per (seed, epoch, index), so
+an item is the same in every worker, process count and resumed run.
 """
 
 from __future__ import annotations
