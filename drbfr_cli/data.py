@@ -1,10 +1,11 @@
-"""Training samples (paper Eqs. 1-2): HQ faces degraded on the fly, patch pairs per LQ image.
+"""Training samples: degraded patch pairs for the DRM (paper Eqs. 1-2), HQ patches for the VAE.
 
-Each item draws its own Eq. (11) parameters phi_i, degrades one crop of one HQ face with them,
-and returns two non-overlapping patches of that LQ crop (p1, p2) with the HQ patches at the same
-positions (r1, r2). All randomness comes from a generator seeded by (dataset seed, index, torch's
-seed); the training loop seeds torch per (seed, epoch, index), so an item is the same in every
-worker, process count and resumed run.
+`PatchPairDataset`: each item draws its own Eq. (11) parameters phi_i, degrades one crop of one
+HQ face with them, and returns two non-overlapping patches of that LQ crop (p1, p2) with the HQ
+patches at the same positions (r1, r2). `FacePatchDataset`: random crops of HQ faces at random
+scales, for the first-stage autoencoder. All randomness comes from a generator seeded by
+(dataset seed, index, torch's seed); the training loop seeds torch per (seed, epoch, index), so
+an item is the same in every worker, process count and resumed run.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -103,3 +105,48 @@ class PatchPairDataset(Dataset):
                 [params.sigma, params.r, params.delta, params.q], dtype=torch.float32
             ),
         }
+
+
+class FacePatchDataset(Dataset):
+    """Items: dict with `image`, a 3 x P x P patch in [-1, 1] of one HQ face at a random scale.
+
+    Each item picks a face, resizes it (area filter) to a side drawn log-uniformly in
+    [min_side, max_side], takes a random patch_size crop and flips it horizontally with
+    probability 1/2. `faces` are uint8 RGB squares of side max_side (see `load_faces`). With
+    min_side == patch_size, some items are whole faces at the patch size.
+    """
+
+    def __init__(
+        self, faces: Sequence[np.ndarray], *, patch_size: int, sides: tuple[int, int], seed: int = 0
+    ) -> None:
+        low, high = sides
+        if not patch_size <= low <= high:
+            raise DrbfrError(
+                f"face sides {low}-{high} must be at least the patch size {patch_size}"
+            )
+        if any(face.shape[:2] != (high, high) for face in faces):
+            raise DrbfrError(f"faces must be {high} x {high} (load them with load_faces)")
+        self.faces, self.patch_size, self.sides, self.seed = list(faces), patch_size, sides, seed
+
+    def __len__(self) -> int:
+        return VIRTUAL_LENGTH
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, index, torch.initial_seed() % 2**63])
+        return {"image": _to_tensor(random_patch(self.faces, self.patch_size, self.sides, rng))}
+
+
+def random_patch(
+    faces: Sequence[np.ndarray], patch: int, sides: tuple[int, int], rng: np.random.Generator
+) -> np.ndarray:
+    """A float32 RGB patch x patch crop in [0, 1] of a random face at a random scale."""
+    face = faces[int(rng.integers(len(faces)))]
+    low, high = np.log(sides[0]), np.log(sides[1])
+    side = min(sides[1], max(sides[0], round(float(np.exp(rng.uniform(low, high))))))
+    if side != face.shape[0]:
+        face = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
+    top, left = (int(v) for v in rng.integers(0, side - patch + 1, size=2))
+    crop = face[top : top + patch, left : left + patch]
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    return crop.astype(np.float32) / 255.0

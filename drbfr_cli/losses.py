@@ -1,4 +1,4 @@
-"""Losses of the Degradation Representation Module (paper Eqs. 4-7)."""
+"""Losses: the Degradation Representation Module (paper Eqs. 4-7) and the autoencoder GAN."""
 
 from __future__ import annotations
 
@@ -57,3 +57,13 @@ def distribution_loss(dr: torch.Tensor, generator: torch.Generator | None = None
     device = generator.device if generator is not None else flat.device
     reference = torch.randn(flat.shape, generator=generator, device=device).to(flat.device)
     return energy_distance(flat, reference) / flat.shape[1] ** 0.5
+
+
+def hinge_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Hinge loss of a discriminator: mean relu(1 - D(x)) + mean relu(1 + D(x_hat)), halved."""
+    return 0.5 * (F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean())
+
+
+def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """The generator's side of the hinge GAN: -mean D(x_hat) (Esser et al. 2021, Eq. 5)."""
+    return -fake_logits.mean()

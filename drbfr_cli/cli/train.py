@@ -11,12 +11,15 @@ from typing import TYPE_CHECKING, Any, Literal
 import typer
 
 from drbfr_cli.choices import Ablation
-from drbfr_cli.cli.common import console, user_errors
+from drbfr_cli.cli.common import console, err_console, user_errors
 
 if TYPE_CHECKING:  # torch, accelerate: imported when a command runs
     from drbfr_cli.train.loop import LoopConfig
 
-app = typer.Typer(help="Train a stage: drm (degradation representation).", no_args_is_help=True)
+app = typer.Typer(
+    help="Train a stage: drm (degradation representation), vae (first-stage VQ autoencoder).",
+    no_args_is_help=True,
+)
 
 
 def loop_config(defaults: dict[str, Any], **overrides: object) -> LoopConfig:
@@ -49,9 +52,7 @@ def train_drm(
     log_every: int = typer.Option(10, min=1, help="Steps between log lines."),
 ) -> None:
     """Train the Degradation Representation Module (paper Eqs. 1-7)."""
-    if mixed_precision not in ("no", "fp16", "bf16"):
-        raise typer.BadParameter("--mixed-precision must be no, fp16 or bf16")
-    precision: Literal["no", "fp16", "bf16"] = mixed_precision  # type: ignore[assignment]
+    precision = _precision(mixed_precision)
     from drbfr_cli.train.drm import DRMTask, DRMTaskConfig, drm_config_from_preset
     from drbfr_cli.train.loop import train
 
@@ -77,4 +78,59 @@ def train_drm(
         f"drm trained to step {result.step}: "
         + ", ".join(f"{k} {v:.4f}" for k, v in result.last_terms.items())
     )
+    console.print(f"weights: {result.final_dir}")
+
+
+def _precision(value: str) -> Literal["no", "fp16", "bf16"]:
+    if value not in ("no", "fp16", "bf16"):
+        raise typer.BadParameter("--mixed-precision must be no, fp16 or bf16")
+    return value  # type: ignore[return-value]
+
+
+@app.command("vae")
+def train_vae_command(
+    data: Path = typer.Option(..., help="Folder of HQ faces (searched recursively)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Run folder (checkpoints, logs, samples)."),
+    preset: str = typer.Option(
+        "tiny", help="Preset: tiny, base or paper (models/presets/vae.toml)."
+    ),
+    steps: int | None = typer.Option(None, min=1, help="Training steps (default: the preset's)."),
+    batch_size: int | None = typer.Option(None, min=1, help="Patches per step (per process)."),
+    lr: float | None = typer.Option(None, min=0.0, help="Learning rate."),
+    seed: int = typer.Option(0, help="Seed for weights, patches and codebook."),
+    resume: bool = typer.Option(False, help="Continue the run in OUT from its last checkpoint."),
+    workers: int | None = typer.Option(None, min=0, help="Data-loader worker processes."),
+    mixed_precision: str = typer.Option("no", help="no, fp16 or bf16."),
+    checkpoint_every: int = typer.Option(500, min=1, help="Steps between checkpoints."),
+    sample_every: int = typer.Option(500, min=0, help="Steps between sample grids (0: never)."),
+    log_every: int = typer.Option(10, min=1, help="Steps between log lines."),
+    weights_dir: Path | None = typer.Option(None, help="Folder holding the LPIPS VGG16 backbone."),
+) -> None:
+    """Train the first-stage VQ autoencoder on patches of HQ faces (paper section 2)."""
+    precision = _precision(mixed_precision)
+    from drbfr_cli.train.vae import VAETask, VAETaskConfig, train_vae, vae_config_from_preset
+
+    with user_errors():
+        model, defaults = vae_config_from_preset(preset)
+        loop = loop_config(
+            defaults, steps=steps, batch_size=batch_size, lr=lr, seed=seed, num_workers=workers,
+            mixed_precision=precision, checkpoint_every=checkpoint_every,
+            sample_every=sample_every, log_every=log_every,
+            find_unused_parameters=True if model.disc_weight > 0 else None,
+        )  # fmt: skip
+        settings = VAETaskConfig(
+            model=model, data=str(data), preset=preset, seed=seed,
+            weights_dir=str(weights_dir) if weights_dir else None,
+        )  # fmt: skip
+        task = VAETask(settings)
+        if task.notice:
+            err_console.print(f"notice: {task.notice}", highlight=False, soft_wrap=True)
+        result, stats = train_vae(task, loop, out, resume=resume)
+    terms = ", ".join(f"{k} {v:.4f}" for k, v in result.last_terms.items())
+    console.print(f"vae trained to step {result.step}: {terms}")
+    if stats is not None:
+        console.print(
+            f"latent scaling factor {stats.scaling_factor:.4f} (latent std {stats.std:.4f}, "
+            f"mean {stats.mean:.4f} on {stats.samples} training patches)"
+        )
     console.print(f"weights: {result.final_dir}")

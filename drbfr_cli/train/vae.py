@@ -1,0 +1,303 @@
+"""The first-stage training: a VQ autoencoder on patches of HQ faces (paper section 2).
+
+Loss per step: l1 |x - x_hat| + l2 (x - x_hat)^2 + commitment beta ||z - sg(e)||^2 (the codebook
+itself follows EMAs) + LPIPS(x, x_hat) when its backbone weights are present + an optional hinge
+PatchGAN term after `disc_start` steps. For the first `quantize_after` steps the decoder sees
+the continuous latent (a warm-up without quantization); the codebook then starts from k-means
+of the encoder outputs. After training, the latent scaling factor 1 / std(E(x)) is measured on
+training patches and stored in final/config.json (task_config.latent), so that scaled latents
+reach the diffusion model with unit variance (LDM section 4.3.2).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from accelerate import PartialState
+from torch import nn
+
+from drbfr_cli.config import from_dict, load_preset, to_dict
+from drbfr_cli.data import FacePatchDataset, load_faces
+from drbfr_cli.errors import DrbfrError
+from drbfr_cli.imaging import write_bytes_atomic
+from drbfr_cli.losses import generator_adversarial_loss, hinge_discriminator_loss
+from drbfr_cli.metrics.lpips import LpipsNet, load_lpips
+from drbfr_cli.nets.autoencoder import Quantized, VQAutoencoder, VQConfig, latent_std_scale
+from drbfr_cli.nets.discriminator import PatchDiscriminator
+from drbfr_cli.train import checkpoint as ckpt
+from drbfr_cli.train.data import SeededItems
+from drbfr_cli.train.loop import LoopConfig, LossOutput, TrainResult, train
+from drbfr_cli.weights import WeightsMissingError
+
+STAGE = "vae"
+SCALE_EPOCH = -2
+"""Epoch key of the patches the scaling factor is measured on (never a training epoch)."""
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Network, data and loss settings of a VAE preset (models/presets/vae.toml, [model])."""
+
+    image_size: int = 64
+    """Side of the faces the codec is meant for (analysis encodes whole faces at this size)."""
+    patch_size: int = 64
+    face_sides: tuple[int, int] = (64, 160)
+    """Training faces are resized to a side drawn log-uniformly in this range, then cropped."""
+    block_out_channels: tuple[int, ...] = (32, 48)
+    layers_per_block: int = 1
+    latent_channels: int = 3
+    num_codes: int = 2048
+    norm_num_groups: int = 16
+    mid_attention: bool = False
+    commitment: float = 0.25
+    codebook_decay: float = 0.99
+    dead_code_threshold: float = 0.1
+    l1_weight: float = 1.0
+    l2_weight: float = 1.0
+    perceptual_weight: float = 0.0
+    """LPIPS (VGG) weight; used only when the backbone weights are present."""
+    quantize_after: int = 0
+    """Steps of warm-up in which the decoder sees the continuous latent."""
+    disc_weight: float = 0.0
+    """Weight of the adversarial term (0: no discriminator)."""
+    disc_start: int = 0
+    disc_channels: int = 64
+    disc_layers: int = 3
+    scale_samples: int = 256
+    """Training patches the latent scaling factor is measured on."""
+
+    def __post_init__(self) -> None:
+        if (
+            self.patch_size % self.network().downsampling
+            or self.image_size % self.network().downsampling
+        ):
+            raise ValueError("image_size and patch_size must be multiples of the downsampling")
+        if not self.patch_size <= self.face_sides[0] <= self.face_sides[1]:
+            raise ValueError("face_sides must be ordered and at least patch_size")
+        if min(self.l1_weight, self.l2_weight, self.perceptual_weight, self.disc_weight) < 0:
+            raise ValueError("loss weights must not be negative")
+        if self.scale_samples < 2:
+            raise ValueError("scale_samples must be at least 2")
+
+    def network(self) -> VQConfig:
+        """The autoencoder's own config (the fields VQConfig has)."""
+        names = {f.name for f in fields(VQConfig)}
+        return VQConfig(**{f.name: getattr(self, f.name) for f in fields(self) if f.name in names})
+
+
+@dataclass(frozen=True)
+class VAETaskConfig:
+    model: VAEConfig
+    data: str
+    preset: str
+    seed: int = 0
+    weights_dir: str | None = None
+    """Where the LPIPS backbone is looked up (None: the usual weights folders)."""
+
+
+@dataclass(frozen=True)
+class LatentStats:
+    """The latent scaling of a trained autoencoder, measured on training patches."""
+
+    scaling_factor: float
+    mean: float
+    std: float
+    samples: int
+
+
+def vae_config_from_preset(preset: str) -> tuple[VAEConfig, dict[str, Any]]:
+    """(model config, default training options) of a VAE preset."""
+    table = load_preset(STAGE, preset)
+    model = from_dict(VAEConfig, table.get("model", {}), source=f"vae preset {preset!r}")
+    return model, dict(table.get("train", {}))
+
+
+def model_config_from_saved(saved: dict[str, Any]) -> VAEConfig:
+    """The VAEConfig stored with a VAE checkpoint."""
+    return from_dict(VAEConfig, saved["model"], source="VAE checkpoint config")
+
+
+def codebook_terms(quantized: Quantized) -> dict[str, float]:
+    """What the log says about the codebook: commitment, perplexity, usage and restarts."""
+    return {
+        "commitment": float(quantized.commitment.detach()),
+        "perplexity": float(quantized.perplexity),
+        "codes_used": float(quantized.usage),
+        "codes_restarted": float(quantized.restarted),
+    }
+
+
+def load_perceptual(config: VAETaskConfig) -> tuple[nn.Module | None, str | None]:
+    """(LPIPS module, None), or (None, a one-line notice) when it is off or its weights absent."""
+    if config.model.perceptual_weight == 0:
+        return None, None
+    weights_dir = Path(config.weights_dir) if config.weights_dir else None
+    try:
+        return load_lpips(LpipsNet.VGG, weights_dir, torch.device("cpu")), None
+    except WeightsMissingError as exc:
+        return None, f"LPIPS perceptual loss skipped (its VGG16 backbone is missing): {exc}"
+
+
+class VAETask:
+    """TrainTask for the VQ autoencoder (and its discriminator when disc_weight > 0)."""
+
+    name = STAGE
+    resume_may_change = frozenset({"data", "weights_dir", "lpips"})
+
+    def __init__(self, config: VAETaskConfig, faces: list | None = None) -> None:
+        self.settings, self.model_config = config, config.model
+        sides = config.model.face_sides
+        self.faces = faces if faces is not None else load_faces(Path(config.data), sides[1])
+        with torch.random.fork_rng():  # weights depend on the seed only, not on global state
+            torch.manual_seed(config.seed)
+            self._modules: dict[str, nn.Module] = {"vae": VQAutoencoder(config.model.network())}
+            if config.model.disc_weight > 0:
+                self._modules["discriminator"] = PatchDiscriminator(
+                    channels=config.model.disc_channels, layers=config.model.disc_layers
+                )
+        self.lpips, self.notice = load_perceptual(config)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return self._modules
+
+    def dataset(self) -> FacePatchDataset:
+        cfg = self.model_config
+        return FacePatchDataset(
+            self.faces, patch_size=cfg.patch_size, sides=cfg.face_sides, seed=self.settings.seed
+        )
+
+    def _perceptual(self, image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        assert self.lpips is not None
+        self.lpips.to(image.device)
+        return self.lpips(image.float(), target.float()).mean()
+
+    def compute_loss(
+        self, modules: dict[str, nn.Module], batch: dict[str, torch.Tensor], step: int
+    ) -> LossOutput:
+        cfg, target = self.model_config, batch["image"]
+        quantize = step > cfg.quantize_after
+        out = modules["vae"](target, quantize=quantize)
+        terms = {"l1": F.l1_loss(out.image, target), "l2": F.mse_loss(out.image, target)}
+        total = cfg.l1_weight * terms["l1"] + cfg.l2_weight * terms["l2"]
+        if self.lpips is not None:
+            terms["lpips"] = self._perceptual(out.image, target)
+            total = total + cfg.perceptual_weight * terms["lpips"]
+        if "discriminator" in modules and step > cfg.disc_start:
+            logits = modules["discriminator"](target, out.image)
+            terms["disc"] = hinge_discriminator_loss(logits.real, logits.fake)
+            terms["adversarial"] = generator_adversarial_loss(logits.fake_for_generator)
+            total = total + terms["disc"] + cfg.disc_weight * terms["adversarial"]
+        logged = {k: float(v.detach()) for k, v in terms.items()}
+        if out.quantized is not None:
+            q = out.quantized
+            total = total + q.commitment
+            logged |= codebook_terms(q)
+        return LossOutput(total=total, terms=logged)
+
+    @torch.no_grad()
+    def sample_grid(
+        self, modules: dict[str, nn.Module], batch: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """Rows: training patches, their reconstructions (quantized once the codebook is set)."""
+        images, vae = batch["image"][:8], modules["vae"]
+        rebuilt = vae(images, quantize=bool(vae.quantizer.initialised)).image
+        rows = [torch.cat(list(t), dim=2) for t in (images, rebuilt)]
+        return ((torch.cat(rows, dim=1) + 1) / 2).clamp(0, 1)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "stage": STAGE,
+            "preset": self.settings.preset,
+            "data": self.settings.data,
+            "seed": self.settings.seed,
+            "weights_dir": self.settings.weights_dir,
+            "lpips": self.lpips is not None,
+            "model": to_dict(self.model_config),
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Latent scaling
+
+
+@torch.no_grad()
+def measure_latents(
+    model: VQAutoencoder, dataset: FacePatchDataset, samples: int, seed: int, batch_size: int = 32
+) -> LatentStats:
+    """Scaling factor 1 / std of the continuous latents of `samples` training patches.
+
+    The patches are items (SCALE_EPOCH, 0..samples-1) of the training dataset, drawn with the
+    loop's seeding, so they follow the training distribution and never repeat a training batch.
+    """
+    items = SeededItems(dataset, seed)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    latents = []
+    for start in range(0, samples, batch_size):
+        keys = range(start, min(start + batch_size, samples))
+        images = torch.stack([items[(SCALE_EPOCH, i)]["image"] for i in keys]).to(device)
+        latents.append(model.encode(images).float().cpu())
+    model.train(was_training)
+    scale, mean, std = latent_std_scale(torch.cat(latents))
+    return LatentStats(scaling_factor=scale, mean=mean, std=std, samples=samples)
+
+
+def store_latent_stats(final_dir: Path, stats: LatentStats) -> None:
+    """Add task_config.latent to final/config.json (atomically; the weights are unchanged)."""
+    config = ckpt.read_config(final_dir)
+    config["task_config"]["latent"] = to_dict(stats)
+    text = json.dumps(config, indent=2, default=str) + "\n"
+    write_bytes_atomic(final_dir / ckpt.CONFIG_FILE, text.encode())
+
+
+def train_vae(
+    task: VAETask, loop: LoopConfig, run_dir: Path, *, resume: bool = False
+) -> tuple[TrainResult, LatentStats | None]:
+    """Train, then (on the main process) measure and store the latent scaling factor."""
+    result = train(task, loop, run_dir, resume=resume)
+    if not PartialState().is_main_process:
+        return result, None
+    stats = measure_latents(
+        task.modules()["vae"], task.dataset(), task.model_config.scale_samples, task.settings.seed
+    )
+    store_latent_stats(result.final_dir, stats)
+    return result, stats
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading a trained autoencoder
+
+
+@dataclass(frozen=True)
+class TrainedVAE:
+    """A trained autoencoder in eval mode, its config and latent scaling (None: not measured)."""
+
+    model: VQAutoencoder
+    config: VAEConfig
+    latent: LatentStats | None
+
+
+def load_vae(run_dir: Path) -> TrainedVAE:
+    """The autoencoder of a VAE run (final weights, else the latest checkpoint), in eval mode."""
+    states, saved = ckpt.load_modules(run_dir)
+    if saved.get("stage") != STAGE:
+        raise DrbfrError(f"{run_dir}: not a VAE run (stage {saved.get('stage')!r})")
+    config = model_config_from_saved(saved)
+    model = VQAutoencoder(config.network())
+    if "vae" not in states:
+        raise DrbfrError(f"{run_dir}: the checkpoint holds no vae weights")
+    try:
+        model.load_state_dict(states["vae"])
+    except RuntimeError as exc:
+        raise DrbfrError(
+            f"{run_dir}: vae weights do not match its config ({str(exc).splitlines()[0]})"
+        ) from None
+    latent = saved.get("latent")
+    stats = from_dict(LatentStats, latent, source=f"{run_dir} latent stats") if latent else None
+    return TrainedVAE(model=model.eval(), config=config, latent=stats)
