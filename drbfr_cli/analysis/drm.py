@@ -53,7 +53,7 @@ class AnalysisConfig:
     regression_draws: int = 24
     """Random Eq. (11) degradations per face, for (b) and (d)."""
     shared_draws: int = 8
-    """Degradations applied to every score face, for (c)."""
+    """Degradations applied to every face, for (c)."""
     strong_blur: tuple[float, float] = (3.0, 10.0)
     strong_scale: tuple[float, float] = (3.0, 8.0)
     strong_noise: tuple[float, float] = (12.0, 20.0)
@@ -244,8 +244,8 @@ def type_probe(
 
 def _random_degradations(
     faces: list[np.ndarray], draws: int, rng: np.random.Generator
-) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, list]:
-    images, targets, owners, params_list = [], [], [], []
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    images, targets, owners = [], [], []
     ranges = DegradationRanges()
     for face_index, face in enumerate(faces):
         for _ in range(draws):
@@ -253,8 +253,7 @@ def _random_degradations(
             images.append(degrade(face, params, rng))
             targets.append([params.sigma, params.r, params.delta, params.q])
             owners.append(face_index)
-            params_list.append(params)
-    return images, np.array(targets), np.array(owners), params_list
+    return images, np.array(targets), np.array(owners)
 
 
 def content_independence(
@@ -330,7 +329,7 @@ def analyse_drm(
     probe_untrained, _ = type_probe(untrained_encoder, images, labels, owners, config)
     scatter = np.column_stack([pca_2d(features), labels])
 
-    lq, targets, owners_r, _ = _random_degradations(faces, config.regression_draws, rng)
+    lq, targets, owners_r = _random_degradations(faces, config.regression_draws, rng)
     features_r = encode(modules["encoder"], lq, config.batch_size)
     r2 = r2_leave_one_face_out(features_r, targets, owners_r)
 

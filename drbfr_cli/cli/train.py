@@ -6,7 +6,7 @@ Runs unchanged under `torchrun --nproc_per_node N -m drbfr_cli train ...` or `ac
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -22,6 +22,30 @@ app = typer.Typer(
 )
 
 
+# Options every stage takes, defined once.
+DataOption = Annotated[Path, typer.Option(help="Folder of HQ faces (searched recursively).")]
+OutOption = Annotated[
+    Path, typer.Option("-o", "--out", help="Run folder (checkpoints, logs, samples).")
+]
+StepsOption = Annotated[
+    int | None, typer.Option(min=1, help="Training steps (default: the preset's).")
+]
+LrOption = Annotated[float | None, typer.Option(min=0.0, help="Learning rate.")]
+ResumeOption = Annotated[
+    bool, typer.Option(help="Continue the run in OUT from its last checkpoint.")
+]
+WorkersOption = Annotated[int | None, typer.Option(min=0, help="Data-loader worker processes.")]
+PrecisionOption = Annotated[
+    Literal["no", "fp16", "bf16"],
+    typer.Option(help="no, fp16 or bf16."),
+]
+CheckpointEveryOption = Annotated[int, typer.Option(min=1, help="Steps between checkpoints.")]
+SampleEveryOption = Annotated[
+    int, typer.Option(min=0, help="Steps between sample grids (0: never).")
+]
+LogEveryOption = Annotated[int, typer.Option(min=1, help="Steps between log lines.")]
+
+
 def loop_config(defaults: dict[str, Any], **overrides: object) -> LoopConfig:
     """LoopConfig from a preset's [train] table, with the options the user gave on top."""
     from drbfr_cli.train.loop import LoopConfig
@@ -32,27 +56,26 @@ def loop_config(defaults: dict[str, Any], **overrides: object) -> LoopConfig:
 
 @app.command("drm")
 def train_drm(
-    data: Path = typer.Option(..., help="Folder of HQ faces (searched recursively)."),
-    out: Path = typer.Option(..., "-o", "--out", help="Run folder (checkpoints, logs, samples)."),
+    data: DataOption,
+    out: OutOption,
     preset: str = typer.Option(
         "tiny", help="Model preset: tiny, base or paper (models/presets/drm.toml)."
     ),
-    steps: int | None = typer.Option(None, min=1, help="Training steps (default: the preset's)."),
+    steps: StepsOption = None,
     batch_size: int | None = typer.Option(None, min=2, help="Patch pairs per step (per process)."),
-    lr: float | None = typer.Option(None, min=0.0, help="Learning rate."),
+    lr: LrOption = None,
     seed: int = typer.Option(0, help="Seed for weights, data and noise."),
     ablation: Ablation = typer.Option(
         Ablation.NONE, help="none (DR-ALL), cl (DR-CL) or rec (DR-REC)."
     ),
-    resume: bool = typer.Option(False, help="Continue the run in OUT from its last checkpoint."),
-    workers: int | None = typer.Option(None, min=0, help="Data-loader worker processes."),
-    mixed_precision: str = typer.Option("no", help="no, fp16 or bf16."),
-    checkpoint_every: int = typer.Option(500, min=1, help="Steps between checkpoints."),
-    sample_every: int = typer.Option(500, min=0, help="Steps between sample grids (0: never)."),
-    log_every: int = typer.Option(10, min=1, help="Steps between log lines."),
+    resume: ResumeOption = False,
+    workers: WorkersOption = None,
+    mixed_precision: PrecisionOption = "no",
+    checkpoint_every: CheckpointEveryOption = 500,
+    sample_every: SampleEveryOption = 500,
+    log_every: LogEveryOption = 10,
 ) -> None:
     """Train the Degradation Representation Module (paper Eqs. 1-7)."""
-    precision = _precision(mixed_precision)
     from drbfr_cli.train.drm import DRMTask, DRMTaskConfig, drm_config_from_preset
     from drbfr_cli.train.loop import train
 
@@ -65,7 +88,7 @@ def train_drm(
             lr=lr,
             seed=seed,
             num_workers=workers,
-            mixed_precision=precision,
+            mixed_precision=mixed_precision,
             checkpoint_every=checkpoint_every,
             sample_every=sample_every,
             log_every=log_every,
@@ -81,40 +104,33 @@ def train_drm(
     console.print(f"weights: {result.final_dir}")
 
 
-def _precision(value: str) -> Literal["no", "fp16", "bf16"]:
-    if value not in ("no", "fp16", "bf16"):
-        raise typer.BadParameter("--mixed-precision must be no, fp16 or bf16")
-    return value  # type: ignore[return-value]
-
-
 @app.command("vae")
 def train_vae_command(
-    data: Path = typer.Option(..., help="Folder of HQ faces (searched recursively)."),
-    out: Path = typer.Option(..., "-o", "--out", help="Run folder (checkpoints, logs, samples)."),
+    data: DataOption,
+    out: OutOption,
     preset: str = typer.Option(
         "tiny", help="Preset: tiny, base or paper (models/presets/vae.toml)."
     ),
-    steps: int | None = typer.Option(None, min=1, help="Training steps (default: the preset's)."),
+    steps: StepsOption = None,
     batch_size: int | None = typer.Option(None, min=1, help="Patches per step (per process)."),
-    lr: float | None = typer.Option(None, min=0.0, help="Learning rate."),
+    lr: LrOption = None,
     seed: int = typer.Option(0, help="Seed for weights, patches and codebook."),
-    resume: bool = typer.Option(False, help="Continue the run in OUT from its last checkpoint."),
-    workers: int | None = typer.Option(None, min=0, help="Data-loader worker processes."),
-    mixed_precision: str = typer.Option("no", help="no, fp16 or bf16."),
-    checkpoint_every: int = typer.Option(500, min=1, help="Steps between checkpoints."),
-    sample_every: int = typer.Option(500, min=0, help="Steps between sample grids (0: never)."),
-    log_every: int = typer.Option(10, min=1, help="Steps between log lines."),
+    resume: ResumeOption = False,
+    workers: WorkersOption = None,
+    mixed_precision: PrecisionOption = "no",
+    checkpoint_every: CheckpointEveryOption = 500,
+    sample_every: SampleEveryOption = 500,
+    log_every: LogEveryOption = 10,
     weights_dir: Path | None = typer.Option(None, help="Folder holding the LPIPS VGG16 backbone."),
 ) -> None:
     """Train the first-stage VQ autoencoder on patches of HQ faces (paper section 2)."""
-    precision = _precision(mixed_precision)
     from drbfr_cli.train.vae import VAETask, VAETaskConfig, train_vae, vae_config_from_preset
 
     with user_errors():
         model, defaults = vae_config_from_preset(preset)
         loop = loop_config(
             defaults, steps=steps, batch_size=batch_size, lr=lr, seed=seed, num_workers=workers,
-            mixed_precision=precision, checkpoint_every=checkpoint_every,
+            mixed_precision=mixed_precision, checkpoint_every=checkpoint_every,
             sample_every=sample_every, log_every=log_every,
             find_unused_parameters=True if model.disc_weight > 0 else None,
         )  # fmt: skip
