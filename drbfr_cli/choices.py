@@ -32,3 +32,20 @@ class Ablation(StrEnum):
     """DR-CL: contrastive (+ distribution) only; G_LQ is not trained."""
     REC = "rec"
     """DR-REC: reconstruction (+ distribution) only; no projection head."""
+
+
+class Sampler(StrEnum):
+    """Diffusion sampler (a diffusers scheduler)."""
+
+    DDIM = "ddim"
+    DPMSOLVER = "dpmsolver++"
+
+
+class Precision(StrEnum):
+    """Floating-point precision of the restoration networks."""
+
+    AUTO = "auto"
+    """fp16 on CUDA, fp32 elsewhere."""
+    FP16 = "fp16"
+    BF16 = "bf16"
+    FP32 = "fp32"

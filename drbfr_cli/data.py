@@ -117,7 +117,13 @@ class FacePatchDataset(Dataset):
     """
 
     def __init__(
-        self, faces: Sequence[np.ndarray], *, patch_size: int, sides: tuple[int, int], seed: int = 0
+        self,
+        faces: Sequence[np.ndarray],
+        *,
+        patch_size: int,
+        sides: tuple[int, int],
+        seed: int = 0,
+        color_augment: bool = False,
     ) -> None:
         low, high = sides
         if not patch_size <= low <= high:
@@ -127,13 +133,33 @@ class FacePatchDataset(Dataset):
         if any(face.shape[:2] != (high, high) for face in faces):
             raise DrbfrError(f"faces must be {high} x {high} (load them with load_faces)")
         self.faces, self.patch_size, self.sides, self.seed = list(faces), patch_size, sides, seed
+        self.color_augment = color_augment
 
     def __len__(self) -> int:
         return VIRTUAL_LENGTH
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, index, torch.initial_seed() % 2**63])
-        return {"image": _to_tensor(random_patch(self.faces, self.patch_size, self.sides, rng))}
+        patch = random_patch(self.faces, self.patch_size, self.sides, rng)
+        if self.color_augment:
+            patch = augment_colors(patch, rng)
+        return {"image": _to_tensor(patch)}
+
+
+GRAY_PROBABILITY = 0.1
+"""Share of colour-augmented patches turned gray (old photos are often monochrome)."""
+
+
+def augment_colors(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """`patch` (H x W x 3 in [0, 1]) with its channels permuted at random, sometimes gray.
+
+    A handful of training faces covers few hues; permuting RGB shows the codec every colour
+    the faces' chroma can be turned into, so it cannot fit their particular palette.
+    """
+    if rng.random() < GRAY_PROBABILITY:
+        gray = patch @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601 luma
+        return np.repeat(gray[..., None], 3, axis=2)
+    return np.ascontiguousarray(patch[..., rng.permutation(3)])
 
 
 def random_patch(

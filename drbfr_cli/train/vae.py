@@ -48,6 +48,8 @@ class VAEConfig:
     patch_size: int = 64
     face_sides: tuple[int, int] = (64, 160)
     """Training faces are resized to a side drawn log-uniformly in this range, then cropped."""
+    color_augment: bool = False
+    """Permute the RGB channels of training patches at random (10 % turned gray)."""
     block_out_channels: tuple[int, ...] = (32, 48)
     layers_per_block: int = 1
     latent_channels: int = 3
@@ -165,10 +167,15 @@ class VAETask:
     def modules(self) -> dict[str, nn.Module]:
         return self._modules
 
-    def dataset(self) -> FacePatchDataset:
+    def dataset(self, *, augment: bool = True) -> FacePatchDataset:
+        """Training patches; augment=False gives them in their own colours (latent scaling)."""
         cfg = self.model_config
         return FacePatchDataset(
-            self.faces, patch_size=cfg.patch_size, sides=cfg.face_sides, seed=self.settings.seed
+            self.faces,
+            patch_size=cfg.patch_size,
+            sides=cfg.face_sides,
+            seed=self.settings.seed,
+            color_augment=augment and cfg.color_augment,
         )
 
     def _perceptual(self, image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -264,7 +271,10 @@ def train_vae(
     if not PartialState().is_main_process:
         return result, None
     stats = measure_latents(
-        task.modules()["vae"], task.dataset(), task.model_config.scale_samples, task.settings.seed
+        task.modules()["vae"],
+        task.dataset(augment=False),
+        task.model_config.scale_samples,
+        task.settings.seed,
     )
     store_latent_stats(result.final_dir, stats)
     return result, stats
