@@ -176,3 +176,36 @@ def random_patch(
     if rng.random() < 0.5:
         crop = crop[:, ::-1]
     return crop.astype(np.float32) / 255.0
+
+
+class RestorationPairDataset(Dataset):
+    """Items: hq, lq (3 x P x P in [-1, 1]): a random HQ patch (as `FacePatchDataset`) and its
+    Eq. (11) degradation with parameters drawn per item from `ranges`, at the patch's own scale.
+    """
+
+    def __init__(
+        self,
+        faces: Sequence[np.ndarray],
+        *,
+        patch_size: int,
+        sides: tuple[int, int],
+        ranges: DegradationRanges,
+        seed: int = 0,
+        color_augment: bool = False,
+    ) -> None:
+        self.patches = FacePatchDataset(
+            faces, patch_size=patch_size, sides=sides, seed=seed, color_augment=color_augment
+        )
+        self.ranges = ranges
+
+    def __len__(self) -> int:
+        return VIRTUAL_LENGTH
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        data = self.patches
+        rng = np.random.default_rng([data.seed, index, torch.initial_seed() % 2**63, 1])
+        hq = random_patch(data.faces, data.patch_size, data.sides, rng)
+        if data.color_augment:
+            hq = augment_colors(hq, rng)
+        lq = degrade(hq, sample_params(rng, self.ranges), rng)
+        return {"hq": _to_tensor(hq), "lq": _to_tensor(lq)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from drbfr_cli import __version__
-from drbfr_cli.cli import analyze, degrade, doctor, train, weights
+from drbfr_cli.cli import analyze, degrade, doctor, export, train, weights
 from drbfr_cli.cli import eval as eval_cli
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app.add_typer(weights.app, name="weights")
 app.command(name="doctor")(doctor.doctor)
 app.add_typer(train.app, name="train")
 app.add_typer(analyze.app, name="analyze")
+app.command(name="export")(export.export)
 
 
 def _print_version(value: bool) -> None:

@@ -17,7 +17,8 @@ if TYPE_CHECKING:  # torch, accelerate: imported when a command runs
     from drbfr_cli.train.loop import LoopConfig
 
 app = typer.Typer(
-    help="Train a stage: drm (degradation representation), vae (first-stage VQ autoencoder).",
+    help="Train a stage: drm (degradation representation), vae (first-stage VQ autoencoder),\n"
+    "ldm (latent diffusion restoration module, on a trained drm and vae).",
     no_args_is_help=True,
 )
 
@@ -149,4 +150,48 @@ def train_vae_command(
             f"latent scaling factor {stats.scaling_factor:.4f} (latent std {stats.std:.4f}, "
             f"mean {stats.mean:.4f} on {stats.samples} training patches)"
         )
+    console.print(f"weights: {result.final_dir}")
+
+
+@app.command("ldm")
+def train_ldm_command(
+    data: DataOption,
+    out: OutOption,
+    drm: Path = typer.Option(..., help="Run folder of the trained DRM (frozen)."),
+    vae: Path = typer.Option(..., help="Run folder of the trained VQ autoencoder (frozen)."),
+    preset: str = typer.Option(
+        "tiny", help="Preset: tiny, base or paper (models/presets/ldm.toml)."
+    ),
+    no_dr: bool = typer.Option(
+        False, "--no-dr", help="DR-None ablation: condition on the LQ latent only."
+    ),
+    steps: StepsOption = None,
+    batch_size: int | None = typer.Option(None, min=1, help="Patches per step (per process)."),
+    lr: LrOption = None,
+    seed: int = typer.Option(0, help="Seed for weights, patches, degradations and noise."),
+    resume: ResumeOption = False,
+    workers: WorkersOption = None,
+    mixed_precision: PrecisionOption = "no",
+    checkpoint_every: CheckpointEveryOption = 500,
+    sample_every: SampleEveryOption = 500,
+    log_every: LogEveryOption = 10,
+) -> None:
+    """Train the latent diffusion restoration module (paper Eqs. 8-10) on frozen DRM and VAE."""
+    from drbfr_cli.train.ldm import LDMTask, LDMTaskConfig, ldm_config_from_preset
+    from drbfr_cli.train.loop import train
+
+    with user_errors():
+        model, defaults = ldm_config_from_preset(preset)
+        loop = loop_config(
+            defaults, steps=steps, batch_size=batch_size, lr=lr, seed=seed, num_workers=workers,
+            mixed_precision=mixed_precision, checkpoint_every=checkpoint_every,
+            sample_every=sample_every, log_every=log_every,
+        )  # fmt: skip
+        settings = LDMTaskConfig(
+            model=model, data=str(data), preset=preset, drm=str(drm), vae=str(vae),
+            use_dr=not no_dr, seed=seed,
+        )  # fmt: skip
+        result = train(LDMTask(settings), loop, out, resume=resume)
+    terms = ", ".join(f"{k} {v:.4f}" for k, v in result.last_terms.items())
+    console.print(f"ldm trained to step {result.step}: {terms}")
     console.print(f"weights: {result.final_dir}")

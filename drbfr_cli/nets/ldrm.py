@@ -1,0 +1,151 @@
+"""The Latent Diffusion Restoration Module's denoiser (paper section 3.2, Eqs. 8-10).
+
+eps_theta(z_t, f_LQ, f_DR, t) is a diffusers `UNet2DConditionModel`:
+- its input is z_t concatenated with f_LQ = E_VAE(y) along the channels (Eq. 8);
+- its cross-attention context is alpha_t * f_DR + beta_t, with (alpha_t, beta_t) = MLP(t)
+  (Eq. 10), f_DR = E_DR(y) from the frozen DRM (l tokens of width d).
+Condition dropout: a dropped item sees f_LQ = 0 and a learned null DR instead of the modulated
+f_DR, so the same network is also the unconditional model (DiffBFR's texture pass, guidance).
+With `use_dr = False` (the paper's DR-None) every item sees the null DR: LQ concatenation only,
+with the same parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from diffusers import UNet2DConditionModel
+from torch import nn
+
+
+@dataclass(frozen=True)
+class LDRMConfig:
+    """Shape of the denoiser. latent_channels, dr_tokens and dr_width must match the VAE/DRM."""
+
+    latent_channels: int = 3
+    dr_tokens: int = 4
+    """l: tokens of f_DR."""
+    dr_width: int = 64
+    """d: width of each DR token (the cross-attention dimension)."""
+    block_out_channels: tuple[int, ...] = (32, 64, 96)
+    attention_levels: tuple[bool, ...] = (False, True, True)
+    """Which U-Net levels have cross-attention (the middle block always has)."""
+    layers_per_block: int = 1
+    head_dim: int = 32
+    norm_num_groups: int = 16
+    time_embedding_dim: int = 128
+    """Width of the sinusoidal embedding of t fed to the alpha/beta MLP (Eq. 10)."""
+    use_dr: bool = True
+    """False: DR-None (the context is always the null DR)."""
+
+    def __post_init__(self) -> None:
+        if len(self.attention_levels) != len(self.block_out_channels):
+            raise ValueError("attention_levels needs one flag per entry of block_out_channels")
+        if any(c % self.norm_num_groups for c in self.block_out_channels):
+            raise ValueError("every block width must be a multiple of norm_num_groups")
+        if any(c % self.head_dim for c in self.block_out_channels):
+            raise ValueError("every block width must be a multiple of head_dim")
+        if self.dr_tokens < 1 or self.dr_width < 1:
+            raise ValueError("dr_tokens and dr_width must be positive")
+
+    @property
+    def downsampling(self) -> int:
+        return 2 ** (len(self.block_out_channels) - 1)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of integer timesteps (Vaswani et al. 2017), B -> B x dim."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)
+    angles = t.float()[:, None] * freqs[None]
+    return torch.cat([angles.cos(), angles.sin()], dim=1)
+
+
+class TimeModulation(nn.Module):
+    """Eq. (10): (alpha_t, beta_t) = MLP(t), each of width d; starts at alpha = 1, beta = 0."""
+
+    def __init__(self, embedding_dim: int, width: int) -> None:
+        super().__init__()
+        self.embedding_dim = embedding_dim
+        self.mlp = nn.Sequential(
+            nn.Linear(embedding_dim, embedding_dim),
+            nn.SiLU(),
+            nn.Linear(embedding_dim, 2 * width),
+        )
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, dr: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """alpha_t * f_DR + beta_t for f_DR of shape B x l x d."""
+        scale, shift = self.mlp(timestep_embedding(t, self.embedding_dim)).chunk(2, dim=1)
+        return (1.0 + scale[:, None]) * dr + shift[:, None]
+
+
+def build_unet(config: LDRMConfig) -> UNet2DConditionModel:
+    """diffusers U-Net taking [z_t, f_LQ] (2C channels) and returning eps (C channels)."""
+    down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in config.attention_levels)
+    up = tuple(
+        "CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(config.attention_levels)
+    )
+    return UNet2DConditionModel(
+        in_channels=2 * config.latent_channels,
+        out_channels=config.latent_channels,
+        down_block_types=down,
+        up_block_types=up,
+        block_out_channels=config.block_out_channels,
+        layers_per_block=config.layers_per_block,
+        cross_attention_dim=config.dr_width,
+        attention_head_dim=tuple(c // config.head_dim for c in config.block_out_channels),
+        norm_num_groups=config.norm_num_groups,
+    )
+
+
+class LDRM(nn.Module):
+    """eps_theta(z_t, f_LQ, f_DR, t) with condition dropout (see the module docstring)."""
+
+    def __init__(self, config: LDRMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.unet = build_unet(config)
+        self.modulation = TimeModulation(config.time_embedding_dim, config.dr_width)
+        self.null_dr = nn.Parameter(torch.randn(config.dr_tokens, config.dr_width) * 0.02)
+
+    def context(self, dr: torch.Tensor | None, t: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Cross-attention context: modulated f_DR where keep, else the null DR."""
+        null = self.null_dr.to(t.device)[None].expand(t.shape[0], -1, -1)
+        if dr is None or not self.config.use_dr:
+            return null
+        modulated = self.modulation(dr, t)
+        return torch.where(keep[:, None, None], modulated, null.to(modulated.dtype))
+
+    def forward(
+        self,
+        z_t: torch.Tensor,
+        t: torch.Tensor,
+        f_lq: torch.Tensor,
+        f_dr: torch.Tensor | None,
+        keep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """eps prediction. keep: B bools, False drops that item's conditions (default: keep)."""
+        if keep is None:
+            keep = torch.ones(z_t.shape[0], dtype=torch.bool, device=z_t.device)
+        f_lq = f_lq * keep[:, None, None, None].to(f_lq.dtype)
+        context = self.context(f_dr, t, keep).to(z_t.dtype)
+        x = torch.cat([z_t, f_lq], dim=1)
+        return self.unet(x, t, encoder_hidden_states=context).sample
+
+
+class LDRMDenoiser:
+    """The LDRM with one batch's conditions bound: the sampling module's `Denoiser`."""
+
+    def __init__(self, model: LDRM, f_lq: torch.Tensor, f_dr: torch.Tensor | None) -> None:
+        self.model, self.f_lq, self.f_dr = model, f_lq, f_dr
+
+    def __call__(
+        self, latents: torch.Tensor, timesteps: torch.Tensor, *, conditional: bool
+    ) -> torch.Tensor:
+        keep = torch.full((latents.shape[0],), conditional, device=latents.device)
+        t = timesteps.to(latents.device).expand(latents.shape[0])
+        return self.model(latents, t, self.f_lq.to(latents.dtype), self.f_dr, keep)
