@@ -135,3 +135,28 @@ def test_bicubic_codec_stores_at_least_as_many_values() -> None:
     assert 3 * side**2 >= 4 * 64 * 64 > 3 * (side - 1) ** 2
     smooth = torch.linspace(0, 1, 64).repeat(1, 3, 64, 1)
     assert torch.allclose(bicubic_codec(32)(smooth), smooth, atol=0.02)
+
+
+def test_pool_skip_starts_as_the_average_pool_bicubic_codec() -> None:
+    config = VQConfig(block_out_channels=(16, 32), norm_num_groups=8, num_codes=64, pool_skip=True,
+                      latent_channels=4)  # fmt: skip
+    model = VQAutoencoder(config).eval()
+    image = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        latent = model.encode(image)
+        decoded = model.decode(latent, quantize=False)
+    pooled = torch.nn.functional.avg_pool2d(image, 2)
+    assert torch.allclose(latent[:, :3], pooled, atol=1e-6)
+    assert torch.count_nonzero(latent[:, 3]) == 0
+    upsampled = torch.nn.functional.interpolate(pooled, scale_factor=2, mode="bicubic")
+    assert torch.allclose(decoded, upsampled, atol=1e-6)
+    # the learned parts are trained: the zero layers receive gradients
+    model.train()
+    model(image, quantize=False).image.square().mean().backward()
+    assert model.vq.decoder.conv_out.weight.grad.abs().sum() > 0
+    assert model.vq.quant_conv.weight.grad.abs().sum() > 0
+
+
+def test_pool_skip_needs_three_latent_channels() -> None:
+    with pytest.raises(ValueError, match="3 latent channels"):
+        VQConfig(latent_channels=2, pool_skip=True)

@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from drbfr_cli.cli.main import app
-from drbfr_cli.data import FacePatchDataset, load_faces
+from drbfr_cli.data import FacePatchDataset, augment_colors, load_faces
 from drbfr_cli.train.data import SeededItems
 from drbfr_cli.train.loop import LoopConfig
 from drbfr_cli.train.vae import VAEConfig, VAETask, VAETaskConfig, load_vae, train_vae
@@ -225,3 +225,19 @@ def test_bad_data_folders_are_one_line_errors(tmp_path: Path, content: bytes | N
     )
     assert result.exit_code == 2 and str(data) in result.stderr
     assert result.stderr.strip().count("\n") == 0
+
+
+def test_colour_augmentation_permutes_channels_or_turns_gray() -> None:
+    rng = np.random.default_rng(0)
+    patch = rng.random((8, 8, 3)).astype(np.float32)
+    seen_gray, seen_orders = 0, set()
+    for seed in range(200):
+        out = augment_colors(patch, np.random.default_rng(seed))
+        if np.allclose(out[..., 0], out[..., 1]) and np.allclose(out[..., 1], out[..., 2]):
+            seen_gray += 1
+            continue
+        order = tuple(int(np.argmax([np.allclose(out[..., c], patch[..., k]) for k in range(3)]))
+                      for c in range(3))  # fmt: skip
+        assert sorted(order) == [0, 1, 2]
+        seen_orders.add(order)
+    assert len(seen_orders) == 6 and 5 <= seen_gray <= 40  # 10 % gray of 200 draws

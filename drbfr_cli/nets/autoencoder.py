@@ -50,6 +50,11 @@ class VQConfig:
     """EMA decay of code counts and sums."""
     dead_code_threshold: float = 0.1
     """A code whose EMA count (assignments per batch) falls below this is restarted."""
+    pool_skip: bool = False
+    """Add a fixed codec around the learned one: the latent's first 3 channels get the f x f
+    average colour of the image, and the decoder adds their bicubic upsampling. The learned
+    parts start at zero, so training starts from that naive codec and learns the residual
+    (colours it never saw pass through the skip)."""
 
     def __post_init__(self) -> None:
         if not self.block_out_channels or min(self.block_out_channels) < 1:
@@ -60,6 +65,8 @@ class VQConfig:
             raise ValueError("latent_channels, layers_per_block >= 1 and num_codes >= 2")
         if not 0.0 < self.codebook_decay < 1.0:
             raise ValueError("codebook_decay must lie in (0, 1)")
+        if self.pool_skip and self.latent_channels < 3:
+            raise ValueError("pool_skip needs at least 3 latent channels (one per colour)")
 
     @property
     def downsampling(self) -> int:
@@ -244,7 +251,23 @@ def build_vq_model(config: VQConfig) -> VQModel:
         mid_block_add_attention=config.mid_attention,
     )
     model.quantize = EMAVectorQuantizer(config)
+    if config.pool_skip:  # the learned residual starts at zero (see VQConfig.pool_skip)
+        for layer in (model.quant_conv, model.decoder.conv_out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
     return model
+
+
+def pooled_colour(image: torch.Tensor, f: int, channels: int) -> torch.Tensor:
+    """The skip part of a latent: f x f mean colour in channels 0-2, zeros in the others."""
+    pooled = F.avg_pool2d(image, f) if f > 1 else image
+    return F.pad(pooled, (0, 0, 0, 0, 0, channels - 3))
+
+
+def upsampled_colour(latent: torch.Tensor, f: int) -> torch.Tensor:
+    """The skip part of a decoded image: bicubic upsampling of the latent's channels 0-2."""
+    colour = latent[:, :3]
+    return F.interpolate(colour, scale_factor=f, mode="bicubic") if f > 1 else colour
 
 
 class VQAutoencoder(nn.Module):
@@ -274,11 +297,17 @@ class VQAutoencoder(nn.Module):
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """Continuous latent (before quantization) of images in [-1, 1]."""
         self.check_size(image)
-        return self.vq.encode(image).latents
+        latent = self.vq.encode(image).latents
+        if self.config.pool_skip:
+            latent = latent + pooled_colour(image, self.config.downsampling, latent.shape[1])
+        return latent
 
     def decode_quantized(self, latent: torch.Tensor) -> torch.Tensor:
         """Decode a latent that is already quantized (or that should not be)."""
-        return self.vq.decode(latent, force_not_quantize=True).sample
+        image = self.vq.decode(latent, force_not_quantize=True).sample
+        if self.config.pool_skip:
+            image = image + upsampled_colour(latent, self.config.downsampling)
+        return image
 
     def decode(self, latent: torch.Tensor, *, quantize: bool = True) -> torch.Tensor:
         """Image of a latent; quantized to the nearest codes first unless `quantize=False`."""

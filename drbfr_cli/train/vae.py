@@ -59,6 +59,8 @@ class VAEConfig:
     commitment: float = 0.25
     codebook_decay: float = 0.99
     dead_code_threshold: float = 0.1
+    pool_skip: bool = False
+    """Learn a residual around the average-pool / bicubic codec (see VQConfig.pool_skip)."""
     l1_weight: float = 1.0
     l2_weight: float = 1.0
     perceptual_weight: float = 0.0

@@ -1,0 +1,299 @@
+"""LDRM (Eqs. 8-10), `train ldm`, bundles and `drbfr export` on small frozen DRM and VAE runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from drbfr_cli.bundle import BundleRestorer, load_bundle, load_restorer, resolve_bundle
+from drbfr_cli.cli.main import app
+from drbfr_cli.diffusion.sampling import SamplingConfig
+from drbfr_cli.errors import DrbfrError
+from drbfr_cli.imaging import write_image
+from drbfr_cli.nets.drm import DRMConfig
+from drbfr_cli.nets.ldrm import LDRM, LDRMConfig, TimeModulation
+from drbfr_cli.train.drm import DRMTask, DRMTaskConfig
+from drbfr_cli.train.ldm import LDMConfig, LDMTask, LDMTaskConfig, load_ldm, restore_faces
+from drbfr_cli.train.loop import LoopConfig, train
+from drbfr_cli.train.vae import VAEConfig, VAETask, VAETaskConfig, train_vae
+
+runner = CliRunner()
+SMALL_DRM = DRMConfig(
+    face_size=64, crop_size=32, patch_size=16, encoder_channels=(8, 16), tokens=2, token_dim=16,
+    generator_channels=(8, 16), projection_dim=16,
+)  # fmt: skip
+SMALL_VAE = VAEConfig(
+    image_size=32, patch_size=32, face_sides=(32, 48), block_out_channels=(16, 16),
+    norm_num_groups=8, num_codes=64, quantize_after=4, scale_samples=16,
+)  # fmt: skip
+SMALL_LDM = LDMConfig(
+    patch_size=32, face_sides=(32, 48), block_out_channels=(16, 32), attention_levels=(False, True),
+    head_dim=8, norm_num_groups=8, time_embedding_dim=32, steps=4,
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread_per_worker():
+    """Two pytest workers share two cores: one torch thread each."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def faces_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight smooth random colour images (no ../shared needed for these unit-level runs)."""
+    root = tmp_path_factory.mktemp("faces")
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        low = rng.random((4, 4, 3)).astype(np.float32)
+        image = np.kron(low, np.ones((16, 16, 1), dtype=np.float32))
+        write_image(root / f"face{i}.png", np.clip(image + 0.05 * rng.random(image.shape), 0, 1))
+    return root
+
+
+@pytest.fixture(scope="module")
+def frozen_runs(faces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("frozen")
+    loop = {"batch_size": 4, "lr": 1e-3, "log_every": 2, "checkpoint_every": 100}
+    drm_task = DRMTask(DRMTaskConfig(model=SMALL_DRM, data=str(faces_dir), preset="test"))
+    train(drm_task, LoopConfig(steps=2, **loop), root / "drm")
+    vae_task = VAETask(VAETaskConfig(model=SMALL_VAE, data=str(faces_dir), preset="test"))
+    train_vae(vae_task, LoopConfig(steps=6, **loop), root / "vae")
+    return root / "drm", root / "vae"
+
+
+def _ldm_task(faces_dir: Path, frozen: tuple[Path, Path], **settings: object) -> LDMTask:
+    drm, vae = frozen
+    config = LDMTaskConfig(
+        model=SMALL_LDM, data=str(faces_dir), preset="test", drm=str(drm), vae=str(vae), **settings
+    )
+    return LDMTask(config)
+
+
+@pytest.fixture(scope="module")
+def ldm_run(faces_dir: Path, frozen_runs: tuple[Path, Path], tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("ldm") / "run"
+    loop = LoopConfig(
+        steps=40, batch_size=8, lr=2e-3, warmup_steps=2, log_every=5, ema_decay=0.9,
+        checkpoint_every=100, sample_every=40,
+    )  # fmt: skip
+    train(_ldm_task(faces_dir, frozen_runs), loop, run)
+    return run
+
+
+# ---------------------------------------------------------------------------------------------
+# The network
+
+
+def _small_ldrm(**changes: object) -> LDRM:
+    torch.manual_seed(0)
+    config = LDRMConfig(
+        latent_channels=3, dr_tokens=2, dr_width=16, block_out_channels=(16, 32),
+        attention_levels=(False, True), head_dim=8, norm_num_groups=8, time_embedding_dim=32,
+        **changes,
+    )  # fmt: skip
+    return LDRM(config).eval()
+
+
+def test_time_modulation_starts_as_the_identity_and_depends_on_t() -> None:
+    modulation = TimeModulation(32, 16)
+    dr, t = torch.randn(3, 2, 16), torch.tensor([0, 500, 999])
+    assert torch.equal(modulation(dr, t), dr)  # alpha = 1, beta = 0 at initialisation
+    torch.nn.init.normal_(modulation.mlp[-1].weight)
+    out = modulation(dr, t)
+    assert not torch.allclose(out[0], out[2])  # Eq. (10): alpha_t, beta_t vary with t
+
+
+def test_dropped_conditions_are_ignored_and_kept_ones_are_used() -> None:
+    model = _small_ldrm()
+    with torch.no_grad():
+        model.null_dr.normal_()
+    z, t = torch.randn(2, 3, 8, 8), torch.tensor([10, 700])
+    lq_a, lq_b = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    dr_a, dr_b = torch.randn(2, 2, 16), torch.randn(2, 2, 16)
+    drop = torch.zeros(2, dtype=torch.bool)
+    with torch.no_grad():
+        assert torch.equal(model(z, t, lq_a, dr_a, drop), model(z, t, lq_b, dr_b, drop))
+        assert not torch.allclose(model(z, t, lq_a, dr_a), model(z, t, lq_b, dr_a))
+        assert not torch.allclose(model(z, t, lq_a, dr_a), model(z, t, lq_a, dr_b))
+        assert model(z, t, lq_a, dr_a).shape == z.shape
+
+
+def test_dr_none_never_reads_the_dr() -> None:
+    model = _small_ldrm(use_dr=False)
+    z, t, lq = torch.randn(2, 3, 8, 8), torch.tensor([3, 400]), torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model(z, t, lq, torch.randn(2, 2, 16)), model(z, t, lq, None))
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+def _log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_training_lowers_the_eps_loss_and_keeps_an_ema(ldm_run: Path) -> None:
+    log = _log(ldm_run)
+    assert [entry["step"] for entry in log] == list(range(5, 45, 5))
+    first, last = (
+        np.mean([e["eps_mse"] for e in log[:2]]),
+        np.mean([e["eps_mse"] for e in log[-2:]]),
+    )
+    assert last < 0.8 * first, (first, last)
+    config = json.loads((ldm_run / "final" / "config.json").read_text())
+    assert config["ema"] and config["task_config"]["network"]["dr_width"] == SMALL_DRM.token_dim
+    assert (ldm_run / "samples").is_dir()
+
+
+def test_frozen_parts_do_not_change(faces_dir: Path, frozen_runs: tuple[Path, Path]) -> None:
+    task = _ldm_task(faces_dir, frozen_runs)
+    before = {k: v.clone() for k, v in task.parts.encoder.state_dict().items()}
+    vae_before = {k: v.clone() for k, v in task.parts.first_stage.model.state_dict().items()}
+    train(task, LoopConfig(steps=3, batch_size=4, lr=1e-2), faces_dir.parent / "ldm_frozen")
+    for name, value in task.parts.encoder.state_dict().items():
+        assert torch.equal(value, before[name])
+    for name, value in task.parts.first_stage.model.state_dict().items():
+        assert torch.equal(value, vae_before[name]), name
+
+
+def test_preset_and_vae_of_other_sizes_are_refused(
+    faces_dir: Path, frozen_runs: tuple[Path, Path]
+) -> None:
+    drm, vae = frozen_runs
+    wrong = LDMTaskConfig(
+        model=LDMConfig(patch_size=64, face_sides=(64, 64)), data=str(faces_dir), preset="x",
+        drm=str(drm), vae=str(vae),
+    )  # fmt: skip
+    with pytest.raises(DrbfrError, match="32 px faces"):
+        LDMTask(wrong)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bundles
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(ldm_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    result = runner.invoke(app, ["export", "--ldm", str(ldm_run), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "bundle:" in result.output
+    return out
+
+
+def test_bundle_round_trip_restores_like_the_in_memory_model(
+    bundle_dir: Path, ldm_run: Path, faces_dir: Path, frozen_runs: tuple[Path, Path]
+) -> None:
+    files = sorted(p.name for p in bundle_dir.iterdir())
+    assert files == [
+        "bundle.json", "drm_encoder.safetensors", "ldrm.ema.safetensors", "ldrm.safetensors",
+        "vae.safetensors",
+    ]  # fmt: skip
+    bundle = load_bundle(bundle_dir)
+    ldrm, _ = load_ldm(ldm_run)  # EMA weights, as the bundle
+    parts = _ldm_task(faces_dir, frozen_runs).parts
+    lq = torch.rand(3, 3, 32, 32) * 2 - 1
+    sampling = SamplingConfig(steps=4)
+    expected = restore_faces(
+        ldrm, parts, lq, seeds=[1, 2, 3], schedule=SMALL_LDM.schedule(), sampling=sampling
+    )
+    got = bundle.restore(lq, [1, 2, 3], sampling)
+    assert got.shape == lq.shape and torch.allclose(got, expected, atol=1e-5)
+    restorer = BundleRestorer(bundle, torch.device("cpu"), None, sampling)
+    faces = (lq + 1) / 2
+    restored = restorer.restore(faces, [1, 2, 3])
+    assert restorer.face_size == 32 and restored.dtype == torch.float32
+    assert torch.allclose(restored, ((expected + 1) / 2).clamp(0, 1), atol=1e-5)
+    # a face restores the same in any batch
+    alone = restorer.restore(faces[1:2], [2])
+    assert torch.allclose(alone, restored[1:2], atol=1e-5)
+
+
+def test_restorer_options_override_the_bundle_defaults(bundle_dir: Path) -> None:
+    restorer = load_restorer(
+        str(bundle_dir), device="cpu", sampling={"steps": 2, "start_t": 0.5, "tem_t": None}
+    )
+    assert (restorer.sampling.steps, restorer.sampling.start_t) == (2, 0.5)
+    assert restorer.sampling.tem_t == SMALL_LDM.tem_t
+    with pytest.raises(DrbfrError, match="CUDA is not available"):
+        load_restorer(str(bundle_dir), device="cuda") if not torch.cuda.is_available() else (
+            pytest.skip("CUDA present: the missing-CUDA message cannot be shown")
+        )
+
+
+def _copy(bundle_dir: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "copy"
+    shutil.copytree(bundle_dir, target)
+    return target
+
+
+def test_a_missing_part_is_a_one_line_error(bundle_dir: Path, tmp_path: Path) -> None:
+    broken = _copy(bundle_dir, tmp_path)
+    (broken / "vae.safetensors").unlink()
+    with pytest.raises(DrbfrError, match=r"vae\.safetensors is missing"):
+        load_bundle(broken)
+
+
+def test_a_corrupt_part_is_a_one_line_error(bundle_dir: Path, tmp_path: Path) -> None:
+    broken = _copy(bundle_dir, tmp_path)
+    data = bytearray((broken / "ldrm.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (broken / "ldrm.safetensors").write_bytes(bytes(data))
+    with pytest.raises(DrbfrError, match="sha256"):
+        load_bundle(broken, ema=False)
+
+
+def test_mismatched_parts_are_refused(bundle_dir: Path, tmp_path: Path) -> None:
+    broken = _copy(bundle_dir, tmp_path)
+    manifest = json.loads((broken / "bundle.json").read_text())
+    manifest["drm"]["model"]["token_dim"] = 32
+    (broken / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(DrbfrError, match="parts disagree"):
+        load_bundle(broken)
+
+
+def test_export_refuses_a_drm_the_ldm_was_not_trained_on(
+    ldm_run: Path, faces_dir: Path, tmp_path: Path
+) -> None:
+    other = DRMConfig(**{**SMALL_DRM.__dict__, "token_dim": 8})
+    train(
+        DRMTask(DRMTaskConfig(model=other, data=str(faces_dir), preset="test")),
+        LoopConfig(steps=1, batch_size=4, lr=1e-3),
+        tmp_path / "drm2",
+    )
+    result = runner.invoke(
+        app,
+        [
+            "export",
+            "--ldm",
+            str(ldm_run),
+            "--drm",
+            str(tmp_path / "drm2"),
+            "-o",
+            str(tmp_path / "b"),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "parts disagree" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_no_bundle_says_how_to_get_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("DRBFR_HOME", str(tmp_path / "home"))
+    with pytest.raises(DrbfrError) as error:
+        resolve_bundle(None)
+    message = str(error.value)
+    assert "\n" not in message and "make demo" in message and "drbfr export" in message
+    with pytest.raises(DrbfrError, match="no such bundle folder"):
+        load_bundle(tmp_path / "nowhere")
