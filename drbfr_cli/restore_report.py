@@ -131,6 +131,12 @@ class RunSummary:
                 self.niqe_restored.append(face.niqe_restored)
 
     @property
+    def niqe_means(self) -> tuple[float, float] | None:
+        """Mean NIQE of the input faces and of their restorations (None when not scored)."""
+        before, after = _mean(self.niqe_input), _mean(self.niqe_restored)
+        return None if before is None or after is None else (before, after)
+
+    @property
     def faces_per_second(self) -> float:
         return self.faces / self.seconds if self.seconds > 0 else 0.0
 

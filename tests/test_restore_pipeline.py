@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from drbfr_cli.background import LanczosUpsampler
-from drbfr_cli.choices import OutputFormat
+from drbfr_cli.choices import Background, OutputFormat
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.faces.detect import DetectorKind, build_detector
 from drbfr_cli.imaging import ImageSource, collect_images, expand_inputs, read_image, write_image
 from drbfr_cli.pipeline import RestoreOptions, RestoreTools, restore_images
+from drbfr_cli.restore_setup import ToolChoices, build_background, resolve_device
 from drbfr_cli.restore_stages import face_path, face_seed, output_path, plan_outputs
 from drbfr_cli.restorer import IdentityRestorer
 from tests.test_restore_cli import small_copies
@@ -196,3 +197,24 @@ def test_expand_inputs_globs_and_stdin(tmp_path):
     assert expand_inputs([str(literal)]) == [literal]
     with pytest.raises(DrbfrError, match="no file or folder matches"):
         expand_inputs([str(tmp_path / "*.webp")])
+
+
+def test_background_auto_falls_back_to_lanczos_with_a_notice(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("DRBFR_HOME", raising=False)
+    notices: list[str] = []
+    choices = ToolChoices(background=Background.AUTO, weights_dir=tmp_path / "w")
+    assert isinstance(build_background(choices, 2.0, notices.append), LanczosUpsampler)
+    assert len(notices) == 1 and "drbfr weights fetch realesrgan-x2plus" in notices[0]
+    monkeypatch.setenv("DRBFR_OFFLINE", "1")
+    explicit = ToolChoices(background=Background.REALESRGAN, weights_dir=tmp_path / "w")
+    with pytest.raises(DrbfrError, match="realesrgan-x4plus"):
+        build_background(explicit, 4.0, notices.append)
+
+
+def test_devices_are_resolved_and_checked():
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") in {"cpu", "cuda", "mps"}
+    for bad in ("tpu", "cuda:99"):
+        with pytest.raises(DrbfrError, match="device"):
+            resolve_device(bad)

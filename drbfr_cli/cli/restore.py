@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -26,20 +25,14 @@ from rich.table import Table
 
 from drbfr_cli.choices import Background, Metric, OutputFormat, Precision, Sampler
 from drbfr_cli.cli.common import EXIT_PARTIAL, console, err_console, user_errors
-from drbfr_cli.errors import DrbfrError
 from drbfr_cli.faces.detect import DEFAULT_MAX_SIDE, DetectorKind
 from drbfr_cli.imaging import max_pixels_from_env
 
 if TYPE_CHECKING:  # torch and the models load when the command runs
-    from drbfr_cli.background import Upsampler
-    from drbfr_cli.faces.detect import Detector
-    from drbfr_cli.pipeline import RestoreOptions, RestoreTools
+    from drbfr_cli.pipeline import RestoreOptions
     from drbfr_cli.restore_report import ImageRecord, RunSummary
-    from drbfr_cli.restorer import FaceRestorer
+    from drbfr_cli.restore_setup import ToolChoices
 
-IDENTITY_MODEL = "identity"
-"""--model identity: paste the aligned crops back unchanged (checks detection, alignment and
-seams without a trained model)."""
 RESTORE_METRICS = (Metric.NIQE,)
 """Metrics restore can compute: no-reference only (there is no ground truth)."""
 
@@ -47,26 +40,6 @@ _DETECT = "Detection"
 _MODEL = "Restoration model"
 _OUTPUT = "Output"
 _BACKGROUND = "Background"
-
-Notice = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """Which restorer to build, and where and how it runs."""
-
-    model: str | None
-    device: str
-    precision: Precision
-    sampling: dict[str, Any]
-    """SamplingConfig fields to override (None: the bundle's default)."""
-    weights_dir: Path | None
-
-
-@dataclass(frozen=True)
-class BackgroundChoice:
-    kind: Background
-    tile: int
 
 
 def restore(
@@ -271,21 +244,19 @@ def restore(
     )
     sampling = {"sampler": sampler, "steps": steps, "start_t": start_t, "tem_t": tem_t}
     with user_errors():
-        choice = ModelChoice(
+        from drbfr_cli.restore_setup import ToolChoices, resolve_device
+
+        choices = ToolChoices(
             model=model,
             device=resolve_device(device),
             precision=precision,
-            sampling={k: v for k, v in sampling.items() if v is not None},
+            sampling={key: value for key, value in sampling.items() if value is not None},
             weights_dir=weights_dir,
+            detector=detector,
+            background=bg_upsampler,
+            bg_tile=bg_tile,
         )
-        _run(
-            inputs,
-            options,
-            choice,
-            BackgroundChoice(bg_upsampler, bg_tile),
-            detector,
-            _Printer(quiet=quiet, json_lines=json_lines),
-        )
+        _run(inputs, options, choices, _Printer(quiet=quiet, json_lines=json_lines))
 
 
 def _restore_options(**values: Any) -> RestoreOptions:
@@ -310,44 +281,18 @@ def parse_restore_metrics(text: str | None) -> tuple[Metric, ...]:
     return tuple(dict.fromkeys(allowed[name] for name in names))
 
 
-def resolve_device(name: str) -> str:
-    """auto -> cuda, mps or cpu; otherwise the named device, checked to exist here."""
-    import torch
-
-    from drbfr_cli.doctor import best_device
-
-    if name == "auto":
-        return best_device()
-    try:
-        chosen = torch.device(name)
-    except RuntimeError:
-        raise DrbfrError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    if chosen.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if (chosen.index or 0) >= count:
-            raise DrbfrError(f"device {name!r}: this machine has {count} usable CUDA device(s)")
-    elif chosen.type == "mps" and not torch.backends.mps.is_available():
-        raise DrbfrError("device 'mps': Apple Metal is not available here")
-    elif chosen.type not in {"cpu", "cuda", "mps"}:
-        raise DrbfrError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
-    return str(chosen)
-
-
 # --------------------------------------------------------------------------- the run
 
 
 def _run(
-    arguments: list[str],
-    options: RestoreOptions,
-    choice: ModelChoice,
-    background: BackgroundChoice,
-    detector: DetectorKind,
-    printer: _Printer,
+    arguments: list[str], options: RestoreOptions, choices: ToolChoices, printer: _Printer
 ) -> None:
+    """Find the inputs, build the models, restore, print the summary, set the exit code."""
     import cv2
 
     from drbfr_cli.imaging import collect_images, expand_inputs
     from drbfr_cli.pipeline import excluded_inputs, restore_images
+    from drbfr_cli.restore_setup import build_tools
 
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # no DNN backend chatter
     stdin = sys.stdin if "-" in arguments else ()
@@ -356,7 +301,7 @@ def _run(
     if not sources:
         err_console.print("[yellow]no images found[/] in " + ", ".join(arguments))
         raise typer.Exit(EXIT_PARTIAL)
-    tools, settings = _build_tools(options, choice, background, detector, printer.notice)
+    tools, settings = build_tools(options, choices, printer.notice)
     with printer.progress(len(sources)) as on_record:
         summary = restore_images(
             sources,
@@ -369,116 +314,6 @@ def _run(
     printer.summary(summary, options.out_dir)
     if summary.failed:
         raise typer.Exit(EXIT_PARTIAL)
-
-
-def _build_tools(
-    options: RestoreOptions,
-    choice: ModelChoice,
-    background: BackgroundChoice,
-    detector: DetectorKind,
-    notice: Notice,
-) -> tuple[RestoreTools, dict[str, Any]]:
-    """The restorer, and for whole images the detector, background upsampler and face parser;
-    with the settings the report records."""
-    from drbfr_cli.faces.paste import build_parser
-    from drbfr_cli.pipeline import RestoreTools
-
-    restorer = _build_restorer(choice)
-    settings: dict[str, Any] = {
-        "model": choice.model or "default",
-        "device": choice.device,
-        "precision": choice.precision.value,
-        "sampling": {k: str(v) for k, v in choice.sampling.items()},
-        "aligned": options.aligned,
-        "batch_size": options.batch_size,
-        "seed": options.seed,
-    }
-    if options.aligned:
-        return RestoreTools(restorer=restorer), settings
-    upsampler = _build_upsampler(background, options.upscale, choice, notice)
-    parser = build_parser(choice.weights_dir, choice.device)
-    settings |= {
-        "detector": detector.value,
-        "upscale": options.upscale,
-        "background": type(upsampler).__name__,
-        "parsing_mask": parser is not None,
-        "color_fix": options.color_fix,
-    }
-    tools = RestoreTools(
-        restorer=restorer,
-        detector=_build_detector(detector, choice, notice),
-        upsampler=upsampler,
-        parser=parser,
-    )
-    return tools, settings
-
-
-def _build_restorer(choice: ModelChoice) -> FaceRestorer:
-    """The one place a restorer is made: `identity`, or a bundle through drbfr_cli.bundle."""
-    if choice.model == IDENTITY_MODEL:
-        from drbfr_cli.restorer import IdentityRestorer
-
-        return IdentityRestorer()
-    try:
-        from drbfr_cli.bundle import load_restorer
-    except ModuleNotFoundError as exc:
-        if exc.name != "drbfr_cli.bundle":
-            raise
-        raise DrbfrError(
-            "this drbfr cannot load model bundles yet (drbfr_cli.bundle is missing); "
-            "use --model identity to check detection, alignment and paste-back"
-        ) from None
-    return load_restorer(
-        choice.model,
-        device=choice.device,
-        precision=choice.precision,
-        sampling=choice.sampling,
-        weights_dir=choice.weights_dir,
-    )
-
-
-def _build_detector(kind: DetectorKind, choice: ModelChoice, notice: Notice) -> Detector:
-    from drbfr_cli.faces.detect import WEIGHT_NAMES, build_detector
-
-    _ensure_weights(WEIGHT_NAMES[kind], choice.weights_dir, notice)
-    return build_detector(kind, choice.weights_dir, choice.device)
-
-
-def _build_upsampler(
-    background: BackgroundChoice, scale: float, choice: ModelChoice, notice: Notice
-) -> Upsampler:
-    from drbfr_cli import weights
-    from drbfr_cli.background import UpsamplerKind, build_upsampler, realesrgan_weights
-
-    kind = background.kind
-    name = realesrgan_weights(scale)
-    if kind is Background.AUTO:
-        kind = Background.REALESRGAN
-        if weights.find(name, choice.weights_dir) is None:
-            notice(
-                f"{name} not found: the background is upscaled with Lanczos "
-                f"(`drbfr weights fetch {name}` for Real-ESRGAN)"
-            )
-            kind = Background.LANCZOS
-    elif kind is Background.REALESRGAN:
-        _ensure_weights(name, choice.weights_dir, notice)
-    return build_upsampler(
-        UpsamplerKind(kind.value),
-        scale,
-        background.tile,
-        choice.weights_dir,
-        choice.device,
-        half=choice.device.startswith("cuda") and choice.precision is not Precision.FP32,
-    )
-
-
-def _ensure_weights(name: str, weights_dir: Path | None, notice: Notice) -> None:
-    """Download `name` unless present (or DRBFR_OFFLINE is set: then a one-line error)."""
-    from drbfr_cli import weights
-
-    if weights.find(name, weights_dir) is None and not weights.offline_from_env():
-        notice(f"downloading {name} into {weights.download_dir(weights_dir)}")
-    weights.ensure(name, weights_dir)
 
 
 # --------------------------------------------------------------------------- printing
@@ -524,14 +359,9 @@ class _Printer:
             ("faces restored", summary.faces),
             ("faces / s", f"{summary.faces_per_second:.2f}"),
         ]
-        data = summary.to_dict()
-        if data["niqe_input_mean"] is not None:
-            rows.append(
-                (
-                    "mean NIQE input -> restored",
-                    f"{data['niqe_input_mean']:.3f} -> {data['niqe_restored_mean']:.3f}",
-                )
-            )
+        if summary.niqe_means is not None:
+            before, after = summary.niqe_means
+            rows.append(("mean NIQE input -> restored", f"{before:.3f} -> {after:.3f}"))
         for label, value in rows:
             table.add_row(label, str(value))
         self._console.print(table)
