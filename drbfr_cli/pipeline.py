@@ -65,6 +65,7 @@ def restore_images(
     memory with one face per batch). `settings` are copied into the report; `on_record` is
     called (from the writer thread) with each image's record, in input order.
     """
+    check_tools(tools, options)
     notice = on_notice or (lambda _message: None)
     outputs = plan_outputs(sources, options)
     removed = prepare_output_folder(options.out_dir)
@@ -87,6 +88,18 @@ def restore_images(
     summary.seconds = time.perf_counter() - start
     report.close(summary)
     return summary
+
+
+def check_tools(tools: RestoreTools, options: RestoreOptions) -> None:
+    """Whole images need a detector and an upsampler of the chosen scale (ValueError)."""
+    if options.aligned:
+        return
+    if tools.detector is None or tools.upsampler is None:
+        raise ValueError("whole images need a face detector and a background upsampler")
+    if tools.upsampler.scale != options.upscale:
+        raise ValueError(
+            f"the upsampler scales by {tools.upsampler.scale}, options.upscale is {options.upscale}"
+        )
 
 
 def excluded_inputs(out_dir: Path) -> list[Path]:

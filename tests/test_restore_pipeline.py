@@ -113,53 +113,40 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_pixels(photos, yunet, tmp_
         _run(photos, tmp_path / "none", OutOfMemoryAbove(limit=0), yunet, overwrite=True)
 
 
-class CountingDetector:
-    """Wraps a detector and counts the images it has seen (images taken into memory)."""
+class InFlightProbe:
+    """Wraps a detector; each time it takes an image, records how many images have been read
+    but not yet written (the images the pipeline holds)."""
 
-    def __init__(self, inner) -> None:
-        self.inner, self.kind, self.seen = inner, inner.kind, 0
+    def __init__(self, inner, written: list) -> None:
+        self.inner, self.kind, self.written = inner, inner.kind, written
+        self.seen, self.in_flight = 0, []
 
     def detect(self, image: np.ndarray, threshold: float):
         self.seen += 1
+        self.in_flight.append(self.seen - len(self.written))
         return self.inner.detect(image, threshold)
 
 
-class InFlightProbe(IdentityRestorer):
-    """Records, at every restorer call, how many images are read but not yet written."""
-
-    def __init__(self, detector: CountingDetector, written: list) -> None:
-        super().__init__()
-        self.detector, self.written, self.in_flight = detector, written, []
-
-    def restore(self, faces: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
-        self.in_flight.append(self.detector.seen - len(self.written))
-        return super().restore(faces, seeds)
-
-
 def test_memory_holds_a_bounded_number_of_images(real_lq_whole_dir, yunet, tmp_path):
-    """60 images, most without a face: the stages never hold more than their queues allow."""
+    """60 images, a two-face photo every 20th and blank images between: with batches of 3 the
+    faces of one photo wait for the next, but the blank images behind them may not pile up."""
     folder = tmp_path / "in"
-    small_copies(real_lq_whole_dir / "Blake_Lively.jpg", folder, ["f00.png"], scale=0.4)
-    for index in range(1, 60):
-        if index % 10 == 0:
-            small_copies(real_lq_whole_dir / "Blake_Lively.jpg", folder, [f"f{index:02d}.png"], 0.4)
+    for index in range(60):
+        name = f"f{index:02d}.png"
+        if index % 20 == 0:
+            small_copies(real_lq_whole_dir / "Blake_Lively.jpg", folder, [name], scale=0.4)
         else:
-            write_image(folder / f"f{index:02d}.png", np.full((48, 64, 3), 0.5, np.float32))
-    detector, written = CountingDetector(yunet), []
-    probe = InFlightProbe(detector, written)
-    options = RestoreOptions(out_dir=tmp_path / "out", upscale=1.0, batch_size=2, queue_size=2)
-    tools = RestoreTools(restorer=probe, detector=detector, upsampler=LanczosUpsampler(1.0))
-    records = []
-    summary = restore_images(
-        collect_images([folder]),
-        options,
-        tools,
-        on_record=lambda r: (written.append(r), records.append(r)),
-    )
-    assert summary.images == 60 and summary.faces == 12
-    assert [r.relative for r in records] == [f"f{i:02d}.png" for i in range(60)]
-    # reader 1 + queue 2 + waiting for a batch (batch 2 + queue 2 + 1) + queue 2 + writer 1
-    assert max(probe.in_flight) <= 2 + 3 * 2 + 3
+            write_image(folder / name, np.full((48, 64, 3), 0.5, np.float32))
+    written: list = []
+    probe, restorer = InFlightProbe(yunet, written), SeededRestorer()
+    options = RestoreOptions(out_dir=tmp_path / "out", upscale=1.0, batch_size=3, queue_size=2)
+    tools = RestoreTools(restorer=restorer, detector=probe, upsampler=LanczosUpsampler(1.0))
+    summary = restore_images(collect_images([folder]), options, tools, on_record=written.append)
+    assert summary.images == 60 and summary.faces == 6
+    assert [r.relative for r in written] == [f"f{i:02d}.png" for i in range(60)]
+    assert restorer.batch_sizes == [2, 2, 2]  # short batches: the blank images could not wait
+    # reader 1 + queue 2 + waiting for a batch (batch 3 + queue 2 + 1) + queue 2 + writer 1
+    assert max(probe.in_flight) <= 3 + 3 * 2 + 3
 
 
 def test_output_paths_ext_suffix_and_clashes(tmp_path):
