@@ -1,4 +1,5 @@
-"""Background upscaling: Real-ESRGAN (RRDBNet weights run through spandrel) or Lanczos.
+"""Background upscaling: Real-ESRGAN (RRDBNet weights run through spandrel), Lanczos, or a plain
+bilinear resize (`none`: no upsampler at all; at scale 1 the image is returned unchanged).
 
 An upsampler maps a float32 RGB HxWx3 image in [0, 1] to one `scale` times larger. Real-ESRGAN
 runs tile by tile when asked: every tile is processed with `overlap` pixels of real context on
@@ -34,6 +35,7 @@ MODEL_NAMES = {2: "realesrgan-x2plus", 4: "realesrgan-x4plus"}
 class UpsamplerKind(StrEnum):
     REALESRGAN = "realesrgan"
     LANCZOS = "lanczos"
+    NONE = "none"
 
 
 class Upsampler(Protocol):
@@ -65,6 +67,19 @@ class LanczosUpsampler:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return lanczos_resize(image, output_size(image.shape, self.scale))
+
+
+@dataclass(frozen=True)
+class ResizeUpsampler:
+    """No upsampler: a plain bilinear resize to the scale (the cheapest; exact at scale 1)."""
+
+    scale: float
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        size = output_size(image.shape, self.scale)
+        if (image.shape[1], image.shape[0]) == size:
+            return image.astype(np.float32, copy=True)
+        return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
 
 
 # --------------------------------------------------------------------------- tiling
@@ -179,6 +194,11 @@ class RealEsrganUpsampler:
 # --------------------------------------------------------------------------- factory
 
 
+def realesrgan_weights(scale: float) -> str:
+    """Registry name of the Real-ESRGAN network used for `scale`: x2 up to 2, x4 above."""
+    return MODEL_NAMES[2] if scale <= 2 else MODEL_NAMES[4]
+
+
 def build_upsampler(
     kind: UpsamplerKind | str,
     scale: float,
@@ -202,7 +222,9 @@ def build_upsampler(
         raise DrbfrError(f"upscale must be positive, got {scale}")
     if kind is UpsamplerKind.LANCZOS:
         return LanczosUpsampler(scale=scale)
-    name = MODEL_NAMES[2] if scale <= 2 else MODEL_NAMES[4]
+    if kind is UpsamplerKind.NONE:
+        return ResizeUpsampler(scale=scale)
+    name = realesrgan_weights(scale)
     descriptor = load_realesrgan(weights.load_verified(name, weights_dir), name=name)
     return RealEsrganUpsampler(
         descriptor=descriptor, scale=scale, tile=tile, overlap=overlap, device=device, half=half

@@ -49,3 +49,23 @@ class Precision(StrEnum):
     FP16 = "fp16"
     BF16 = "bf16"
     FP32 = "fp32"
+
+
+class Background(StrEnum):
+    """How `drbfr restore` upscales the background (the library's kinds, plus `auto`)."""
+
+    AUTO = "auto"
+    """Real-ESRGAN when its weights are in a weights folder, else Lanczos (with a notice)."""
+    REALESRGAN = "realesrgan"
+    LANCZOS = "lanczos"
+    NONE = "none"
+    """No upsampler: a plain bilinear resize (at --upscale 1 the background is the input)."""
+
+
+class OutputFormat(StrEnum):
+    """File format of restored images."""
+
+    PNG = "png"
+    JPG = "jpg"
+    SAME = "same"
+    """The input's own extension."""

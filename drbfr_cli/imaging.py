@@ -2,18 +2,21 @@
 
 This is the only module that sees file paths of images, uint8/uint16 pixels, BGR order, alpha
 channels or EXIF orientation. Everything it returns is float32 RGB in [0, 1] (HxWx3 numpy), and
-the tensor helpers convert to/from the networks' float32 RGB NCHW layout in [-1, 1].
+the tensor helpers convert to/from the networks' float32 RGB NCHW layout in [-1, 1] and
+batches of face crops to/from the restorer's NCHW layout in [0, 1] (`drbfr_cli.restorer`).
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import cv2
 import numpy as np
@@ -33,6 +36,13 @@ DEFAULT_MAX_PIXELS = 200_000_000
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".tif", ".tiff"}
 )
+
+TEMP_PREFIX = "."
+TEMP_SUFFIX = ".tmp"
+"""Atomic writes go through `.NAME.XXXX.tmp` in the target folder, then a rename."""
+GLOB_CHARACTERS = frozenset("*?[")
+STDIN_ARGUMENT = "-"
+"""An input argument that stands for paths read from stdin, one per line."""
 
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N"})
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -283,20 +293,41 @@ def write_image(
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary name in the target folder, fsync, then rename over `path`."""
+    with open_atomic(path) as handle:
+        handle.write(data)
+
+
+@contextmanager
+def open_atomic(path: Path) -> Iterator[BinaryIO]:
+    """A binary file handle whose content appears at `path` only when the block completes.
+
+    The data goes to `.NAME.XXXX.tmp` beside `path` (see TEMP_PREFIX / TEMP_SUFFIX), is fsynced
+    and renamed over `path`; an error inside the block or while writing removes the temporary.
+    """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp_name = tempfile.mkstemp(
+            dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX
+        )
     except OSError as exc:
         raise ImageWriteError(path, f"cannot write ({exc.strerror or exc})") from None
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
     except OSError as exc:
         Path(tmp_name).unlink(missing_ok=True)
         raise ImageWriteError(path, f"cannot write ({exc.strerror or exc})") from None
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def is_temporary(path: Path) -> bool:
+    """True for a temporary file `open_atomic` creates (left behind only by a killed process)."""
+    return path.name.startswith(TEMP_PREFIX) and path.name.endswith(TEMP_SUFFIX)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,6 +337,25 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 def is_image_path(path: Path) -> bool:
     """True when the extension is a supported image format (case-insensitive)."""
     return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def expand_inputs(arguments: Sequence[str], stdin: Iterable[str] = ()) -> list[Path]:
+    """Command-line inputs -> paths: `-` stands for the lines of `stdin` (each a path, taken
+    literally); an argument that names no existing path but holds a glob pattern (`*`, `?`,
+    `[`, `**` for any depth) expands to its matches, sorted. Other arguments are kept as given.
+    """
+    paths: list[Path] = []
+    for argument in arguments:
+        if argument == STDIN_ARGUMENT:
+            paths.extend(Path(line.strip()) for line in stdin if line.strip())
+        elif not os.path.lexists(argument) and GLOB_CHARACTERS & set(argument):
+            matches = sorted(glob.glob(argument, recursive=True))
+            if not matches:
+                raise ImageReadError(argument, "no file or folder matches this pattern")
+            paths.extend(Path(match) for match in matches)
+        else:
+            paths.append(Path(argument))
+    return paths
 
 
 def collect_images(inputs: Sequence[Path], *, exclude: Iterable[Path] = ()) -> list[ImageSource]:
@@ -349,7 +399,7 @@ def _relative_name(path: Path, root: Path, prefix_with_root: bool) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# Tensors (networks see float32 RGB NCHW in [-1, 1])
+# Tensors (networks see float32 RGB NCHW in [-1, 1]; restorers take faces in [0, 1])
 
 
 def image_to_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -364,3 +414,17 @@ def tensor_to_image(tensor: torch.Tensor) -> np.ndarray:
     image = tensor.detach().float().cpu()
     image = image[0] if image.ndim == 4 else image
     return ((image.clamp(-1.0, 1.0) + 1.0) / 2.0).permute(1, 2, 0).numpy()
+
+
+def faces_to_tensor(faces: Sequence[np.ndarray]) -> torch.Tensor:
+    """Equal-sized float32 RGB SxSx3 faces in [0, 1] -> float32 tensor Nx3xSxS in [0, 1]."""
+    import torch
+
+    stacked = np.stack([np.asarray(face, dtype=np.float32) for face in faces])
+    return torch.from_numpy(np.ascontiguousarray(stacked.transpose(0, 3, 1, 2)))
+
+
+def tensor_to_faces(tensor: torch.Tensor) -> list[np.ndarray]:
+    """Tensor Nx3xSxS in [0, 1] -> N float32 RGB SxSx3 faces in [0, 1] (clipped)."""
+    values = tensor.detach().float().cpu().clamp(0.0, 1.0).permute(0, 2, 3, 1).numpy()
+    return [np.ascontiguousarray(face) for face in values]

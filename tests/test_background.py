@@ -136,6 +136,16 @@ def test_lanczos_upsampler(real_lq_whole_dir: Path):
     assert LanczosUpsampler(scale=1.5)(image).shape == (675, 1200, 3)
 
 
+def test_none_is_a_plain_resize_and_exact_at_scale_one(real_lq_whole_dir: Path):
+    from drbfr_cli.imaging import read_image
+
+    image = read_image(real_lq_whole_dir / "example.jpg").rgb
+    assert np.array_equal(build_upsampler("none", 1)(image), image)
+    out = build_upsampler("none", 2)(image)
+    assert out.shape == (900, 1600, 3)
+    assert float(np.abs(out - LanczosUpsampler(scale=2)(image)).mean()) < 0.01
+
+
 def test_bad_choices_are_one_line_errors():
     with pytest.raises(DrbfrError, match="unknown background upsampler 'bicubic'"):
         build_upsampler("bicubic", 2)

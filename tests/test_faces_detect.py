@@ -113,6 +113,12 @@ def test_yunet_and_retinaface_agree_on_shared_faces(own_size):
             assert np.abs(face.landmarks - best.landmarks).max() < 0.15 * face.size, name
 
 
+@pytest.mark.parametrize("kind", REAL_KINDS)
+def test_extreme_aspect_ratios_and_tiny_images(detectors, kind):
+    for shape in ((1, 4000, 3), (4000, 2, 3), (1, 1, 3)):
+        assert detect_faces(detectors[kind], np.zeros(shape, np.float32), DetectOptions()) == []
+
+
 def test_filters_on_a_real_photo(photos, detectors):
     image, yunet = photos["10045.png"], detectors[DetectorKind.YUNET]
     all_faces = detect_faces(yunet, image, DetectOptions())

@@ -15,6 +15,8 @@ from drbfr_cli.errors import ImageReadError, ImageWriteError
 from drbfr_cli.imaging import (
     collect_images,
     image_to_tensor,
+    is_temporary,
+    open_atomic,
     read_image,
     tensor_to_image,
     to_uint8,
@@ -221,6 +223,20 @@ def test_write_into_unwritable_place_fails_cleanly_and_keeps_old_file(tmp_path: 
         write_image(tmp_path / "keep.xyz", np.zeros((4, 4, 3), np.float32))
     assert existing.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "keep.png"]
+
+
+def test_open_atomic_leaves_nothing_when_the_block_fails(tmp_path: Path) -> None:
+    target = tmp_path / "report.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), open_atomic(target) as handle:
+        handle.write(b"half of the new content")
+        raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+    with open_atomic(target) as handle:
+        handle.write(b"new")
+    assert target.read_text() == "new" and not is_temporary(target)
+    assert is_temporary(tmp_path / ".report.json.k2j4.tmp")
 
 
 def test_collect_images_is_recursive_case_insensitive_and_sorted(tmp_path: Path) -> None:

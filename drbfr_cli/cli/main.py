@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from drbfr_cli import __version__
-from drbfr_cli.cli import analyze, degrade, doctor, export, train, weights
+from drbfr_cli.cli import analyze, degrade, doctor, export, restore, train, weights
 from drbfr_cli.cli import eval as eval_cli
 
 app = typer.Typer(
@@ -15,6 +15,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app.command(name="restore")(restore.restore)
 app.command(name="degrade")(degrade.degrade)
 app.add_typer(eval_cli.app, name="eval")
 app.add_typer(weights.app, name="weights")

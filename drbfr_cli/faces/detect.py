@@ -114,7 +114,9 @@ def detect_faces(detector: Detector, image: np.ndarray, options: DetectOptions) 
         threshold = DEFAULT_THRESHOLDS[detector.kind]
     factor = working_scale(image.shape[:2], options.max_side)
     if factor < 1.0:
-        small = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+        height, width = image.shape[:2]
+        size = (max(1, round(width * factor)), max(1, round(height * factor)))
+        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         faces = [face.scaled(1.0 / factor) for face in detector.detect(small, threshold)]
     else:
         faces = detector.detect(image, threshold)

@@ -1,0 +1,403 @@
+"""`drbfr restore`: restore the faces of whole photos (or aligned crops) into OUT.
+
+Parses the options, builds the models, then hands everything to `pipeline.restore_images`;
+this module only prints (progress, errors, --json lines, the summary) and sets the exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from drbfr_cli.choices import Background, Metric, OutputFormat, Precision, Sampler
+from drbfr_cli.cli.common import EXIT_PARTIAL, console, err_console, user_errors
+from drbfr_cli.faces.detect import DEFAULT_MAX_SIDE, DetectorKind
+from drbfr_cli.imaging import max_pixels_from_env
+
+if TYPE_CHECKING:  # torch and the models load when the command runs
+    from drbfr_cli.pipeline import RestoreOptions
+    from drbfr_cli.restore_report import ImageRecord, RunSummary
+    from drbfr_cli.restore_setup import ToolChoices
+
+RESTORE_METRICS = (Metric.NIQE,)
+"""Metrics restore can compute: no-reference only (there is no ground truth)."""
+
+_DETECT = "Detection"
+_MODEL = "Restoration model"
+_OUTPUT = "Output"
+_BACKGROUND = "Background"
+
+
+def restore(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Image files, folders (recursive), glob patterns, or - to read paths from stdin."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Model bundle folder or name (default: the default bundle in the cache); "
+            "`identity` pastes the aligned crops back unchanged, to check detection, alignment "
+            "and seams.",
+            rich_help_panel=_MODEL,
+        ),
+    ] = None,
+    weights_dir: Annotated[
+        Path | None, typer.Option(help="Look here first for weight files and bundles.")
+    ] = None,
+    aligned: Annotated[
+        bool,
+        typer.Option(
+            help="Inputs are faces already aligned to the FFHQ template (written at 512x512).",
+            rich_help_panel=_DETECT,
+        ),
+    ] = False,
+    detector: Annotated[
+        DetectorKind, typer.Option(help="Face detector.", rich_help_panel=_DETECT)
+    ] = DetectorKind.RETINAFACE,
+    det_threshold: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Minimum detection score (default: 0.97 RetinaFace, 0.6 YuNet).",
+            rich_help_panel=_DETECT,
+        ),
+    ] = None,
+    det_size: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Detect on images downscaled to this longest side (0: their own size).",
+            rich_help_panel=_DETECT,
+        ),
+    ] = DEFAULT_MAX_SIDE,
+    min_face: Annotated[
+        float,
+        typer.Option(min=0.0, help="Ignore faces smaller than this (px).", rich_help_panel=_DETECT),
+    ] = 0.0,
+    max_faces: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Restore at most N faces, largest first.", rich_help_panel=_DETECT
+        ),
+    ] = None,
+    only_center_face: Annotated[
+        bool,
+        typer.Option(help="Restore only the face nearest the centre.", rich_help_panel=_DETECT),
+    ] = False,
+    batch_size: Annotated[
+        int,
+        typer.Option(min=1, help="Faces per restorer call, across images.", rich_help_panel=_MODEL),
+    ] = 4,
+    device: Annotated[
+        str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=_MODEL)
+    ] = "auto",
+    precision: Annotated[
+        Precision,
+        typer.Option(help="auto: fp16 on CUDA, fp32 elsewhere.", rich_help_panel=_MODEL),
+    ] = Precision.AUTO,
+    sampler: Annotated[
+        Sampler | None,
+        typer.Option(help="Diffusion sampler (default: the bundle's).", rich_help_panel=_MODEL),
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(min=1, help="Sampling steps (default: the bundle's).", rich_help_panel=_MODEL),
+    ] = None,
+    start_t: Annotated[
+        float | None,
+        typer.Option(
+            help="Truncated start in (0, 1]: 1 from noise, < 1 from the noised LQ (DiffBFR).",
+            rich_help_panel=_MODEL,
+        ),
+    ] = None,
+    tem_t: Annotated[
+        float | None,
+        typer.Option(
+            help="Texture pass strength in [0, 1) (DiffBFR TEM; 0: off).", rich_help_panel=_MODEL
+        ),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(help="Run seed; each face's seed derives from it and its image path.")
+    ] = 0,
+    upscale: Annotated[
+        float,
+        typer.Option(min=0.01, help="Output scale of whole images.", rich_help_panel=_BACKGROUND),
+    ] = 2.0,
+    bg_upsampler: Annotated[
+        Background,
+        typer.Option(
+            help="auto: Real-ESRGAN when its weights are present, else Lanczos; none: a plain "
+            "bilinear resize.",
+            rich_help_panel=_BACKGROUND,
+        ),
+    ] = Background.AUTO,
+    bg_tile: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Real-ESRGAN tile side in pixels (0: whole image).",
+            rich_help_panel=_BACKGROUND,
+        ),
+    ] = 400,
+    color_fix: Annotated[
+        bool,
+        typer.Option(
+            help="Match each restored face's colours to the input face.",
+            rich_help_panel=_BACKGROUND,
+        ),
+    ] = False,
+    save_faces: Annotated[
+        bool,
+        typer.Option(
+            help="Also write cropped_faces/, restored_faces/ and cmp/ (side by side).",
+            rich_help_panel=_OUTPUT,
+        ),
+    ] = False,
+    ext: Annotated[
+        OutputFormat, typer.Option(help="Output format.", rich_help_panel=_OUTPUT)
+    ] = OutputFormat.SAME,
+    suffix: Annotated[
+        str, typer.Option(help="Appended to output file names.", rich_help_panel=_OUTPUT)
+    ] = "",
+    quality: Annotated[
+        int, typer.Option(min=1, max=100, help="JPEG/WebP quality.", rich_help_panel=_OUTPUT)
+    ] = 95,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            help="Redo images whose output exists (default: skip them).", rich_help_panel=_OUTPUT
+        ),
+    ] = False,
+    metrics: Annotated[
+        str | None,
+        typer.Option(
+            help="niqe: score each input face and its restoration.", rich_help_panel=_OUTPUT
+        ),
+    ] = None,
+    report_csv: Annotated[
+        Path | None,
+        typer.Option(help="Also write the per-image report as CSV.", rich_help_panel=_OUTPUT),
+    ] = None,
+    json_lines: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print one JSON line per image on stdout.", rich_help_panel=_OUTPUT
+        ),
+    ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="Print errors only.", rich_help_panel=_OUTPUT),
+    ] = False,
+    max_pixels: Annotated[
+        int, typer.Option(help="Refuse larger images (decompression-bomb guard).")
+    ] = max_pixels_from_env(),
+) -> None:
+    """Restore every face of the input images; write OUT/restored_imgs/ and OUT/report.json.
+
+    Finished outputs are skipped, so an interrupted run resumes with the same command. The exit
+    code is 0 when every image succeeded, 1 when some failed (each is reported), 2 for unusable
+    options, inputs, weights or output folders.
+    """
+    from drbfr_cli.faces.detect import DetectOptions
+
+    options = _restore_options(
+        out_dir=out,
+        aligned=aligned,
+        detect=DetectOptions(
+            threshold=det_threshold,
+            min_face=min_face,
+            max_faces=max_faces,
+            only_center_face=only_center_face,
+            max_side=det_size or None,
+        ),
+        batch_size=batch_size,
+        seed=seed,
+        upscale=upscale,
+        color_fix=color_fix,
+        save_faces=save_faces,
+        ext=ext,
+        suffix=suffix,
+        quality=quality,
+        overwrite=overwrite,
+        max_pixels=max_pixels,
+        niqe=Metric.NIQE in parse_restore_metrics(metrics),
+        report_csv=report_csv,
+    )
+    sampling = {"sampler": sampler, "steps": steps, "start_t": start_t, "tem_t": tem_t}
+    with user_errors():
+        from drbfr_cli.restore_setup import ToolChoices, resolve_device
+
+        choices = ToolChoices(
+            model=model,
+            device=resolve_device(device),
+            precision=precision,
+            sampling={key: value for key, value in sampling.items() if value is not None},
+            weights_dir=weights_dir,
+            detector=detector,
+            background=bg_upsampler,
+            bg_tile=bg_tile,
+        )
+        _run(inputs, options, choices, _Printer(quiet=quiet, json_lines=json_lines))
+
+
+def _restore_options(**values: Any) -> RestoreOptions:
+    from drbfr_cli.pipeline import RestoreOptions
+
+    try:
+        return RestoreOptions(**values)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def parse_restore_metrics(text: str | None) -> tuple[Metric, ...]:
+    """'niqe' -> (Metric.NIQE,); restore offers no-reference metrics only."""
+    names = [name.strip().lower() for name in (text or "").split(",") if name.strip()]
+    allowed = {metric.value: metric for metric in RESTORE_METRICS}
+    unknown = [name for name in names if name not in allowed]
+    if unknown:
+        raise typer.BadParameter(
+            f"restore computes {', '.join(allowed)} only (no ground truth here; use "
+            f"`drbfr eval` for {', '.join(unknown)})"
+        )
+    return tuple(dict.fromkeys(allowed[name] for name in names))
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _run(
+    arguments: list[str], options: RestoreOptions, choices: ToolChoices, printer: _Printer
+) -> None:
+    """Find the inputs, build the models, restore, print the summary, set the exit code."""
+    import cv2
+
+    from drbfr_cli.imaging import collect_images, expand_inputs
+    from drbfr_cli.pipeline import excluded_inputs, restore_images
+    from drbfr_cli.restore_setup import build_tools
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # no DNN backend chatter
+    stdin = sys.stdin if "-" in arguments else ()
+    paths = expand_inputs(arguments, stdin)
+    sources = collect_images(paths, exclude=excluded_inputs(options.out_dir))
+    if not sources:
+        err_console.print("[yellow]no images found[/] in " + ", ".join(arguments))
+        raise typer.Exit(EXIT_PARTIAL)
+    tools, settings = build_tools(options, choices, printer.notice)
+    with printer.progress(len(sources)) as on_record:
+        summary = restore_images(
+            sources,
+            options,
+            tools,
+            settings=settings,
+            on_record=on_record,
+            on_notice=printer.notice,
+        )
+    printer.summary(summary, options.out_dir)
+    if summary.failed:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+# --------------------------------------------------------------------------- printing
+
+
+class _Printer:
+    """Progress bar, notices, per-image errors, --json lines and the summary table."""
+
+    def __init__(self, *, quiet: bool, json_lines: bool) -> None:
+        self.quiet, self.json_lines = quiet, json_lines
+        self._console = err_console if json_lines else console
+
+    def notice(self, message: str) -> None:
+        if not self.quiet:
+            err_console.print(f"[yellow]note:[/] {message}", highlight=False, soft_wrap=True)
+
+    def progress(self, total: int) -> _ProgressContext:
+        return _ProgressContext(self, total)
+
+    def record(self, record: ImageRecord, progress: Progress) -> None:
+        if record.error:
+            progress.console.print(
+                f"[bold red]error:[/] {record.error}", highlight=False, soft_wrap=True
+            )
+        if self.json_lines:
+            sys.stdout.write(json.dumps(record.to_dict()) + "\n")
+            sys.stdout.flush()
+
+    def summary(self, summary: RunSummary, out: Path) -> None:
+        if self.quiet:
+            return
+        table = Table(
+            title=f"drbfr restore: {summary.images} images in {summary.seconds:.1f} s",
+            show_header=False,
+            show_edge=False,
+        )
+        table.add_column(justify="left")
+        table.add_column(justify="right")
+        rows = [
+            ("restored", summary.restored),
+            ("skipped (finished before)", summary.skipped),
+            ("failed", summary.failed),
+            ("faces restored", summary.faces),
+            ("faces / s", f"{summary.faces_per_second:.2f}"),
+        ]
+        if summary.niqe_means is not None:
+            before, after = summary.niqe_means
+            rows.append(("mean NIQE input -> restored", f"{before:.3f} -> {after:.3f}"))
+        for label, value in rows:
+            table.add_row(label, str(value))
+        self._console.print(table)
+        self._console.print(f"report: {out / 'report.json'}", highlight=False, soft_wrap=True)
+
+
+class _ProgressContext:
+    """A rich progress bar on stderr (images, faces, faces/s, ETA); off when quiet or piped."""
+
+    def __init__(self, printer: _Printer, total: int) -> None:
+        columns = (
+            TextColumn("restoring"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[faces]} faces, {task.fields[rate]:.2f} faces/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        )
+        disable = printer.quiet or not err_console.is_terminal
+        self._printer = printer
+        self._progress = Progress(*columns, console=err_console, transient=True, disable=disable)
+        self._task = self._progress.add_task("restore", total=total, faces=0, rate=0.0)
+        self._faces = 0
+
+    def __enter__(self) -> Callable[[ImageRecord], None]:
+        self._progress.__enter__()
+        return self._on_record
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.__exit__(*exc)
+
+    def _on_record(self, record: ImageRecord) -> None:
+        self._printer.record(record, self._progress)
+        if record.status == "ok":
+            self._faces += len(record.faces)
+        elapsed = self._progress.tasks[0].elapsed or 0.0
+        rate = self._faces / elapsed if elapsed > 0 else 0.0
+        self._progress.update(self._task, advance=1, faces=self._faces, rate=rate)

@@ -1,0 +1,308 @@
+"""`drbfr restore`: files -> faces -> batches -> faces -> files, in three overlapping threads.
+
+    reader   plan, skip finished outputs, decode, detect, align        -> ImageJob
+    caller   gather faces across images into batches, restore them     (halving on OOM)
+    writer   upscale the background, paste, encode, write, score       -> ImageRecord
+
+The stages pass jobs through bounded queues, so a fixed number of images is in memory however
+many files there are; jobs leave every stage in input order, so the report and the records
+given to `on_record` are in the order of the sources. The stages themselves are in
+`restore_stages.py`; this module runs them and writes the report.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from drbfr_cli.errors import DrbfrError
+from drbfr_cli.imaging import ImageSource, is_temporary
+from drbfr_cli.restore_report import REPORT_NAME, ImageRecord, ReportWriter, RunSummary
+from drbfr_cli.restore_stages import (
+    OUTPUT_FOLDERS,
+    FaceJob,
+    ImageJob,
+    RestoreOptions,
+    RestoreTools,
+    finish_job,
+    plan_outputs,
+    prepare_job,
+    restore_crops,
+)
+
+if TYPE_CHECKING:
+    from drbfr_cli.restorer import FaceRestorer
+
+__all__ = ["RestoreOptions", "RestoreTools", "excluded_inputs", "restore_images"]
+
+Notice = Callable[[str], None]
+_END = object()
+"""Queue sentinel: no more jobs."""
+_POLL_SECONDS = 0.1
+_JOIN_SECONDS = 10.0
+
+
+def restore_images(
+    sources: Sequence[ImageSource],
+    options: RestoreOptions,
+    tools: RestoreTools,
+    *,
+    settings: Mapping[str, Any] | None = None,
+    on_record: Callable[[ImageRecord], None] | None = None,
+    on_notice: Notice | None = None,
+) -> RunSummary:
+    """Restore every source into options.out_dir, write report.json, return the totals.
+
+    A bad image is a record with status `failed`, never an exception. Exceptions are problems of
+    the whole run (an unusable output folder, clashing outputs, a failing restorer, out of GPU
+    memory with one face per batch). `settings` are copied into the report; `on_record` is
+    called (from the writer thread) with each image's record, in input order.
+    """
+    check_tools(tools, options)
+    notice = on_notice or (lambda _message: None)
+    outputs = plan_outputs(sources, options)
+    removed = prepare_output_folder(options.out_dir)
+    if removed:
+        notice(f"removed {removed} unfinished temporary file(s) left by an interrupted run")
+    report = ReportWriter(
+        options.out_dir / REPORT_NAME, csv_path=options.report_csv, settings=settings or {}
+    )
+    summary = RunSummary()
+
+    def sink(record: ImageRecord) -> None:
+        summary.add(record)
+        report.add(record)
+        if on_record is not None:
+            on_record(record)
+
+    runner = BatchRunner(tools.restorer, options.batch_size, notice)
+    start = time.perf_counter()
+    _run_stages(sources, outputs, tools, options, runner, sink)
+    summary.seconds = time.perf_counter() - start
+    report.close(summary)
+    return summary
+
+
+def check_tools(tools: RestoreTools, options: RestoreOptions) -> None:
+    """Whole images need a detector and an upsampler of the chosen scale (ValueError)."""
+    if options.aligned:
+        return
+    if tools.detector is None or tools.upsampler is None:
+        raise ValueError("whole images need a face detector and a background upsampler")
+    if tools.upsampler.scale != options.upscale:
+        raise ValueError(
+            f"the upsampler scales by {tools.upsampler.scale}, options.upscale is {options.upscale}"
+        )
+
+
+def excluded_inputs(out_dir: Path) -> list[Path]:
+    """Folders never read as inputs: OUT and the folders restore writes into."""
+    return [out_dir, *(out_dir / folder for folder in OUTPUT_FOLDERS)]
+
+
+def prepare_output_folder(out_dir: Path) -> int:
+    """Create OUT, check that it is writable, and delete the temporaries of atomic writes an
+    interrupted run left in it (nothing else); returns how many were deleted."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DrbfrError(
+            f"{out_dir}: cannot create the output folder ({exc.strerror or exc})"
+        ) from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise DrbfrError(f"{out_dir}: output folder is not writable")
+    candidates = [path for path in out_dir.iterdir() if is_temporary(path)]
+    for folder in OUTPUT_FOLDERS:
+        if (out_dir / folder).is_dir():
+            candidates += [p for p in (out_dir / folder).rglob(".*") if is_temporary(p)]
+    for path in candidates:
+        path.unlink(missing_ok=True)
+    return len(candidates)
+
+
+# --------------------------------------------------------------------------- batching
+
+
+class BatchRunner:
+    """Restores faces in restorer calls of at most `batch_size`; a GPU out-of-memory error
+    halves the batch size for the rest of the run and retries."""
+
+    def __init__(self, restorer: FaceRestorer, batch_size: int, notice: Notice) -> None:
+        self.restorer = restorer
+        self.batch_size = batch_size
+        self._notice = notice
+
+    def restore(self, faces: Sequence[FaceJob]) -> None:
+        """Fill in `restored` and `seconds` of every face."""
+        start = 0
+        while start < len(faces):
+            chunk = faces[start : start + self.batch_size]
+            if self._try(chunk):
+                start += len(chunk)
+            else:
+                self._halve()
+
+    def _try(self, chunk: Sequence[FaceJob]) -> bool:
+        began = time.perf_counter()
+        try:
+            restored = restore_crops(
+                self.restorer, [f.aligned.crop for f in chunk], [f.seed for f in chunk]
+            )
+        except RuntimeError as exc:
+            if not is_out_of_memory(exc):
+                raise
+            return False
+        seconds = (time.perf_counter() - began) / len(chunk)
+        for face, result in zip(chunk, restored, strict=True):
+            face.restored, face.seconds = result, seconds
+        return True
+
+    def _halve(self) -> None:
+        if self.batch_size == 1:
+            raise DrbfrError(
+                "out of GPU memory with one face per batch; free GPU memory or use --device cpu"
+            )
+        free_device_memory()
+        self.batch_size //= 2
+        self._notice(f"out of GPU memory: batch size lowered to {self.batch_size}")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for CUDA's OutOfMemoryError and the RuntimeErrors other backends raise for it."""
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def free_device_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if torch.backends.mps.is_available():
+        torch.mps.empty_cache()
+
+
+# --------------------------------------------------------------------------- threads
+
+
+class _Stopped(Exception):
+    """Raised in a stage waiting on a queue after another stage failed."""
+
+
+class _Stage(threading.Thread):
+    """A daemon thread running one stage; an exception is kept and stops the other stages."""
+
+    def __init__(self, name: str, stop: threading.Event, target: Callable[[], None]) -> None:
+        super().__init__(name=name, daemon=True)
+        self._stop_event, self._work = stop, target
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._work()
+        except _Stopped:
+            pass
+        except BaseException as exc:
+            self.error = exc
+            self._stop_event.set()
+
+
+def _put(channel: queue.Queue, item: object, stop: threading.Event) -> None:
+    while True:
+        try:
+            channel.put(item, timeout=_POLL_SECONDS)
+            return
+        except queue.Full:
+            if stop.is_set():
+                raise _Stopped from None
+
+
+def _get(channel: queue.Queue, stop: threading.Event) -> Any:
+    while True:
+        try:
+            return channel.get(timeout=_POLL_SECONDS)
+        except queue.Empty:
+            if stop.is_set():
+                raise _Stopped from None
+
+
+def _run_stages(
+    sources: Sequence[ImageSource],
+    outputs: Sequence[Path],
+    tools: RestoreTools,
+    options: RestoreOptions,
+    runner: BatchRunner,
+    sink: Callable[[ImageRecord], None],
+) -> None:
+    """Reader and writer threads around the restore loop in the calling thread."""
+    stop = threading.Event()
+    decoded: queue.Queue = queue.Queue(maxsize=options.queue_size)
+    finished: queue.Queue = queue.Queue(maxsize=options.queue_size)
+
+    def read() -> None:
+        for source, output in zip(sources, outputs, strict=True):
+            if stop.is_set():
+                return
+            _put(decoded, prepare_job(source, output, options, tools.detector), stop)
+        _put(decoded, _END, stop)
+
+    def write() -> None:
+        while (job := _get(finished, stop)) is not _END:
+            sink(finish_job(job, tools, options))
+
+    stages = [_Stage("drbfr-read", stop, read), _Stage("drbfr-write", stop, write)]
+    for stage in stages:
+        stage.start()
+    try:
+        _restore_loop(decoded, finished, runner, options, stop)
+        _put(finished, _END, stop)
+        stages[1].join()
+    except _Stopped:
+        pass  # a stage failed: its error is raised below
+    finally:
+        stop.set()
+        for stage in stages:
+            stage.join(timeout=_JOIN_SECONDS)
+    for stage in stages:
+        if stage.error is not None:
+            raise stage.error
+
+
+def _restore_loop(
+    decoded: queue.Queue,
+    finished: queue.Queue,
+    runner: BatchRunner,
+    options: RestoreOptions,
+    stop: threading.Event,
+) -> None:
+    """Gather faces of consecutive images into full batches and pass images on, in order, as
+    soon as all their faces are restored. A short batch runs when too many images wait."""
+    pending: deque[ImageJob] = deque()
+    waiting: list[FaceJob] = []
+    most_pending = options.batch_size + options.queue_size
+    while (job := _get(decoded, stop)) is not _END:
+        pending.append(job)
+        waiting.extend(job.faces)
+        while len(waiting) >= options.batch_size:
+            runner.restore(waiting[: options.batch_size])
+            del waiting[: options.batch_size]
+        if waiting and len(pending) > most_pending:
+            runner.restore(waiting)
+            waiting.clear()
+        _pass_on_ready(pending, finished, stop)
+    runner.restore(waiting)
+    _pass_on_ready(pending, finished, stop)
+
+
+def _pass_on_ready(pending: deque[ImageJob], finished: queue.Queue, stop: threading.Event) -> None:
+    while pending and pending[0].ready:
+        _put(finished, pending.popleft(), stop)

@@ -1,0 +1,224 @@
+"""What `drbfr restore` reports: one record per image, a run summary, report.json and CSV.
+
+Records are spooled to an anonymous temporary file as they arrive (memory stays flat on any
+number of images) and the report files are written atomically at the end of the run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from drbfr_cli import __version__
+from drbfr_cli.imaging import open_atomic
+
+REPORT_NAME = "report.json"
+REPORT_VERSION = 1
+CSV_COLUMNS = (
+    "input",
+    "output",
+    "status",
+    "faces",
+    "scores",
+    "seconds",
+    "niqe_input",
+    "niqe_restored",
+    "error",
+)
+
+
+class ImageStatus(StrEnum):
+    OK = "ok"
+    """Restored and written by this run."""
+    SKIPPED = "skipped"
+    """Its output existed already (a finished earlier run); not redone without --overwrite."""
+    FAILED = "failed"
+    """Could not be read or written; `error` says why."""
+
+
+@dataclass(frozen=True)
+class FaceRecord:
+    """One face of an image. Boxes and landmarks are in input-image pixels."""
+
+    index: int
+    box: tuple[float, float, float, float] | None
+    """x0, y0, x1, y1; None for inputs that were already aligned."""
+    score: float | None
+    landmarks: tuple[tuple[float, float], ...] | None
+    seed: int
+    niqe_input: float | None = None
+    """NIQE of the aligned input face (--metrics niqe; lower is more natural)."""
+    niqe_restored: float | None = None
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """The outcome of one input image."""
+
+    input: str
+    relative: str
+    output: str
+    status: ImageStatus
+    error: str | None = None
+    size: tuple[int, int] | None = None
+    """Input (width, height)."""
+    output_size: tuple[int, int] | None = None
+    faces: tuple[FaceRecord, ...] = ()
+    timings: Mapping[str, float] = field(default_factory=dict)
+    """Seconds per stage: read, detect, align, restore (this image's share of its batches),
+    paste, write, metrics."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return _rounded(asdict(self))
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.timings.values())
+
+
+def _rounded(value: Any) -> Any:
+    """JSON-friendly copy: floats rounded to 4 decimals, tuples as lists."""
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(item) for item in value]
+    return value
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+@dataclass
+class RunSummary:
+    """Totals over the records of a run; `add` one record at a time."""
+
+    images: int = 0
+    restored: int = 0
+    skipped: int = 0
+    failed: int = 0
+    faces: int = 0
+    seconds: float = 0.0
+    """Wall time of the run."""
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    """Summed per-image stage times (stages overlap, so they can exceed `seconds`)."""
+    niqe_input: list[float] = field(default_factory=list)
+    niqe_restored: list[float] = field(default_factory=list)
+
+    def add(self, record: ImageRecord) -> None:
+        self.images += 1
+        if record.status is ImageStatus.OK:
+            self.restored += 1
+            self.faces += len(record.faces)
+        elif record.status is ImageStatus.SKIPPED:
+            self.skipped += 1
+        else:
+            self.failed += 1
+        for stage, seconds in record.timings.items():
+            self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
+        for face in record.faces:
+            if face.niqe_input is not None and face.niqe_restored is not None:
+                self.niqe_input.append(face.niqe_input)
+                self.niqe_restored.append(face.niqe_restored)
+
+    @property
+    def niqe_means(self) -> tuple[float, float] | None:
+        """Mean NIQE of the input faces and of their restorations (None when not scored)."""
+        before, after = _mean(self.niqe_input), _mean(self.niqe_restored)
+        return None if before is None or after is None else (before, after)
+
+    @property
+    def faces_per_second(self) -> float:
+        return self.faces / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return _rounded(
+            {
+                "images": self.images,
+                "restored": self.restored,
+                "skipped": self.skipped,
+                "failed": self.failed,
+                "faces": self.faces,
+                "seconds": self.seconds,
+                "faces_per_second": self.faces_per_second,
+                "stage_seconds": self.stage_seconds,
+                "niqe_input_mean": _mean(self.niqe_input),
+                "niqe_restored_mean": _mean(self.niqe_restored),
+            }
+        )
+
+
+class ReportWriter:
+    """Collects records in a spool file; `close` writes report.json (and the CSV) atomically."""
+
+    def __init__(self, path: Path, *, csv_path: Path | None, settings: Mapping[str, Any]) -> None:
+        self.path, self.csv_path = path, csv_path
+        self.settings = dict(settings)
+        # Lives across add() calls; closed by close(). Unlinked at creation: a kill leaves nothing.
+        self._spool = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # noqa: SIM115
+
+    def add(self, record: ImageRecord) -> None:
+        self._spool.write(json.dumps(record.to_dict()) + "\n")
+
+    def close(self, summary: RunSummary) -> None:
+        try:
+            self._write_json(summary)
+            if self.csv_path is not None:
+                self._write_csv(self.csv_path)
+        finally:
+            self._spool.close()
+
+    def _lines(self) -> io.TextIOBase:
+        self._spool.flush()
+        self._spool.seek(0)
+        return self._spool
+
+    def _write_json(self, summary: RunSummary) -> None:
+        head = {"drbfr": __version__, "report_version": REPORT_VERSION}
+        head |= {"settings": _rounded(self.settings), "summary": summary.to_dict()}
+        text = json.dumps(head, indent=1)
+        with open_atomic(self.path) as handle:
+            handle.write(text[: text.rindex("}")].rstrip().encode())
+            handle.write(b',\n "images": [')
+            for number, line in enumerate(self._lines()):
+                handle.write((",\n  " if number else "\n  ").encode() + line.rstrip().encode())
+            handle.write(b"\n ]\n}\n")
+
+    def _write_csv(self, path: Path) -> None:
+        with open_atomic(path) as handle:
+            text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
+            writer = csv.writer(text)
+            writer.writerow(CSV_COLUMNS)
+            for line in self._lines():
+                writer.writerow(csv_row(json.loads(line)))
+            text.flush()
+            text.detach()
+
+
+def csv_row(record: Mapping[str, Any]) -> list[Any]:
+    """One CSV row (CSV_COLUMNS) of a record dict; NIQE columns are means over the faces."""
+    faces = record["faces"]
+    niqe_in = [f["niqe_input"] for f in faces if f["niqe_input"] is not None]
+    niqe_out = [f["niqe_restored"] for f in faces if f["niqe_restored"] is not None]
+    scores = ";".join(f"{f['score']:.3f}" for f in faces if f["score"] is not None)
+    mean_in, mean_out = _mean(niqe_in), _mean(niqe_out)
+    return [
+        record["input"],
+        record["output"],
+        record["status"],
+        len(faces),
+        scores,
+        round(sum(record["timings"].values()), 4),
+        "" if mean_in is None else round(mean_in, 4),
+        "" if mean_out is None else round(mean_out, 4),
+        record["error"] or "",
+    ]

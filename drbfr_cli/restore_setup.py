@@ -1,0 +1,161 @@
+"""The models of a restore run, built from the user's choices: restorer, detector, background
+upsampler, face parser. Missing weights are downloaded (unless DRBFR_OFFLINE is set) or reported
+in one line; the restorer is made in one place, `build_restorer`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from drbfr_cli import weights
+from drbfr_cli.background import (
+    DEFAULT_TILE,
+    Upsampler,
+    UpsamplerKind,
+    build_upsampler,
+    realesrgan_weights,
+)
+from drbfr_cli.choices import Background, Precision
+from drbfr_cli.errors import DrbfrError
+from drbfr_cli.faces.detect import WEIGHT_NAMES, Detector, DetectorKind, build_detector
+from drbfr_cli.faces.paste import build_parser
+from drbfr_cli.restore_stages import RestoreOptions, RestoreTools
+from drbfr_cli.restorer import FaceRestorer, IdentityRestorer
+
+IDENTITY_MODEL = "identity"
+"""--model identity: paste the aligned crops back unchanged (checks detection, alignment and
+seams without a trained model)."""
+
+Notice = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ToolChoices:
+    """Which models a run uses, and where and how they run."""
+
+    model: str | None = None
+    """A bundle folder or name, IDENTITY_MODEL, or None: the default bundle in the cache."""
+    device: str = "cpu"
+    """A resolved device (see `resolve_device`)."""
+    precision: Precision = Precision.AUTO
+    sampling: Mapping[str, Any] = field(default_factory=dict)
+    """Sampling fields that override the bundle's defaults (sampler, steps, start_t, tem_t)."""
+    weights_dir: Path | None = None
+    detector: DetectorKind = DetectorKind.RETINAFACE
+    background: Background = Background.AUTO
+    bg_tile: int = DEFAULT_TILE
+
+
+def resolve_device(name: str) -> str:
+    """auto -> cuda, mps or cpu; otherwise the named device, checked to exist here."""
+    import torch
+
+    from drbfr_cli.doctor import best_device
+
+    if name == "auto":
+        return best_device()
+    try:
+        chosen = torch.device(name)
+    except RuntimeError:
+        raise DrbfrError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (chosen.index or 0) >= count:
+            raise DrbfrError(f"device {name!r}: this machine has {count} usable CUDA device(s)")
+    elif chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise DrbfrError("device 'mps': Apple Metal is not available here")
+    elif chosen.type not in {"cpu", "cuda", "mps"}:
+        raise DrbfrError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    return str(chosen)
+
+
+def build_tools(
+    options: RestoreOptions, choices: ToolChoices, notice: Notice
+) -> tuple[RestoreTools, dict[str, Any]]:
+    """The restorer, and for whole images the detector, background upsampler and face parser
+    (when its weights are present); with the settings the report records."""
+    restorer = build_restorer(choices)
+    settings: dict[str, Any] = {
+        "model": choices.model or "default",
+        "device": choices.device,
+        "precision": choices.precision.value,
+        "sampling": {key: str(value) for key, value in choices.sampling.items()},
+        "aligned": options.aligned,
+        "batch_size": options.batch_size,
+        "seed": options.seed,
+    }
+    if options.aligned:
+        return RestoreTools(restorer=restorer), settings
+    upsampler = build_background(choices, options.upscale, notice)
+    parser = build_parser(choices.weights_dir, choices.device)
+    settings |= {
+        "detector": choices.detector.value,
+        "upscale": options.upscale,
+        "background": type(upsampler).__name__,
+        "parsing_mask": parser is not None,
+        "color_fix": options.color_fix,
+    }
+    detector = build_face_detector(choices, notice)
+    tools = RestoreTools(restorer=restorer, detector=detector, upsampler=upsampler, parser=parser)
+    return tools, settings
+
+
+def build_restorer(choices: ToolChoices) -> FaceRestorer:
+    """The one place a restorer is made: IDENTITY_MODEL, or a bundle (drbfr_cli.bundle)."""
+    if choices.model == IDENTITY_MODEL:
+        return IdentityRestorer()
+    try:
+        from drbfr_cli.bundle import load_restorer
+    except ModuleNotFoundError as exc:
+        if exc.name != "drbfr_cli.bundle":
+            raise
+        raise DrbfrError(
+            "this drbfr cannot load model bundles yet (drbfr_cli.bundle is missing); "
+            "use --model identity to check detection, alignment and paste-back"
+        ) from None
+    return load_restorer(
+        choices.model,
+        device=choices.device,
+        precision=choices.precision,
+        sampling=dict(choices.sampling),
+        weights_dir=choices.weights_dir,
+    )
+
+
+def build_face_detector(choices: ToolChoices, notice: Notice) -> Detector:
+    ensure_weights(WEIGHT_NAMES[choices.detector], choices.weights_dir, notice)
+    return build_detector(choices.detector, choices.weights_dir, choices.device)
+
+
+def build_background(choices: ToolChoices, scale: float, notice: Notice) -> Upsampler:
+    """The background upsampler; `auto` falls back to Lanczos (with a notice) when the
+    Real-ESRGAN weights are not in a weights folder, an explicit `realesrgan` fetches them."""
+    kind = choices.background
+    name = realesrgan_weights(scale)
+    if kind is Background.AUTO:
+        kind = Background.REALESRGAN
+        if weights.find(name, choices.weights_dir) is None:
+            notice(
+                f"{name} not found: the background is upscaled with Lanczos "
+                f"(`drbfr weights fetch {name}` for Real-ESRGAN)"
+            )
+            kind = Background.LANCZOS
+    elif kind is Background.REALESRGAN:
+        ensure_weights(name, choices.weights_dir, notice)
+    return build_upsampler(
+        UpsamplerKind(kind.value),
+        scale,
+        choices.bg_tile,
+        choices.weights_dir,
+        choices.device,
+        half=choices.device.startswith("cuda") and choices.precision is not Precision.FP32,
+    )
+
+
+def ensure_weights(name: str, weights_dir: Path | None, notice: Notice) -> None:
+    """Download `name` unless present (with DRBFR_OFFLINE set: a one-line error instead)."""
+    if weights.find(name, weights_dir) is None and not weights.offline_from_env():
+        notice(f"downloading {name} into {weights.download_dir(weights_dir)}")
+    weights.ensure(name, weights_dir)

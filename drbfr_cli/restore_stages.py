@@ -1,0 +1,390 @@
+"""The stages of `drbfr restore`, as functions over small job objects.
+
+plan (output paths, clashes) -> prepare (skip finished, read, detect, align) -> restore
+(aligned crops through a FaceRestorer, in batches) -> finish (background, paste, write, score,
+record). `pipeline.py` runs them in threads; every stage here also works on its own.
+Images are float32 RGB HxWx3 in [0, 1]; aligned crops are FACE_SIZE x FACE_SIZE.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from drbfr_cli.choices import OutputFormat
+from drbfr_cli.errors import DrbfrError
+from drbfr_cli.faces.align import FACE_SIZE, AlignedFace, align_face
+from drbfr_cli.faces.detect import DetectOptions, detect_faces
+from drbfr_cli.faces.paste import PasteFace, match_color, paste_faces, to_grayscale
+from drbfr_cli.imaging import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    ImageData,
+    ImageSource,
+    faces_to_tensor,
+    read_image,
+    tensor_to_faces,
+    write_image,
+)
+from drbfr_cli.restore_report import FaceRecord, ImageRecord, ImageStatus
+
+if TYPE_CHECKING:
+    from drbfr_cli.background import Upsampler
+    from drbfr_cli.faces.detect import Detector
+    from drbfr_cli.faces.paste import FaceParser
+    from drbfr_cli.restorer import FaceRestorer
+
+RESTORED_IMGS = "restored_imgs"
+CROPPED_FACES = "cropped_faces"
+RESTORED_FACES = "restored_faces"
+CMP = "cmp"
+OUTPUT_FOLDERS = (RESTORED_IMGS, CROPPED_FACES, RESTORED_FACES, CMP)
+"""Subfolders of OUT that restore writes (never read back as inputs)."""
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """What a restore run does with each image (the CLI's defaults)."""
+
+    out_dir: Path
+    aligned: bool = False
+    """Inputs are faces already aligned to the FFHQ template: no detection, no background;
+    each is resized to FACE_SIZE, restored and written at FACE_SIZE."""
+    detect: DetectOptions = field(default_factory=DetectOptions)
+    batch_size: int = 4
+    """Faces per restorer call, gathered across images."""
+    seed: int = 0
+    upscale: float = 2.0
+    color_fix: bool = False
+    save_faces: bool = False
+    ext: OutputFormat = OutputFormat.SAME
+    suffix: str = ""
+    """Appended to each output file's stem."""
+    quality: int = 95
+    """JPEG / WebP quality of written images."""
+    overwrite: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    niqe: bool = False
+    """Score every aligned input face and its restoration with NIQE."""
+    report_csv: Path | None = None
+    queue_size: int = 4
+    """Images waiting between two stages (bounds memory)."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.queue_size < 1:
+            raise ValueError("batch_size and queue_size must be at least 1")
+        if self.upscale <= 0:
+            raise ValueError(f"upscale must be positive, got {self.upscale}")
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f"quality must lie in 1-100, got {self.quality}")
+
+
+@dataclass(frozen=True)
+class RestoreTools:
+    """The models a run uses. Whole images need a detector and an upsampler; --aligned neither."""
+
+    restorer: FaceRestorer
+    detector: Detector | None = None
+    upsampler: Upsampler | None = None
+    parser: FaceParser | None = None
+    """Soft face-region masks for paste-back; None: the feathered square."""
+
+
+@dataclass(eq=False)
+class FaceJob:
+    """One aligned face on its way through the restorer."""
+
+    aligned: AlignedFace
+    seed: int
+    restored: np.ndarray | None = None
+    """float32 RGB FACE_SIZE x FACE_SIZE x 3 in [0, 1], once restored."""
+    seconds: float = 0.0
+    """This face's share of its batch's restore time."""
+
+
+@dataclass(eq=False)
+class ImageJob:
+    """One input image between the stages; each stage hands it to the next."""
+
+    source: ImageSource
+    output: Path
+    status: ImageStatus = ImageStatus.OK
+    error: str | None = None
+    image: ImageData | None = None
+    faces: list[FaceJob] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        """True when every face has been restored (or there is none)."""
+        return all(face.restored is not None for face in self.faces)
+
+
+@contextmanager
+def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    """Add the seconds spent in the block to timings[stage]."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------- plan
+
+
+def output_path(relative: Path, options: RestoreOptions) -> Path:
+    """OUT/restored_imgs/<relative>, with --ext and --suffix applied (unknown extensions: png)."""
+    ext = relative.suffix if options.ext is OutputFormat.SAME else f".{options.ext.value}"
+    if ext.lower() not in IMAGE_EXTENSIONS:
+        ext = ".png"
+    name = f"{relative.stem}{options.suffix}{ext}"
+    return options.out_dir / RESTORED_IMGS / relative.with_name(name)
+
+
+def face_path(output: Path, options: RestoreOptions, folder: str, index: int) -> Path:
+    """Where face `index` of the image written to `output` goes in OUT/<folder>."""
+    relative = output.relative_to(options.out_dir / RESTORED_IMGS)
+    name = f"{relative.stem}_{index:02d}{relative.suffix}"
+    return options.out_dir / folder / relative.with_name(name)
+
+
+def plan_outputs(sources: Sequence[ImageSource], options: RestoreOptions) -> list[Path]:
+    """The output path of every source; DrbfrError when two share one or one is an input."""
+    inputs = {source.path.resolve() for source in sources}
+    owners: dict[Path, Path] = {}
+    for source in sources:
+        output = output_path(source.relative, options)
+        if output in owners:
+            raise DrbfrError(
+                f"{owners[output]} and {source.path} would both be written to {output}; "
+                "use --ext same or rename one"
+            )
+        if output.resolve() in inputs:
+            raise DrbfrError(f"{output}: output would overwrite an input; choose another -o")
+        owners[output] = source.path
+    return list(owners)
+
+
+def face_seed(run_seed: int, relative: str, index: int) -> int:
+    """A 53-bit seed for face `index` of an image: the same in any batch, order or rerun (and
+    exact in any JSON reader)."""
+    digest = hashlib.sha256(f"{run_seed}\x00{relative}\x00{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 11
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+def prepare_job(
+    source: ImageSource, output: Path, options: RestoreOptions, detector: Detector | None
+) -> ImageJob:
+    """Skip a finished image, or read it and align its faces; failures become the job's error."""
+    job = ImageJob(source=source, output=output)
+    if output.exists() and not options.overwrite:
+        job.status = ImageStatus.SKIPPED
+        return job
+    try:
+        with timed(job.timings, "read"):
+            job.image = read_image(source.path, max_pixels=options.max_pixels)
+        aligned = find_faces(job.image.rgb, detector, options, job.timings)
+    except (DrbfrError, cv2.error) as exc:
+        job.status, job.error, job.image = ImageStatus.FAILED, failure(source.path, exc), None
+        return job
+    relative = source.relative.as_posix()
+    job.faces = [
+        FaceJob(face, face_seed(options.seed, relative, index))
+        for index, face in enumerate(aligned)
+    ]
+    return job
+
+
+def find_faces(
+    rgb: np.ndarray,
+    detector: Detector | None,
+    options: RestoreOptions,
+    timings: dict[str, float],
+) -> list[AlignedFace]:
+    """The aligned faces of an image, largest first (the image itself with --aligned)."""
+    if options.aligned:
+        with timed(timings, "align"):
+            return [aligned_input(rgb)]
+    if detector is None:
+        raise ValueError("whole images need a face detector")
+    with timed(timings, "detect"):
+        faces = detect_faces(detector, rgb, options.detect)
+    with timed(timings, "align"):
+        return [align_face(rgb, face, FACE_SIZE) for face in faces]
+
+
+def aligned_input(rgb: np.ndarray) -> AlignedFace:
+    """An already aligned face as a FACE_SIZE crop (resized when it has another size)."""
+    height, width = rgb.shape[:2]
+    sx, sy = FACE_SIZE / width, FACE_SIZE / height
+    affine = np.array([[sx, 0.0, 0.5 * (sx - 1.0)], [0.0, sy, 0.5 * (sy - 1.0)]])
+    return AlignedFace(crop=resize_square(rgb, FACE_SIZE), affine=affine)
+
+
+def resize_square(rgb: np.ndarray, side: int) -> np.ndarray:
+    """Resize to side x side: area averaging when shrinking, bicubic when enlarging."""
+    height, width = rgb.shape[:2]
+    if height == width == side:
+        return rgb
+    interpolation = cv2.INTER_AREA if side < max(height, width) else cv2.INTER_CUBIC
+    resized = cv2.resize(rgb, (side, side), interpolation=interpolation)
+    return np.clip(resized, 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- restore
+
+
+def restore_crops(
+    restorer: FaceRestorer, crops: Sequence[np.ndarray], seeds: Sequence[int]
+) -> list[np.ndarray]:
+    """One restorer call: FACE_SIZE crops -> restorer.face_size -> restored -> FACE_SIZE."""
+    side = restorer.face_size
+    batch = faces_to_tensor([resize_square(crop, side) for crop in crops])
+    restored = restorer.restore(batch, list(seeds))
+    if tuple(restored.shape) != tuple(batch.shape):
+        raise DrbfrError(
+            f"the restorer returned shape {tuple(restored.shape)} for faces of "
+            f"shape {tuple(batch.shape)}"
+        )
+    return [resize_square(face, FACE_SIZE) for face in tensor_to_faces(restored)]
+
+
+# --------------------------------------------------------------------------- finish
+
+
+def finish_job(job: ImageJob, tools: RestoreTools, options: RestoreOptions) -> ImageRecord:
+    """Compose, write and score a restored image; a failure becomes the record's error."""
+    if job.status is not ImageStatus.OK or job.image is None:
+        return make_record(job)
+    try:
+        with timed(job.timings, "paste"):
+            result = compose(job.image, job.faces, tools, options)
+        with timed(job.timings, "write"):
+            write_outputs(job, result, options)
+        scores = None
+        if options.niqe:
+            with timed(job.timings, "metrics"):
+                scores = niqe_scores(job.faces)
+    except (DrbfrError, cv2.error) as exc:
+        job.status, job.error = ImageStatus.FAILED, failure(job.source.path, exc)
+        return make_record(job)
+    return make_record(job, (result.shape[1], result.shape[0]), scores)
+
+
+def failure(path: Path, exc: Exception) -> str:
+    """The one-line reason a stage failed on the image at `path`."""
+    if isinstance(exc, cv2.error):
+        return f"{path}: OpenCV failed on this image ({exc.err or exc})"
+    return str(exc)
+
+
+def compose(
+    image: ImageData, faces: Sequence[FaceJob], tools: RestoreTools, options: RestoreOptions
+) -> np.ndarray:
+    """The output picture: restored faces pasted on the upscaled background (whole images), or
+    the restored face itself (--aligned)."""
+    if options.aligned:
+        face = faces[0]
+        result = face.restored
+        if options.color_fix:
+            result = match_color(result, face.aligned.crop)
+        return to_grayscale(result) if image.grayscale else result
+    if tools.upsampler is None:
+        raise ValueError("whole images need a background upsampler")
+    pastes = [
+        PasteFace(f.restored, f.aligned.affine, f.aligned.size, reference=f.aligned.crop)
+        for f in faces
+    ]
+    return paste_faces(
+        tools.upsampler(image.rgb),
+        pastes,
+        scale=options.upscale,
+        color_fix=options.color_fix,
+        grayscale=image.grayscale,
+        parser=tools.parser,
+    )
+
+
+def write_outputs(job: ImageJob, result: np.ndarray, options: RestoreOptions) -> None:
+    """Write the face crops (--save-faces) and then the image: its presence marks it finished."""
+    image = job.image
+    write = partial(
+        write_image, grayscale=image.grayscale, bit_depth=image.bit_depth, quality=options.quality
+    )
+    if options.save_faces:
+        for index, face in enumerate(job.faces):
+            crop, restored = face.aligned.crop, face.restored
+            write(face_path(job.output, options, CROPPED_FACES, index), crop)
+            write(face_path(job.output, options, RESTORED_FACES, index), restored)
+            side_by_side = np.concatenate([crop, restored], axis=1)
+            write(face_path(job.output, options, CMP, index), side_by_side)
+    write(job.output, result, alpha=resized_alpha(image, result.shape))
+
+
+def resized_alpha(image: ImageData, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The input's alpha channel at the output's size, or None."""
+    if image.alpha is None:
+        return None
+    size = (shape[1], shape[0])
+    if image.alpha.shape[::-1] == size:
+        return image.alpha
+    return np.clip(cv2.resize(image.alpha, size, interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
+
+
+def niqe_scores(faces: Sequence[FaceJob]) -> list[tuple[float, float]]:
+    """(input, restored) NIQE of every face, on the aligned FACE_SIZE crops."""
+    from drbfr_cli.metrics.niqe import niqe_rgb
+
+    return [(niqe_rgb(face.aligned.crop), niqe_rgb(face.restored)) for face in faces]
+
+
+def make_record(
+    job: ImageJob,
+    output_size: tuple[int, int] | None = None,
+    scores: Sequence[tuple[float, float]] | None = None,
+) -> ImageRecord:
+    """The report record of a job in its current state."""
+    faces = tuple(
+        face_record(index, face, scores[index] if scores else (None, None))
+        for index, face in enumerate(job.faces)
+    )
+    timings = dict(job.timings)
+    if job.faces:
+        timings["restore"] = sum(face.seconds for face in job.faces)
+    return ImageRecord(
+        input=str(job.source.path),
+        relative=job.source.relative.as_posix(),
+        output=str(job.output),
+        status=job.status,
+        error=job.error,
+        size=job.image.size if job.image is not None else None,
+        output_size=output_size,
+        faces=faces,
+        timings=timings,
+    )
+
+
+def face_record(index: int, job: FaceJob, niqe: tuple[float | None, float | None]) -> FaceRecord:
+    detection = job.aligned.face
+    return FaceRecord(
+        index=index,
+        box=None if detection is None else tuple(float(v) for v in detection.box),
+        score=None if detection is None else float(detection.score),
+        landmarks=None if detection is None else tuple(map(tuple, detection.landmarks.tolist())),
+        seed=job.seed,
+        niqe_input=niqe[0],
+        niqe_restored=niqe[1],
+    )
