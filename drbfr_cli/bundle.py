@@ -301,29 +301,9 @@ def resolve_bundle(model: str | None, weights_dir: Path | None = None) -> Path:
 
 def pick_device(device: str) -> torch.device:
     """auto: CUDA if present, else MPS, else CPU; otherwise the named device, checked."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        chosen = torch.device(device)
-    except RuntimeError:
-        raise DrbfrError(
-            f"unknown device {device!r} (use auto, cpu, cuda, cuda:N or mps)"
-        ) from None
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise DrbfrError(f"device {device!r} asked for, but CUDA is not available here")
-    if (
-        chosen.type == "cuda"
-        and chosen.index is not None
-        and chosen.index >= torch.cuda.device_count()
-    ):
-        raise DrbfrError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
-    if chosen.type == "mps" and not torch.backends.mps.is_available():
-        raise DrbfrError("device 'mps' asked for, but MPS is not available here")
-    return chosen
+    from drbfr_cli.restore_setup import resolve_device
+
+    return torch.device(resolve_device(device))
 
 
 def autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:

@@ -106,15 +106,8 @@ def build_restorer(choices: ToolChoices) -> FaceRestorer:
     """The one place a restorer is made: IDENTITY_MODEL, or a bundle (drbfr_cli.bundle)."""
     if choices.model == IDENTITY_MODEL:
         return IdentityRestorer()
-    try:
-        from drbfr_cli.bundle import load_restorer
-    except ModuleNotFoundError as exc:
-        if exc.name != "drbfr_cli.bundle":
-            raise
-        raise DrbfrError(
-            "this drbfr cannot load model bundles yet (drbfr_cli.bundle is missing); "
-            "use --model identity to check detection, alignment and paste-back"
-        ) from None
+    from drbfr_cli.bundle import load_restorer
+
     return load_restorer(
         choices.model,
         device=choices.device,

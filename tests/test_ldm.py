@@ -225,7 +225,7 @@ def test_restorer_options_override_the_bundle_defaults(bundle_dir: Path) -> None
     )
     assert (restorer.sampling.steps, restorer.sampling.start_t) == (2, 0.5)
     assert restorer.sampling.tem_t == SMALL_LDM.tem_t
-    with pytest.raises(DrbfrError, match="CUDA is not available"):
+    with pytest.raises(DrbfrError, match="CUDA device"):
         load_restorer(str(bundle_dir), device="cuda") if not torch.cuda.is_available() else (
             pytest.skip("CUDA present: the missing-CUDA message cannot be shown")
         )
@@ -297,3 +297,22 @@ def test_no_bundle_says_how_to_get_one(tmp_path: Path, monkeypatch: pytest.Monke
     assert "\n" not in message and "make demo" in message and "drbfr export" in message
     with pytest.raises(DrbfrError, match="no such bundle folder"):
         load_bundle(tmp_path / "nowhere")
+
+
+def test_restore_real_photos_with_a_bundle(
+    bundle_dir: Path, real_lq_whole_dir: Path, shared_weights_dir: Path, tmp_path: Path
+) -> None:
+    """The whole job with a real (small, briefly trained) bundle: detect, align, DR + VAE +
+    sampling, paste onto the upscaled background, report."""
+    out = tmp_path / "out"
+    args = ["restore", str(real_lq_whole_dir), "-o", str(out), "--model", str(bundle_dir),
+            "--detector", "yunet", "--weights-dir", str(shared_weights_dir),
+            "--bg-upsampler", "lanczos", "--steps", "2", "--batch-size", "8", "--quiet"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    images = report["images"]
+    assert sum(len(image["faces"]) for image in images) == 13  # YuNet counts, data README
+    for image in images:
+        assert image["status"] == "ok"
+    assert len(list((out / "restored_imgs").iterdir())) == 5

@@ -308,6 +308,7 @@ def test_without_a_model_bundle_the_error_is_one_line(small_photos, tmp_path, mo
         assert result.exit_code == 2, model
         assert "Traceback" not in result.output
         assert result.stderr.startswith("error:") and result.stderr.count("\n") == 1
+    assert "make demo" in result.stderr and "drbfr export" in result.stderr
 
 
 def test_unusable_output_folder_and_options(small_photos, tmp_path):
