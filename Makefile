@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint format bench clean
+.PHONY: install demo test lint format bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -11,6 +11,10 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	$(BIN)/uv pip install --compile-bytecode --python $(BIN)/python -e ".[test]"
+
+demo: install
+	rm -rf out/demo
+	$(BIN)/drbfr demo -o out/demo
 
 test: install
 	$(BIN)/python -m pytest -n 2 --dist loadfile

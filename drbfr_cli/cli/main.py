@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from drbfr_cli import __version__
-from drbfr_cli.cli import analyze, degrade, doctor, export, restore, train, weights
+from drbfr_cli.cli import analyze, degrade, demo, doctor, export, restore, train, weights
 from drbfr_cli.cli import eval as eval_cli
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app.command(name="doctor")(doctor.doctor)
 app.add_typer(train.app, name="train")
 app.add_typer(analyze.app, name="analyze")
 app.command(name="export")(export.export)
+app.command(name="demo")(demo.demo)
 
 
 def _print_version(value: bool) -> None:
