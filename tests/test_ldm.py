@@ -307,7 +307,8 @@ def test_restore_real_photos_with_a_bundle(
     out = tmp_path / "out"
     args = ["restore", str(real_lq_whole_dir), "-o", str(out), "--model", str(bundle_dir),
             "--detector", "yunet", "--weights-dir", str(shared_weights_dir),
-            "--bg-upsampler", "lanczos", "--steps", "2", "--batch-size", "8", "--quiet"]  # fmt: skip
+            "--bg-upsampler", "lanczos", "--steps", "2", "--batch-size", "8",
+            "--quiet"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
