@@ -166,6 +166,19 @@ def test_frozen_parts_do_not_change(faces_dir: Path, frozen_runs: tuple[Path, Pa
         assert torch.equal(value, vae_before[name]), name
 
 
+def test_resume_is_bit_exact(faces_dir: Path, frozen_runs: tuple[Path, Path], tmp_path) -> None:
+    loop = {"batch_size": 4, "lr": 1e-3, "log_every": 2, "checkpoint_every": 2}
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    train(_ldm_task(faces_dir, frozen_runs), LoopConfig(steps=4, **loop), whole)
+    train(_ldm_task(faces_dir, frozen_runs), LoopConfig(steps=2, **loop), split)
+    train(_ldm_task(faces_dir, frozen_runs), LoopConfig(steps=4, **loop), split, resume=True)
+    assert _log(whole) == [{**a, "elapsed": b["elapsed"], "images_per_s": b["images_per_s"]}
+                           for a, b in zip(_log(split), _log(whole), strict=True)]  # fmt: skip
+    a, b = load_ldm(whole, ema=False)[0], load_ldm(split, ema=False)[0]
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
+
+
 def test_preset_and_vae_of_other_sizes_are_refused(
     faces_dir: Path, frozen_runs: tuple[Path, Path]
 ) -> None:
@@ -317,3 +330,26 @@ def test_restore_real_photos_with_a_bundle(
     for image in images:
         assert image["status"] == "ok"
     assert len(list((out / "restored_imgs").iterdir())) == 5
+
+
+def test_eval_restores_with_a_bundle_and_scores_it(bundle_dir: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    for name in ("a.png", "b.png"):
+        hq = np.kron(rng.random((4, 4, 3)), np.ones((128, 128, 1))).astype(np.float32)  # 512 px
+        write_image(tmp_path / "gt" / name, hq)
+        write_image(
+            tmp_path / "lq" / name, np.clip(hq + 0.05 * rng.standard_normal(hq.shape), 0, 1)
+        )
+    out = tmp_path / "report"
+    args = ["eval", "--model", str(bundle_dir), "--lq", str(tmp_path / "lq"), "--gt",
+            str(tmp_path / "gt"), "--metrics", "psnr,ssim", "--out", str(out),
+            "--steps", "2"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (out / "restored" / "restored_imgs").iterdir()) == [
+        "a.png",
+        "b.png",
+    ]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["inputs"]["restored"].endswith("restored_imgs")
+    assert summary["images"] == 2

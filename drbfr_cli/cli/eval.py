@@ -75,12 +75,23 @@ def eval_command(
         "cpu", callback=_check_device, help="torch device for LPIPS and FID (cpu, cuda)."
     ),
     max_pixels: int = typer.Option(max_pixels_from_env(), help="Refuse larger images."),
+    model: str | None = typer.Option(
+        None, help="Restore --lq (aligned faces) with this bundle first, into OUT/restored."
+    ),
+    steps: int | None = typer.Option(None, min=1, help="With --model: sampling steps."),
+    start_t: float | None = typer.Option(
+        None, min=0.01, max=1.0, help="With --model: sampling start (1: pure noise)."
+    ),
+    batch_size: int = typer.Option(8, min=1, help="With --model: faces per restorer call."),
 ) -> None:
-    """Evaluate --restored against --gt (paired) or alone (NIQE, FID vs --fid-stats)."""
+    """Evaluate --restored against --gt (paired) or alone (NIQE, FID vs --fid-stats); with
+    --model, restore --lq with a bundle first and evaluate its restorations."""
     if ctx.invoked_subcommand is not None:
         return
-    if restored is None:
-        raise fail("give --restored DIR (the restored faces to evaluate)")
+    if restored is None and model is None:
+        raise fail("give --restored DIR (the restored faces to evaluate) or --model BUNDLE")
+    if restored is not None and model is not None:
+        raise fail("give either --restored or --model, not both")
     chosen = parse_metrics(metrics)
     from drbfr_cli.metrics.evaluate import EvalConfig
     from drbfr_cli.metrics.fidelity import FidelityConfig
@@ -94,6 +105,11 @@ def eval_command(
             gt, lq = gt or preset.gt, lq or preset.lq
             fid_stats, chosen = fid_stats or preset.fid_stats, chosen or preset.metrics
         chosen = chosen or (_DEFAULT_PAIRED if gt else _DEFAULT_UNPAIRED)
+        if model is not None:
+            if lq is None or out is None:
+                raise fail("--model needs --lq DIR (aligned LQ faces) and --out DIR")
+            sampling = {"steps": steps, "start_t": start_t}
+            restored = _restore_with(model, lq, out, device, weights_dir, sampling, batch_size)
         config = EvalConfig(
             metrics=chosen,
             fidelity=FidelityConfig(y_channel=y_channel, crop_border=crop_border),
@@ -118,6 +134,36 @@ def eval_command(
             console.print(f"reports: {', '.join(str(p) for p in written)}", highlight=False)
     if result.skipped or any(r.error for r in result.images):
         raise typer.Exit(EXIT_PARTIAL)
+
+
+def _restore_with(
+    model: str,
+    lq: Path,
+    out: Path,
+    device: str,
+    weights_dir: Path | None,
+    sampling: dict,
+    batch_size: int,
+) -> Path:
+    """Restore the aligned LQ faces with a bundle (as `drbfr restore --aligned`); the folder of
+    restorations, named as their LQ inputs so that they pair with the ground truth."""
+    from drbfr_cli.bundle import load_restorer
+    from drbfr_cli.pipeline import restore_images
+    from drbfr_cli.restore_stages import RestoreOptions, RestoreTools
+
+    restorer = load_restorer(model, device=device, sampling=sampling, weights_dir=weights_dir)
+    sources = collect_images([lq])
+    if not sources:
+        raise fail(f"{lq}: no images to restore")
+    options = RestoreOptions(out_dir=out / "restored", aligned=True, batch_size=batch_size)
+    with err_console.status(f"restoring {len(sources)} faces with {model}"):
+        summary = restore_images(sources, options, RestoreTools(restorer=restorer))
+    err_console.print(
+        f"restored {summary.restored} faces ({summary.skipped} done before, {summary.failed} "
+        f"failed) into {options.out_dir}",
+        highlight=False,
+    )
+    return options.out_dir / "restored_imgs"
 
 
 def _s(path: Path | None) -> str | None:
