@@ -291,10 +291,11 @@ def restore_faces(
     was_training = ldrm.training
     ldrm.eval()
     f_lq, f_dr = condition(parts, lq, use_dr=use_dr)
+    f_lq = f_lq.float()  # the sampler's state stays fp32 under autocast; the networks need not
     denoiser = LDRMDenoiser(_unwrap(ldrm), f_lq, f_dr)
     latents = restore_latents(denoiser, f_lq, seeds, schedule, sampling)
     ldrm.train(was_training)
-    return parts.first_stage.decode(latents.to(f_lq.dtype))
+    return parts.first_stage.decode(latents)
 
 
 def _unwrap(module: nn.Module) -> LDRM:
