@@ -146,6 +146,7 @@ def export_bundle(
         "version": VERSION,
         "drbfr": __version__,
         "face_size": trained_vae.config.image_size,
+        "decode_quantized": model.decode_quantized,
         "drm": {"preset": drm_saved.get("preset"), "model": drm_saved["model"]},
         "vae": {
             "preset": frozen["vae"].get("preset"),
@@ -261,7 +262,9 @@ def load_bundle(path: Path, *, ema: bool = True) -> Bundle:
     for module in (encoder, vae, ldrm):
         module.requires_grad_(False).eval()
     parts = FrozenParts(
-        first_stage=FirstStage(vae, latent.scaling_factor),
+        first_stage=FirstStage(
+            vae, latent.scaling_factor, bool(manifest.get("decode_quantized", True))
+        ),
         encoder=encoder,
         vae_config={"model": manifest["vae"]["model"], "latent": manifest["vae"]["latent"]},
         drm_config={"model": manifest["drm"]["model"], "preset": manifest["drm"].get("preset")},

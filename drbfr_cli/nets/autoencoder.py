@@ -328,12 +328,14 @@ class FirstStage:
     """A trained VQ autoencoder with its latent scaling (LDM section 4.3.2).
 
     `encode` returns scaling_factor * E(x): unit variance on the training data, ready for the
-    diffusion model; `decode` undoes the scaling, quantizes and decodes. Images are float32
-    RGB NCHW in [-1, 1]; decoded images are clamped to that range.
+    diffusion model; `decode` undoes the scaling, quantizes (when `quantize`: LDM's convention
+    for VQ first stages, the quantization layer belongs to the decoder) and decodes. Images are
+    float32 RGB NCHW in [-1, 1]; decoded images are clamped to that range.
     """
 
     model: VQAutoencoder
     scaling_factor: float
+    quantize: bool = True
 
     @torch.no_grad()
     def encode(self, image: torch.Tensor) -> torch.Tensor:
@@ -341,7 +343,8 @@ class FirstStage:
 
     @torch.no_grad()
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.model.decode(latent / self.scaling_factor).clamp(-1.0, 1.0)
+        latent = latent / self.scaling_factor
+        return self.model.decode(latent, quantize=self.quantize).clamp(-1.0, 1.0)
 
 
 def latent_std_scale(latents: torch.Tensor) -> tuple[float, float, float]:

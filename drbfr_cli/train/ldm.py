@@ -64,6 +64,9 @@ class LDMConfig:
     steps: int = 20
     start_t: float = 1.0
     tem_t: float = 0.0
+    decode_quantized: bool = False
+    """Decode restored latents through the VAE's codebook (LDM's convention for VQ first
+    stages; base and paper presets). False decodes the continuous latent (tiny preset)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.condition_dropout < 1.0:
@@ -133,8 +136,9 @@ class FrozenParts:
     drm_config: dict[str, Any]
 
 
-def load_frozen_parts(drm_run: Path, vae_run: Path) -> FrozenParts:
-    """E_DR of a DRM run and the VAE (with its latent scaling) of a VAE run, frozen."""
+def load_frozen_parts(drm_run: Path, vae_run: Path, *, quantize: bool = True) -> FrozenParts:
+    """E_DR of a DRM run and the VAE (with its latent scaling) of a VAE run, frozen; `quantize`:
+    whether decoding goes through the codebook."""
     drm_modules, drm_saved = load_drm(drm_run)
     trained_vae = load_vae(vae_run)
     if trained_vae.latent is None:
@@ -147,7 +151,7 @@ def load_frozen_parts(drm_run: Path, vae_run: Path) -> FrozenParts:
     for module in (drm_modules["encoder"], trained_vae.model):
         module.requires_grad_(False).eval()
     return FrozenParts(
-        first_stage=FirstStage(trained_vae.model, trained_vae.latent.scaling_factor),
+        first_stage=FirstStage(trained_vae.model, trained_vae.latent.scaling_factor, quantize),
         encoder=drm_modules["encoder"],
         vae_config=vae_saved,
         drm_config={"model": drm_saved["model"], "preset": drm_saved.get("preset")},
@@ -189,7 +193,9 @@ class LDMTask:
         self, config: LDMTaskConfig, faces: list | None = None, parts: FrozenParts | None = None
     ) -> None:
         self.settings, self.model_config = config, config.model
-        self.parts = parts or load_frozen_parts(Path(config.drm), Path(config.vae))
+        self.parts = parts or load_frozen_parts(
+            Path(config.drm), Path(config.vae), quantize=config.model.decode_quantized
+        )
         vae_model, drm_model = self.parts.vae_config["model"], self.parts.drm_config["model"]
         self.network_config = config.model.network(
             latent_channels=vae_model["latent_channels"],
