@@ -6,6 +6,7 @@ No test asserts a speed: the commands must run and write well-formed results.
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,11 @@ from drbfr_cli.faces.align import align_face
 from drbfr_cli.restore_stages import resize_square
 
 runner = CliRunner()
+
+
+def _bench(command: str, *extra: str):
+    """Run `drbfr bench COMMAND EXTRA...` (COMMAND split like a shell line)."""
+    return runner.invoke(app, ["bench", *shlex.split(command), *extra])
 
 
 def _positive(value: object) -> bool:
@@ -55,38 +61,12 @@ def small_baselines(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_bench_restore_tiny_writes_json_and_tables(tmp_path: Path, small_baselines) -> None:
     out, markdown = tmp_path / "restore.json", tmp_path / "restore.md"
-    args = [
-        "bench",
-        "restore",
-        "--preset",
-        "tiny",
-        "--device",
-        "cpu",
-        "--batch-sizes",
-        "1,2",
-        "--steps",
-        "2",
-        "--start-t",
-        "1,0.5",
-        "--faces",
-        "2",
-        "--repeats",
-        "1",
-        "--warmup",
-        "0",
-        "--image-sides",
-        "256",
-        "--face-counts",
-        "1,2",
-        "--copies",
-        "1",
-        "-o",
-        str(out),
-        "--markdown",
-        str(markdown),
+    done = _bench(
+        "restore --preset tiny --device cpu --batch-sizes 1,2 --steps 2 --start-t 1,0.5 "
+        "--faces 2 --repeats 1 --warmup 0 --image-sides 256 --face-counts 1,2 --copies 1 "
         "--quiet",
-    ]
-    done = runner.invoke(app, args)
+        *("-o", str(out), "--markdown", str(markdown)),
+    )
     assert done.exit_code == 0, done.output
     result = json.loads(out.read_text())
     assert result["kind"] == "restore"
@@ -109,12 +89,8 @@ def test_bench_restore_tiny_writes_json_and_tables(tmp_path: Path, small_baselin
         for stage in ("dr", "vae_encode", "network_call", "vae_decode"):
             assert _positive(row[stage]["seconds"]) and _positive(row[stage]["host_peak_mb"])
         assert [s["calls"] for s in row["sampling"]] == [2, 1]
-    assert {(r["batch"], r["start_t"]) for r in run["restorer"]} == {
-        (1, 1.0),
-        (2, 1.0),
-        (1, 0.5),
-        (2, 0.5),
-    }
+    measured = {(r["batch"], r["start_t"]) for r in run["restorer"]}
+    assert measured == {(batch, t) for batch in (1, 2) for t in (1.0, 0.5)}
     assert all(_positive(r["faces_per_s"]) for r in run["restorer"])
     assert all(_positive(r["speedup_vs_one_face_loop"]) for r in run["batching"])
     assert set(run["baselines"]) == {"gfpgan", "codeformer"}
@@ -130,31 +106,11 @@ def test_bench_restore_tiny_writes_json_and_tables(tmp_path: Path, small_baselin
 
 def test_bench_restore_calls_only_extrapolates(tmp_path: Path) -> None:
     out = tmp_path / "calls.json"
-    args = [
-        "bench",
-        "restore",
-        "--preset",
-        "tiny",
-        "--device",
-        "cpu",
-        "--calls-only",
-        "--batch-sizes",
-        "1",
-        "--steps",
-        "20",
-        "--start-t",
-        "1,0.4",
-        "--repeats",
-        "1",
-        "--warmup",
-        "0",
-        "--baselines",
-        "none",
-        "--no-pipeline",
-        "-o",
-        str(out),
-    ]
-    done = runner.invoke(app, args)
+    done = _bench(
+        "restore --preset tiny --device cpu --calls-only --batch-sizes 1 --steps 20 "
+        "--start-t 1,0.4 --repeats 1 --warmup 0 --baselines none --no-pipeline",
+        *("-o", str(out)),
+    )
     assert done.exit_code == 0, done.output
     assert "extrapolated from single calls" in done.output
     (run,) = json.loads(out.read_text())["runs"]
@@ -166,24 +122,10 @@ def test_bench_restore_calls_only_extrapolates(tmp_path: Path) -> None:
 
 def test_bench_train_tiny_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "train.json"
-    args = [
-        "bench",
-        "train",
-        "--preset",
-        "tiny",
-        "--device",
-        "cpu",
-        "--batch-sizes",
-        "1,2",
-        "--repeats",
-        "1",
-        "--warmup",
-        "0",
-        "-o",
-        str(out),
-        "--quiet",
-    ]
-    done = runner.invoke(app, args)
+    done = _bench(
+        "train --preset tiny --device cpu --batch-sizes 1,2 --repeats 1 --warmup 0 --quiet",
+        *("-o", str(out)),
+    )
     assert done.exit_code == 0, done.output
     result = json.loads(out.read_text())
     assert result["kind"] == "train"
@@ -196,11 +138,11 @@ def test_bench_train_tiny_writes_json(tmp_path: Path) -> None:
 
 
 def test_bench_rejects_bad_options() -> None:
-    done = runner.invoke(app, ["bench", "restore", "--batch-sizes", "0"])
+    done = _bench("restore --batch-sizes 0")
     assert done.exit_code == 2 and "must be positive" in done.output
-    done = runner.invoke(app, ["bench", "restore", "--device", "cpu", "--precision", "fp16"])
+    done = _bench("restore --device cpu --precision fp16")
     assert done.exit_code == 2 and "fp16 needs a GPU" in done.output
-    done = runner.invoke(app, ["bench", "train", "--stages", "gan"])
+    done = _bench("train --stages gan")
     assert done.exit_code == 2 and "stages must be among" in done.output
 
 
