@@ -69,6 +69,16 @@ def millions(count: float | None) -> str:
     return "-" if count is None else f"{count / 1e6:.2f} M"
 
 
+def _timing_note(settings: dict[str, Any]) -> str:
+    repeats, warmup = settings["repeats"], settings["warmup"]
+    if warmup == 0:
+        return (
+            f"times: median of {repeats} run(s) without warm-up: each includes first-call "
+            "costs (kernel selection, allocation)"
+        )
+    return f"times: median of {repeats} run(s) after {warmup} warm-up run(s)"
+
+
 def _sampling(row: dict[str, Any]) -> str:
     return f"{row['steps']} steps, start_t {row['start_t']:g}"
 
@@ -112,6 +122,7 @@ def _model_table(result: dict[str, Any]) -> Table:
         f"torch threads, load average {machine.get('load_average')}; "
         f"{machine.get('gpu', 'no GPU')}; torch {machine['torch']}; {machine['date']}",
         f"inputs: {result['inputs']['pipeline_inputs']}",
+        _timing_note(result["settings"]),
     ]
     return Table(
         "Model: GFLOPs per face (a multiply-add counts two)", ["stage", "GFLOP"], rows, notes
@@ -453,13 +464,13 @@ def train_tables(result: dict[str, Any]) -> list[Table]:
             r["stage"],
             r["precision"],
             str(r["batch"]),
-            rate(r["items_per_s"]),
-            ms(r["seconds_per_step"]),
-            ms(r["data_seconds_per_batch"]),
-            millions(r["trained_parameters"]),
-            mib(r["host_peak_mb"]),
-            mib(r["device_peak_mb"]),
-            "; ".join(r["notes"]),
+            rate(r.get("items_per_s")),
+            ms(r.get("seconds_per_step")),
+            ms(r.get("data_seconds_per_batch")),
+            millions(r.get("trained_parameters")),
+            mib(r.get("host_peak_mb")),
+            mib(r.get("device_peak_mb")),
+            "; ".join([*r["notes"], *([r["failed"]] if "failed" in r else [])]),
         ]
         for r in result["rows"]
     ]
@@ -468,6 +479,7 @@ def train_tables(result: dict[str, Any]) -> list[Table]:
         f"items: {', '.join(items)}",
         f"machine: {machine['cpu']}, {machine['torch_threads']} torch threads, "
         f"{machine.get('gpu', 'no GPU')}; {machine['date']}",
+        _timing_note(result["settings"]),
     ]
     preset = result["settings"]["preset"]
     return [

@@ -100,6 +100,8 @@ class RestoreBenchConfig:
     face_counts: tuple[int, ...] = (1, 2, 4, 8)
     copies: int = 2
     """Images per whole run in the scaling tables."""
+    run_repeats: int = 1
+    """Whole `restore_images` runs per case (each takes seconds, so one is usually enough)."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -117,8 +119,10 @@ class RestoreBenchConfig:
                 raise ValueError(f"{name} must be positive, got {list(values)}")
         if not self.start_ts or not all(0 < t <= 1 for t in self.start_ts):
             raise ValueError(f"start_t values must lie in (0, 1], got {list(self.start_ts)}")
-        if self.repeats < 1 or self.warmup < 0 or self.copies < 1:
-            raise ValueError("repeats and copies must be at least 1, warmup at least 0")
+        if min(self.repeats, self.copies, self.run_repeats) < 1 or self.warmup < 0:
+            raise ValueError(
+                "repeats, run_repeats and copies must be at least 1, warmup at least 0"
+            )
         unknown = sorted(set(self.baselines) - set(BUILDERS))
         if unknown:
             raise ValueError(
@@ -306,7 +310,7 @@ def _whole_runs(
     (with `scaling`) by image size and faces per image, at the largest batch size."""
     restorer = BundleRestorer(bundle, runner.device, runner.dtype, sampling)
     batch = max(config.batch_sizes)
-    common = {"device": runner.device, "repeats": config.repeats}
+    common = {"device": runner.device, "repeats": config.run_repeats}
     out: dict[str, Any] = {
         "pipeline": {
             "steps": sampling.steps,

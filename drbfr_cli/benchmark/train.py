@@ -24,7 +24,7 @@ from drbfr_cli.benchmark.inputs import synthetic_image
 from drbfr_cli.benchmark.measure import Measurement, machine_info, measure, parameter_count
 from drbfr_cli.data import load_faces
 from drbfr_cli.imaging import to_uint8
-from drbfr_cli.pipeline import free_device_memory
+from drbfr_cli.pipeline import free_device_memory, is_out_of_memory
 from drbfr_cli.restore_setup import resolve_device
 
 STAGES = ("drm", "vae", "ldm")
@@ -259,6 +259,10 @@ def _stage_row(
     modules = {name: parameter_count(module) for name, module in task.modules().items()}
     try:
         row = bench_step(task, batch_size, precision, device, config)
+    except RuntimeError as exc:
+        if not is_out_of_memory(exc):
+            raise
+        row = {"batch": batch_size, "failed": "out of memory"}
     finally:
         del task
         gc.collect()

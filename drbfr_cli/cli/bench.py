@@ -186,6 +186,10 @@ def bench_restore(
     copies: Annotated[
         int, typer.Option(min=1, help="Images per scaling run.", rich_help_panel=_WHAT)
     ] = 2,
+    run_repeats: Annotated[
+        int,
+        typer.Option(min=1, help="Whole restore runs per case (median).", rich_help_panel=_WHAT),
+    ] = 1,
     photos: Annotated[
         Path | None,
         typer.Option(
@@ -270,6 +274,7 @@ def bench_restore(
                 image_sides=_numbers(image_sides, "--image-sides", int),
                 face_counts=_numbers(face_counts, "--face-counts", int),
                 copies=copies,
+                run_repeats=run_repeats,
                 seed=seed,
             )
         except ValueError as exc:
