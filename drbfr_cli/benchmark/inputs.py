@@ -20,7 +20,7 @@ import numpy as np
 
 from drbfr_cli.faces.align import FACE_SIZE, template
 from drbfr_cli.faces.detect import DetectorKind, Face
-from drbfr_cli.imaging import collect_images, read_image, write_image
+from drbfr_cli.imaging import ImageSource, read_image, write_image
 from drbfr_cli.restore_stages import resize_square
 
 CANVAS_SIDE = 1024
@@ -47,10 +47,9 @@ def write_synthetic_set(folder: Path, count: int, *, size: int = FACE_SIZE, seed
     return folder
 
 
-def read_faces(folder: Path, count: int) -> list[np.ndarray]:
-    """Up to `count` images of `folder` (sorted), each resized to a FACE_SIZE square crop."""
-    sources = collect_images([folder])[:count]
-    return [resize_square(read_image(source.path).rgb, FACE_SIZE) for source in sources]
+def read_faces(sources: Sequence[ImageSource], count: int) -> list[np.ndarray]:
+    """The first `count` of `sources`, each resized to a FACE_SIZE square crop."""
+    return [resize_square(read_image(source.path).rgb, FACE_SIZE) for source in sources[:count]]
 
 
 def cycle_to(items: Sequence[np.ndarray], count: int) -> list[np.ndarray]:

@@ -172,36 +172,45 @@ def _samplings(bundle: Bundle, config: RestoreBenchConfig) -> list[SamplingConfi
 def _inputs(
     config: RestoreBenchConfig, device: torch.device, scratch: Path
 ) -> tuple[list[np.ndarray], PipelineSetup, dict[str, Any]]:
-    """(aligned faces for the model stages, the pipeline's inputs and tools, a description)."""
-    limit = config.max_images
+    """(aligned faces for the model stages, the pipeline's inputs and tools, a description).
+
+    The pipeline runs on --photos (whole photos), else on --aligned-faces, else on synthetic
+    512 px images (both as --aligned inputs); the model sees --aligned-faces when given, else
+    the faces of those inputs."""
     if config.photos is not None:
-        detector = build_detector(config.detector, config.weights_dir, device)
-        sources = collect_images([config.photos])[:limit]
-        upsampler = build_upsampler(
-            config.background, config.upscale, device=str(device), half=device.type == "cuda"
-        )
         setup = PipelineSetup(
-            sources,
-            False,
-            detector,
-            config.detector.value,
-            upsampler,
-            config.background,
-            config.upscale,
+            sources=collect_images([config.photos])[: config.max_images],
+            aligned=False,
+            detector=build_detector(config.detector, config.weights_dir, device),
+            detector_name=config.detector.value,
+            upsampler=build_upsampler(
+                config.background, config.upscale, device=str(device), half=device.type == "cuda"
+            ),
+            upsampler_name=config.background,
+            upscale=config.upscale,
         )
-        faces = _faces_of_photos(setup, config.face_count)
-        what = f"{len(sources)} whole photos from {config.photos}"
+        what = f"{len(setup.sources)} whole photos from {config.photos}"
     else:
         folder = config.aligned_faces or write_synthetic_set(
             scratch / "synthetic", config.face_count, seed=config.seed
         )
-        sources = collect_images([folder])[:limit]
-        setup = PipelineSetup(sources, True, None, "none", None, "none", config.upscale)
-        faces = read_faces(folder, config.face_count)
+        setup = PipelineSetup(
+            sources=collect_images([folder])[: config.max_images],
+            aligned=True,
+            detector=None,
+            detector_name="none",
+            upsampler=None,
+            upsampler_name="none",
+            upscale=config.upscale,
+        )
         kind = "aligned faces" if config.aligned_faces else "synthetic 512 px images"
-        what = f"{len(sources)} {kind} (restored as --aligned inputs)"
-    if config.aligned_faces is not None and config.photos is not None:
-        faces = read_faces(config.aligned_faces, config.face_count)
+        what = f"{len(setup.sources)} {kind} (restored as --aligned inputs)"
+    if config.aligned_faces is not None:
+        faces = read_faces(collect_images([config.aligned_faces]), config.face_count)
+    elif setup.aligned:
+        faces = read_faces(setup.sources, config.face_count)
+    else:
+        faces = _faces_of_photos(setup, config.face_count)
     if not faces:
         raise DrbfrError("no faces found in the inputs; give --aligned-faces or other photos")
     return faces, setup, {"pipeline_inputs": what, "model_faces": len(faces)}

@@ -45,7 +45,7 @@ face size and back)."""
 _CPU = torch.device("cpu")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PipelineSetup:
     """What the pipeline runs on besides the restorer."""
 
