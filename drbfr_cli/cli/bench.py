@@ -243,8 +243,8 @@ def bench_restore(
         raise typer.BadParameter(
             f"--bg-upsampler takes lanczos, none or realesrgan, got {bg_upsampler!r}"
         )
-    from drbfr_cli.benchmark.report import restore_tables
     from drbfr_cli.benchmark.restore import RestoreBenchConfig, run_restore_bench
+    from drbfr_cli.benchmark.restore_report import restore_tables
 
     with user_errors():
         try:
