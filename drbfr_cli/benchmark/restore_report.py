@@ -83,46 +83,45 @@ def _largest(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return max(rows, key=lambda row: row["batch"])
 
 
+BEFORE_MODEL = ("decode", "detect", "align", "face_resize")
+AFTER_MODEL = ("background", "paste", "encode_write")
+
+
+def _around(
+    pipeline: dict[str, Any] | None, stages: tuple[str, ...]
+) -> list[tuple[str, float, str]]:
+    """(name, seconds per face, "-") of the pipeline stages measured among `stages`."""
+    if not pipeline:
+        return []
+    per_face = pipeline["seconds_per_face"]
+    return [(STAGE_NAMES[k], per_face[k], "-") for k in stages if k in per_face]
+
+
 def _stage_table(result: dict[str, Any], run: dict[str, Any], label: str) -> Table:
     """Per-face time of every stage of a restoration, model stages at the largest batch."""
     flops = result["model"]["flops_per_face"]
     stages = _largest(run["model_stages"])
     batch = stages["batch"]
-    estimate = next(r for r in run["estimated"] if r["batch"] == batch)
-    sampled = next(iter(stages.get("sampling", [])), None)
-    per_face: list[tuple[str, float, str]] = []
     pipeline = result.get("pipeline_stages")
-    before, after = (
-        ("decode", "detect", "align", "face_resize"),
-        ("background", "paste", "encode_write"),
-    )
-    if pipeline:
-        per_face += [
-            (STAGE_NAMES[k], pipeline["seconds_per_face"][k], "-")
-            for k in before
-            if k in pipeline["seconds_per_face"]
-        ]
+    per_face = _around(pipeline, BEFORE_MODEL)
     for name in ("dr", "vae_encode"):
         if name in stages:
             seconds = stages[name]["seconds_per_face"]
             per_face.append((STAGE_NAMES[name], seconds, gflops(flops[name], seconds)))
     call = stages["network_call"]["seconds_per_face"]
+    sampled = next(iter(stages.get("sampling", [])), None)
     if sampled is not None:
-        what = f"sampling, {_sampling(sampled)} ({sampled['calls']} calls, measured)"
-        seconds = sampled["seconds_per_face"]
+        calls, seconds = sampled["calls"], sampled["seconds_per_face"]
+        what = f"sampling, {_sampling(sampled)} ({calls} calls, measured)"
     else:
-        what = f"sampling, {_sampling(estimate)} ({estimate['calls']} calls x one call, estimated)"
-        seconds = estimate["calls"] * call
-    calls = sampled["calls"] if sampled else estimate["calls"]
-    per_face.append((what, seconds, gflops(flops["network_call"] * calls, seconds)))
+        estimate = next(r for r in run["estimated"] if r["batch"] == batch)
+        calls, seconds = estimate["calls"], estimate["calls"] * call
+        what = f"sampling, {_sampling(estimate)} ({calls} calls x one call, estimated)"
+    call_flops = flops["network_call"]
+    per_face.append((what, seconds, gflops(call_flops and call_flops * calls, seconds)))
     seconds = stages["vae_decode"]["seconds_per_face"]
     per_face.append((STAGE_NAMES["vae_decode"], seconds, gflops(flops["vae_decode"], seconds)))
-    if pipeline:
-        per_face += [
-            (STAGE_NAMES[k], pipeline["seconds_per_face"][k], "-")
-            for k in after
-            if k in pipeline["seconds_per_face"]
-        ]
+    per_face += _around(pipeline, AFTER_MODEL)
     total = sum(seconds for _, seconds, _ in per_face)
     rows = [[name, ms(s), f"{100 * s / total:.1f} %", g] for name, s, g in per_face]
     rows.append(["total per face", ms(total), "100 %", "-"])
@@ -133,12 +132,8 @@ def _stage_table(result: dict[str, Any], run: dict[str, Any], label: str) -> Tab
             f"{pipeline['faces']} faces (detector {pipeline['detector']}, background "
             f"{pipeline['background']}), each timed alone"
         )
-    return Table(
-        f"Stages of a restoration, per face ({label})",
-        ["stage", "ms per face", "share", "GFLOP/s"],
-        rows,
-        notes,
-    )
+    headers = ["stage", "ms per face", "share", "GFLOP/s"]
+    return Table(f"Stages of a restoration, per face ({label})", headers, rows, notes)
 
 
 def _model_stage_table(result: dict[str, Any], run: dict[str, Any], label: str) -> Table:
