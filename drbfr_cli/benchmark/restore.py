@@ -17,12 +17,14 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from drbfr_cli.background import UpsamplerKind
 from drbfr_cli.benchmark.baselines import BUILDERS
 from drbfr_cli.benchmark.inputs import read_faces, write_synthetic_set
 from drbfr_cli.benchmark.measure import machine_info
@@ -92,7 +94,7 @@ class RestoreBenchConfig:
     """Use at most this many input images (None: all)."""
     detector: DetectorKind = DetectorKind.YUNET
     weights_dir: Path | None = None
-    background: str = "lanczos"
+    background: UpsamplerKind = UpsamplerKind.LANCZOS
     upscale: float = 2.0
     pipeline: bool = True
     scaling: bool = True
@@ -186,7 +188,7 @@ def _inputs(
             upsampler=build_upsampler(
                 config.background, config.upscale, device=str(device), half=device.type == "cuda"
             ),
-            upsampler_name=config.background,
+            upsampler_name=config.background.value,
             upscale=config.upscale,
         )
         what = f"{len(setup.sources)} whole photos from {config.photos}"
@@ -348,6 +350,6 @@ def _settings(config: RestoreBenchConfig) -> dict[str, Any]:
     def plain(value: Any) -> Any:
         if isinstance(value, tuple | list):
             return [plain(item) for item in value]
-        return str(value) if isinstance(value, Path | DetectorKind | Sampler | Precision) else value
+        return str(value) if isinstance(value, Path | StrEnum) else value
 
     return {key: plain(value) for key, value in asdict(config).items()}

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from drbfr_cli.background import LanczosUpsampler, ResizeUpsampler
+from drbfr_cli.background import LanczosUpsampler, ResizeUpsampler, UpsamplerKind
 from drbfr_cli.benchmark.inputs import KnownFacesDetector, face_canvas, random_realesrgan
 from drbfr_cli.benchmark.measure import measure
 from drbfr_cli.faces.align import align_face
@@ -59,15 +59,13 @@ class PipelineSetup:
     upscale: float = 2.0
 
 
-def build_upsampler(kind: str, scale: float, *, device: str, half: bool, tile: int = 400):
+def build_upsampler(kind: UpsamplerKind, scale: float, *, device: str, half: bool, tile: int = 400):
     """lanczos, none (a plain resize) or realesrgan (the release network, random weights)."""
-    if kind == "lanczos":
+    if kind is UpsamplerKind.LANCZOS:
         return LanczosUpsampler(scale=scale)
-    if kind == "none":
+    if kind is UpsamplerKind.NONE:
         return ResizeUpsampler(scale=scale)
-    if kind == "realesrgan":
-        return random_realesrgan(scale, tile=tile, device=device, half=half)
-    raise ValueError(f"unknown background upsampler {kind!r}")
+    return random_realesrgan(scale, tile=tile, device=device, half=half)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from drbfr_cli.background import UpsamplerKind
 from drbfr_cli.choices import Precision, Sampler
 from drbfr_cli.cli.common import console, err_console, user_errors
 from drbfr_cli.faces.detect import DetectorKind
@@ -83,6 +84,9 @@ def _finish(
     from drbfr_cli.imaging import write_bytes_atomic
 
     result["seconds"] = time.perf_counter() - started
+    for path in (out, markdown):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
     if out is not None:
         write_bytes_atomic(out, (json.dumps(result, indent=2) + "\n").encode())
     if markdown is not None:
@@ -219,12 +223,12 @@ def bench_restore(
         typer.Option(help="Look here first for weight files and bundles.", rich_help_panel=_INPUTS),
     ] = None,
     bg_upsampler: Annotated[
-        str,
+        UpsamplerKind,
         typer.Option(
-            help="lanczos, none, or realesrgan (the release network, random weights).",
+            help="Background of whole photos; realesrgan: the release network, random weights.",
             rich_help_panel=_INPUTS,
         ),
-    ] = "lanczos",
+    ] = UpsamplerKind.LANCZOS,
     seed: Annotated[int, typer.Option(help="Seed of random weights and inputs.")] = 0,
     out: OutOption = None,
     markdown: MarkdownOption = None,
@@ -239,10 +243,6 @@ def bench_restore(
         raise typer.BadParameter(
             f"--precision takes auto, fp32, fp16, bf16; got {precision!r}"
         ) from None
-    if bg_upsampler not in ("lanczos", "none", "realesrgan"):
-        raise typer.BadParameter(
-            f"--bg-upsampler takes lanczos, none or realesrgan, got {bg_upsampler!r}"
-        )
     from drbfr_cli.benchmark.restore import RestoreBenchConfig, run_restore_bench
     from drbfr_cli.benchmark.restore_report import restore_tables
 
