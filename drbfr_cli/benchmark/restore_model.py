@@ -132,6 +132,7 @@ def stage_rows(
         lq = face_batch(faces, bundle.face_size, batch).to(runner.device) * 2.0 - 1.0
         with torch.no_grad(), runner.autocast():
             f_lq, f_dr = condition(parts, lq, use_dr=bundle.use_dr)
+        f_lq = f_lq.float()  # as in restore_faces: the sampler's state stays fp32
         denoiser = LDRMDenoiser(bundle.ldrm, f_lq, f_dr)
         t = torch.full((batch,), schedule.num_train_timesteps - 1, device=runner.device)
         seeds = list(range(batch))
