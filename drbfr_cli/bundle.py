@@ -31,12 +31,19 @@ from drbfr_cli.config import from_dict, to_dict
 from drbfr_cli.diffusion.sampling import NoiseSchedule, SamplingConfig
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.nets.autoencoder import FirstStage, VQAutoencoder
-from drbfr_cli.nets.drm import DRMConfig, build_drm
+from drbfr_cli.nets.drm import DREncoder, DRMConfig, build_drm
 from drbfr_cli.nets.ldrm import LDRM, LDRMConfig
 from drbfr_cli.train import checkpoint as ckpt
-from drbfr_cli.train.drm import load_drm
-from drbfr_cli.train.ldm import FrozenParts, LDMConfig, load_ldm, restore_faces
-from drbfr_cli.train.vae import LatentStats, VAEConfig, load_vae
+from drbfr_cli.train.drm import drm_config_from_preset, load_drm
+from drbfr_cli.train.ldm import (
+    FrozenParts,
+    LDMConfig,
+    check_geometry,
+    ldm_config_from_preset,
+    load_ldm,
+    restore_faces,
+)
+from drbfr_cli.train.vae import LatentStats, VAEConfig, load_vae, vae_config_from_preset
 
 FORMAT = "drbfr-bundle"
 VERSION = 1
@@ -270,6 +277,71 @@ def load_bundle(path: Path, *, ema: bool = True) -> Bundle:
         drm_config={"model": manifest["drm"]["model"], "preset": manifest["drm"].get("preset")},
     )
     return Bundle(parts, ldrm, schedule, sampling, face_size, path)
+
+
+def random_bundle(
+    preset: str, *, seed: int = 0, use_dr: bool = True, device: torch.device | str = "cpu"
+) -> Bundle:
+    """A bundle of the networks of `preset` (models/presets, the same name for every part) with
+    random weights, in eval mode: no training needed.
+
+    For benchmarks, whose speed and memory do not depend on the weights. The VAE's codebook
+    counts as initialised and its latent scaling factor is 1; the sampling defaults are the
+    preset's. device="meta" builds shapes without storage (for FLOP counts).
+    """
+    drm_config, _ = drm_config_from_preset(preset)
+    vae_config, _ = vae_config_from_preset(preset)
+    ldm_config, _ = ldm_config_from_preset(preset)
+    network = ldm_config.network(
+        latent_channels=vae_config.latent_channels,
+        dr_tokens=drm_config.tokens,
+        dr_width=drm_config.token_dim,
+        use_dr=use_dr,
+    )
+    check_geometry(ldm_config, to_dict(vae_config), network)
+    bundle = _random_bundle(
+        drm_config, vae_config, network, seed=seed, device=device, preset=preset
+    )
+    return replace(bundle, schedule=ldm_config.schedule(), sampling=ldm_config.sampling())
+
+
+def shape_copy(bundle: Bundle) -> Bundle:
+    """A bundle of the same networks on the meta device (shapes only, no weights or memory)."""
+    drm = from_dict(DRMConfig, bundle.parts.drm_config["model"], source="bundle drm")
+    vae = from_dict(VAEConfig, bundle.parts.vae_config["model"], source="bundle vae")
+    copy = _random_bundle(drm, vae, bundle.ldrm.config, seed=0, device="meta")
+    return replace(copy, schedule=bundle.schedule, sampling=bundle.sampling)
+
+
+def _random_bundle(
+    drm_config: DRMConfig,
+    vae_config: VAEConfig,
+    network: LDRMConfig,
+    *,
+    seed: int,
+    device: torch.device | str,
+    preset: str | None = None,
+) -> Bundle:
+    with torch.random.fork_rng(devices=[]), torch.device(device):
+        torch.manual_seed(seed)
+        encoder = DREncoder(
+            channels=drm_config.encoder_channels,
+            tokens=drm_config.tokens,
+            token_dim=drm_config.token_dim,
+        )
+        vae = VQAutoencoder(vae_config.network())
+        ldrm = LDRM(network)
+    vae.quantizer.initialised.fill_(True)
+    for module in (encoder, vae, ldrm):
+        module.requires_grad_(False).eval()
+    latent = LatentStats(scaling_factor=1.0, mean=0.0, std=1.0, samples=0)
+    parts = FrozenParts(
+        first_stage=FirstStage(vae, latent.scaling_factor),
+        encoder=encoder,
+        vae_config={"model": to_dict(vae_config), "latent": to_dict(latent), "preset": preset},
+        drm_config={"model": to_dict(drm_config), "preset": preset},
+    )
+    return Bundle(parts, ldrm, NoiseSchedule(), SamplingConfig(), vae_config.image_size)
 
 
 def bundle_search_dirs(weights_dir: Path | None = None) -> list[Path]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from drbfr_cli import __version__
-from drbfr_cli.cli import analyze, degrade, demo, doctor, export, restore, train, weights
+from drbfr_cli.cli import analyze, bench, degrade, demo, doctor, export, restore, train, weights
 from drbfr_cli.cli import eval as eval_cli
 
 app = typer.Typer(
@@ -24,6 +24,7 @@ app.add_typer(train.app, name="train")
 app.add_typer(analyze.app, name="analyze")
 app.command(name="export")(export.export)
 app.command(name="demo")(demo.demo)
+app.add_typer(bench.app, name="bench")
 
 
 def _print_version(value: bool) -> None:

@@ -183,6 +183,18 @@ def texture_timesteps(scheduler: SchedulerMixin, tem_t: float, tem_steps: int) -
     return _keep_tail(scheduler, min(tem_steps, len(scheduler.timesteps)))
 
 
+def network_calls(schedule: NoiseSchedule, config: SamplingConfig) -> int:
+    """Denoiser calls per face of `restore_latents` with `config`: the truncated run's steps
+    (twice each under guidance other than 0 and 1) plus the texture pass's `tem_steps`."""
+    per_step = 1 if config.guidance_scale in (0, 1) else 2
+    scheduler = make_scheduler(schedule, config.sampler)
+    calls = per_step * len(run_timesteps(scheduler, config.steps, config.start_t))
+    if config.tem_t > 0:
+        scheduler = make_scheduler(schedule, config.sampler)
+        calls += len(texture_timesteps(scheduler, config.tem_t, config.tem_steps))
+    return calls
+
+
 def _derived_seeds(seeds: Sequence[int], *key: int) -> list[int]:
     """One independent 64-bit seed per item for the random stream named by `key`."""
     return [

@@ -1,0 +1,355 @@
+"""`drbfr bench restore`: faces/s, per-stage times and peak memory of restoration.
+
+For each precision, on one device, in one run:
+- model stages (E_DR, VAE encode, one network call, VAE decode, and the sampling loop) at each
+  batch size, and the per-face time they add up to;
+- the restorer over a set of faces at each batch size: batch 1 is the plain one-face loop, so
+  the rows give the speed-up of cross-image batching;
+- GFPGAN and CodeFormer (random weights) on the same device and precision, and the ratios;
+- whole `drbfr restore` runs (cross-image batches vs one face per call), and how a run scales
+  with image size and with faces per image.
+`calls_only` keeps the model stages (no sampling loop, restorer or whole runs) and estimates
+the rest from them: the way to bench large presets on a CPU.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from drbfr_cli.background import UpsamplerKind
+from drbfr_cli.benchmark.baselines import BUILDERS
+from drbfr_cli.benchmark.inputs import read_faces, write_synthetic_set
+from drbfr_cli.benchmark.measure import machine_info
+from drbfr_cli.benchmark.restore_model import (
+    Runner,
+    baseline_results,
+    batching_rows,
+    estimate_rows,
+    model_facts,
+    ratio_rows,
+    restorer_rows,
+    stage_rows,
+)
+from drbfr_cli.benchmark.restore_pipeline import (
+    PipelineSetup,
+    batching_runs,
+    build_upsampler,
+    face_count_rows,
+    image_size_rows,
+    stage_times,
+)
+from drbfr_cli.bundle import (
+    Bundle,
+    BundleRestorer,
+    autocast_dtype,
+    load_bundle,
+    random_bundle,
+    resolve_bundle,
+)
+from drbfr_cli.choices import Precision, Sampler
+from drbfr_cli.diffusion.sampling import SamplingConfig
+from drbfr_cli.errors import DrbfrError
+from drbfr_cli.faces.align import align_face
+from drbfr_cli.faces.detect import DetectOptions, DetectorKind, build_detector, detect_faces
+from drbfr_cli.imaging import collect_images, read_image
+from drbfr_cli.pipeline import free_device_memory
+from drbfr_cli.restore_setup import resolve_device
+
+Notice = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RestoreBenchConfig:
+    """What `drbfr bench restore` measures (see the CLI for each option's meaning)."""
+
+    preset: str = "tiny"
+    model: str | None = None
+    """A trained bundle (path or name) instead of the preset's random-weight networks."""
+    device: str = "auto"
+    precisions: tuple[Precision, ...] = (Precision.AUTO,)
+    """auto: fp32 on the CPU, fp16 and bf16 on CUDA."""
+    batch_sizes: tuple[int, ...] = (1, 2, 4, 8)
+    steps: tuple[int, ...] = (20,)
+    start_ts: tuple[float, ...] = (1.0,)
+    sampler: Sampler | None = None
+    faces: int = 8
+    """Faces per restorer pass (at least the largest batch size)."""
+    repeats: int = 3
+    warmup: int = 1
+    calls_only: bool = False
+    baselines: tuple[str, ...] = ("gfpgan", "codeformer")
+    baseline_batch_sizes: tuple[int, ...] = (1,)
+    photos: Path | None = None
+    """Whole photos (with `detector`); else aligned_faces, else synthetic aligned images."""
+    aligned_faces: Path | None = None
+    max_images: int | None = None
+    """Use at most this many input images (None: all)."""
+    detector: DetectorKind = DetectorKind.YUNET
+    weights_dir: Path | None = None
+    background: UpsamplerKind = UpsamplerKind.LANCZOS
+    upscale: float = 2.0
+    pipeline: bool = True
+    scaling: bool = True
+    image_sides: tuple[int, ...] = (512, 1024, 2048)
+    face_counts: tuple[int, ...] = (1, 2, 4, 8)
+    copies: int = 2
+    """Images per whole run in the scaling tables."""
+    run_repeats: int = 1
+    """Whole `restore_images` runs per case (each takes seconds, so one is usually enough)."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        positive = {
+            "batch_sizes": self.batch_sizes,
+            "steps": self.steps,
+            "image_sides": self.image_sides,
+            "face_counts": self.face_counts,
+            "baseline_batch_sizes": self.baseline_batch_sizes,
+        }
+        for name, values in positive.items():
+            if not values and name in ("batch_sizes", "steps"):
+                raise ValueError(f"{name} needs at least one value")
+            if any(v < 1 for v in values):
+                raise ValueError(f"{name} must be positive, got {list(values)}")
+        if not self.start_ts or not all(0 < t <= 1 for t in self.start_ts):
+            raise ValueError(f"start_t values must lie in (0, 1], got {list(self.start_ts)}")
+        if min(self.repeats, self.copies, self.run_repeats) < 1 or self.warmup < 0:
+            raise ValueError(
+                "repeats, run_repeats and copies must be at least 1, warmup at least 0"
+            )
+        unknown = sorted(set(self.baselines) - set(BUILDERS))
+        if unknown:
+            raise ValueError(
+                f"unknown baseline(s) {', '.join(unknown)}; known: {', '.join(BUILDERS)}"
+            )
+
+    @property
+    def face_count(self) -> int:
+        return max(self.faces, max(self.batch_sizes))
+
+
+def resolve_precisions(precisions: Sequence[Precision], device: torch.device) -> list[Precision]:
+    """auto -> fp32 on the CPU (and MPS), fp16 and bf16 on CUDA; others as given, in order."""
+    out: list[Precision] = []
+    for precision in precisions:
+        if precision is Precision.AUTO:
+            chosen = [Precision.FP16, Precision.BF16] if device.type == "cuda" else [Precision.FP32]
+        else:
+            chosen = [precision]
+        out += [p for p in chosen if p not in out]
+    for precision in out:
+        autocast_dtype(precision, device)  # DrbfrError for fp16 on the CPU
+    return out
+
+
+def _bundle(config: RestoreBenchConfig) -> tuple[Bundle, dict[str, Any]]:
+    if config.model is None:
+        bundle = random_bundle(config.preset, seed=config.seed)
+        return bundle, {"source": "random weights", "preset": config.preset}
+    path = resolve_bundle(config.model, config.weights_dir)
+    return load_bundle(path), {"source": str(path), "preset": None}
+
+
+def _samplings(bundle: Bundle, config: RestoreBenchConfig) -> list[SamplingConfig]:
+    base = (
+        bundle.sampling
+        if config.sampler is None
+        else replace(bundle.sampling, sampler=config.sampler)
+    )
+    return [replace(base, steps=s, start_t=t) for s in config.steps for t in config.start_ts]
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+def _inputs(
+    config: RestoreBenchConfig, device: torch.device, scratch: Path
+) -> tuple[list[np.ndarray], PipelineSetup, dict[str, Any]]:
+    """(aligned faces for the model stages, the pipeline's inputs and tools, a description).
+
+    The pipeline runs on --photos (whole photos), else on --aligned-faces, else on synthetic
+    512 px images (both as --aligned inputs); the model sees --aligned-faces when given, else
+    the faces of those inputs."""
+    if config.photos is not None:
+        setup = PipelineSetup(
+            sources=collect_images([config.photos])[: config.max_images],
+            aligned=False,
+            detector=build_detector(config.detector, config.weights_dir, device),
+            detector_name=config.detector.value,
+            upsampler=build_upsampler(
+                config.background, config.upscale, device=str(device), half=device.type == "cuda"
+            ),
+            upsampler_name=config.background.value,
+            upscale=config.upscale,
+        )
+        what = f"{len(setup.sources)} whole photos from {config.photos}"
+    else:
+        folder = config.aligned_faces or write_synthetic_set(
+            scratch / "synthetic", config.face_count, seed=config.seed
+        )
+        setup = PipelineSetup(
+            sources=collect_images([folder])[: config.max_images],
+            aligned=True,
+            detector=None,
+            detector_name="none",
+            upsampler=None,
+            upsampler_name="none",
+            upscale=config.upscale,
+        )
+        kind = "aligned faces" if config.aligned_faces else "synthetic 512 px images"
+        what = f"{len(setup.sources)} {kind} (restored as --aligned inputs)"
+    if config.aligned_faces is not None:
+        faces = read_faces(collect_images([config.aligned_faces]), config.face_count)
+    elif setup.aligned:
+        faces = read_faces(setup.sources, config.face_count)
+    else:
+        faces = _faces_of_photos(setup, config.face_count)
+    if not faces:
+        raise DrbfrError("no faces found in the inputs; give --aligned-faces or other photos")
+    return faces, setup, {"pipeline_inputs": what, "model_faces": len(faces)}
+
+
+def _faces_of_photos(setup: PipelineSetup, count: int) -> list[np.ndarray]:
+    faces: list[np.ndarray] = []
+    if setup.detector is None:
+        raise ValueError("whole photos need a detector")
+    for source in setup.sources:
+        rgb = read_image(source.path).rgb
+        faces += [
+            align_face(rgb, f).crop for f in detect_faces(setup.detector, rgb, DetectOptions())
+        ]
+        if len(faces) >= count:
+            break
+    return faces
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def run_restore_bench(config: RestoreBenchConfig, notice: Notice | None = None) -> dict[str, Any]:
+    """Measure everything `config` asks for; the results as a JSON-ready dict."""
+    say = notice or (lambda _message: None)
+    device = torch.device(resolve_device(config.device))
+    precisions = resolve_precisions(config.precisions, device)
+    bundle, source = _bundle(config)
+    samplings = _samplings(bundle, config)
+    result: dict[str, Any] = {
+        "kind": "restore",
+        "machine": machine_info(device),
+        "settings": _settings(config),
+        "model": {**source, **model_facts(bundle)},
+    }
+    with tempfile.TemporaryDirectory(prefix="drbfr-bench-") as tmp:
+        scratch = Path(tmp)
+        faces, setup, described = _inputs(config, device, scratch)
+        result["inputs"] = described
+        if config.pipeline:
+            say("pipeline stages")
+            result["pipeline_stages"] = stage_times(
+                setup,
+                bundle.face_size,
+                scratch / "stages",
+                repeats=config.repeats,
+                warmup=config.warmup,
+            )
+        result["runs"] = [
+            _run_precision(config, bundle, samplings, faces, setup, device, precision, scratch, say)
+            for precision in precisions
+        ]
+    return result
+
+
+def _run_precision(
+    config: RestoreBenchConfig,
+    bundle: Bundle,
+    samplings: list[SamplingConfig],
+    faces: list[np.ndarray],
+    setup: PipelineSetup,
+    device: torch.device,
+    precision: Precision,
+    scratch: Path,
+    say: Notice,
+) -> dict[str, Any]:
+    dtype = autocast_dtype(precision, device)
+    runner = Runner(device, dtype, config.repeats, config.warmup)
+    run: dict[str, Any] = {"device": str(device), "precision": precision.value}
+    say(f"{precision.value}: model stages")
+    stage_samplings = [] if config.calls_only else samplings
+    run["model_stages"] = stage_rows(bundle, runner, faces, config.batch_sizes, stage_samplings)
+    run["estimated"] = estimate_rows(bundle, run["model_stages"], samplings)
+    if not config.calls_only:
+        say(f"{precision.value}: restorer at each batch size")
+        run["restorer"] = restorer_rows(
+            bundle, runner, faces, config.face_count, config.batch_sizes, samplings
+        )
+        run["batching"] = batching_rows(run["restorer"])
+    say(f"{precision.value}: baselines")
+    run["baselines"] = baseline_results(
+        config.baselines, runner, faces, config.baseline_batch_sizes, seed=config.seed
+    )
+    free_device_memory()
+    measured = run.get("restorer")
+    run["ratios"] = ratio_rows(
+        measured or run["estimated"], run["baselines"], estimated=not measured
+    )
+    if config.pipeline and not config.calls_only:
+        say(f"{precision.value}: whole runs")
+        run |= _whole_runs(config, bundle, samplings[0], faces, setup, runner, scratch)
+    return run
+
+
+def _whole_runs(
+    config: RestoreBenchConfig,
+    bundle: Bundle,
+    sampling: SamplingConfig,
+    faces: list[np.ndarray],
+    setup: PipelineSetup,
+    runner: Runner,
+    scratch: Path,
+) -> dict[str, Any]:
+    """Whole `restore_images` runs with the first sampling: batched vs one face per call, and
+    (with `scaling`) by image size and faces per image, at the largest batch size."""
+    restorer = BundleRestorer(bundle, runner.device, runner.dtype, sampling)
+    batch = max(config.batch_sizes)
+    common = {"device": runner.device, "repeats": config.run_repeats}
+    out: dict[str, Any] = {
+        "pipeline": {
+            "steps": sampling.steps,
+            "start_t": sampling.start_t,
+            **batching_runs(setup, restorer, batch, scratch / "runs", **common),
+        }
+    }
+    if config.scaling:
+        sized = dict(batch=batch, copies=config.copies, **common)
+        out["scaling"] = {
+            "steps": sampling.steps,
+            "start_t": sampling.start_t,
+            "image_size": image_size_rows(
+                setup, restorer, config.image_sides, faces[0], scratch / "sizes", **sized
+            ),
+            "face_count": face_count_rows(
+                setup, restorer, config.face_counts, faces, scratch / "counts", **sized
+            ),
+        }
+    return out
+
+
+def _settings(config: RestoreBenchConfig) -> dict[str, Any]:
+    """The config as JSON values (enums and paths as strings)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple | list):
+            return [plain(item) for item in value]
+        return str(value) if isinstance(value, Path | StrEnum) else value
+
+    return {key: plain(value) for key, value in asdict(config).items()}

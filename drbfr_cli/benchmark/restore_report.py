@@ -1,0 +1,386 @@
+"""The tables of a `drbfr bench restore` result (the JSON dict of restore.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from drbfr_cli.benchmark.report import (
+    Table,
+    gflops,
+    mib,
+    millions,
+    ms,
+    rate,
+    ratio,
+    timing_note,
+)
+
+STAGE_NAMES = {
+    "decode": "decode",
+    "detect": "detect",
+    "align": "align",
+    "face_resize": "face resize (to the model's size and back)",
+    "dr": "E_DR",
+    "vae_encode": "VAE encode",
+    "network_call": "one network call",
+    "sampling": "sampling",
+    "vae_decode": "VAE decode",
+    "background": "background",
+    "paste": "paste",
+    "encode_write": "encode/write",
+}
+BASELINE_NAMES = {"gfpgan": "GFPGAN v1 clean", "codeformer": "CodeFormer"}
+
+
+def _sampling(row: dict[str, Any]) -> str:
+    return f"{row['steps']} steps, start_t {row['start_t']:g}"
+
+
+def restore_tables(result: dict[str, Any]) -> list[Table]:
+    """Every table of a `drbfr bench restore` result, run by run (one per precision)."""
+    tables = [_model_table(result)]
+    for run in result["runs"]:
+        label = f"{result['machine']['device']}, {run['precision']}"
+        tables.append(_stage_table(result, run, label))
+        tables.append(_model_stage_table(result, run, label))
+        if "restorer" in run:
+            tables.append(_restorer_table(run, label))
+        else:
+            tables.append(_estimate_table(run, label))
+        tables += _baseline_tables(run, label)
+        if "pipeline" in run:
+            tables.append(_pipeline_table(run, label))
+        if "scaling" in run:
+            tables += _scaling_tables(run, label)
+    return tables
+
+
+def _model_table(result: dict[str, Any]) -> Table:
+    model, machine = result["model"], result["machine"]
+    flops = model["flops_per_face"]
+    rows = [
+        [STAGE_NAMES[name], f"{value / 1e9:.2f}" if value else "-"] for name, value in flops.items()
+    ]
+    params = model["parameters"]
+    notes = [
+        f"model: {model.get('preset') or '-'} ({model['source']}), {model['face_size']} px faces, "
+        f"latent {' x '.join(map(str, model['latent']))}; parameters: E_DR "
+        f"{millions(params['dr_encoder'])}, VAE {millions(params['vae'])}, denoiser "
+        f"{millions(params['denoiser'])}",
+        f"machine: {machine['cpu']}, {machine['cpu_cores']} cores, {machine['torch_threads']} "
+        f"torch threads, load average {machine.get('load_average')}; "
+        f"{machine.get('gpu', 'no GPU')}; torch {machine['torch']}; {machine['date']}",
+        f"inputs: {result['inputs']['pipeline_inputs']}",
+        timing_note(result["settings"]),
+    ]
+    return Table(
+        "Model: GFLOPs per face (a multiply-add counts two)", ["stage", "GFLOP"], rows, notes
+    )
+
+
+def _largest(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return max(rows, key=lambda row: row["batch"])
+
+
+BEFORE_MODEL = ("decode", "detect", "align", "face_resize")
+AFTER_MODEL = ("background", "paste", "encode_write")
+
+
+def _around(
+    pipeline: dict[str, Any] | None, stages: tuple[str, ...]
+) -> list[tuple[str, float, str]]:
+    """(name, seconds per face, "-") of the pipeline stages measured among `stages`."""
+    if not pipeline:
+        return []
+    per_face = pipeline["seconds_per_face"]
+    return [(STAGE_NAMES[k], per_face[k], "-") for k in stages if k in per_face]
+
+
+def _stage_table(result: dict[str, Any], run: dict[str, Any], label: str) -> Table:
+    """Per-face time of every stage of a restoration, model stages at the largest batch."""
+    flops = result["model"]["flops_per_face"]
+    stages = _largest(run["model_stages"])
+    batch = stages["batch"]
+    pipeline = result.get("pipeline_stages")
+    per_face = _around(pipeline, BEFORE_MODEL)
+    for name in ("dr", "vae_encode"):
+        if name in stages:
+            seconds = stages[name]["seconds_per_face"]
+            per_face.append((STAGE_NAMES[name], seconds, gflops(flops[name], seconds)))
+    call = stages["network_call"]["seconds_per_face"]
+    sampled = next(iter(stages.get("sampling", [])), None)
+    if sampled is not None:
+        calls, seconds = sampled["calls"], sampled["seconds_per_face"]
+        what = f"sampling, {_sampling(sampled)} ({calls} calls, measured)"
+    else:
+        estimate = next(r for r in run["estimated"] if r["batch"] == batch)
+        calls, seconds = estimate["calls"], estimate["calls"] * call
+        what = f"sampling, {_sampling(estimate)} ({calls} calls x one call, estimated)"
+    call_flops = flops["network_call"]
+    per_face.append((what, seconds, gflops(call_flops and call_flops * calls, seconds)))
+    seconds = stages["vae_decode"]["seconds_per_face"]
+    per_face.append((STAGE_NAMES["vae_decode"], seconds, gflops(flops["vae_decode"], seconds)))
+    per_face += _around(pipeline, AFTER_MODEL)
+    total = sum(seconds for _, seconds, _ in per_face)
+    rows = [[name, ms(s), f"{100 * s / total:.1f} %", g] for name, s, g in per_face]
+    rows.append(["total per face", ms(total), "100 %", "-"])
+    notes = [f"model stages at batch {batch}; one network call: {ms(call)} ms per face"]
+    if pipeline:
+        notes.append(
+            f"stages around the model: per face over {pipeline['images']} images with "
+            f"{pipeline['faces']} faces (detector {pipeline['detector']}, background "
+            f"{pipeline['background']}), each timed alone"
+        )
+    headers = ["stage", "ms per face", "share", "GFLOP/s"]
+    return Table(f"Stages of a restoration, per face ({label})", headers, rows, notes)
+
+
+def _model_stage_table(result: dict[str, Any], run: dict[str, Any], label: str) -> Table:
+    samplings = [_sampling(s) for s in run["model_stages"][0].get("sampling", [])]
+    headers = [
+        "batch",
+        "E_DR",
+        "VAE encode",
+        "one call",
+        "VAE decode",
+        *samplings,
+        "peak host MiB",
+        "peak GPU MiB",
+    ]
+    rows = []
+    for row in run["model_stages"]:
+        cells = [str(row["batch"])]
+        cells += [
+            ms(row[k]["seconds_per_face"]) if k in row else "-"
+            for k in ("dr", "vae_encode", "network_call", "vae_decode")
+        ]
+        cells += [ms(s["seconds_per_face"]) for s in row.get("sampling", [])]
+        peaks = [row[k] for k in ("dr", "vae_encode", "network_call", "vae_decode") if k in row]
+        peaks += row.get("sampling", [])
+        cells += [
+            mib(_max(p.get("host_peak_mb") for p in peaks)),
+            mib(_max(p.get("device_peak_mb") for p in peaks)),
+        ]
+        rows.append(cells)
+    return Table(f"Model stages by batch size, ms per face ({label})", headers, rows)
+
+
+def _max(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def _restorer_table(run: dict[str, Any], label: str) -> Table:
+    speedups = {
+        (b["batch"], b["steps"], b["start_t"]): b["speedup_vs_one_face_loop"]
+        for b in run["batching"]
+    }
+    headers = [
+        "batch",
+        "sampling",
+        "calls",
+        "faces/s",
+        "ms per face",
+        "x one-face loop",
+        "peak host MiB",
+        "peak GPU MiB",
+    ]
+    rows = [
+        [
+            str(r["batch"]),
+            _sampling(r),
+            str(r["calls"]),
+            rate(r["faces_per_s"]),
+            ms(r["seconds_per_face"]),
+            "1.00 (the loop)"
+            if r["batch"] == 1
+            else ratio(speedups.get((r["batch"], r["steps"], r["start_t"]))),
+            mib(r["host_peak_mb"]),
+            mib(r["device_peak_mb"]),
+        ]
+        for r in run["restorer"]
+    ]
+    faces = run["restorer"][0]["faces"]
+    notes = [
+        f"{faces} faces through the FaceRestorer per pass, in calls of `batch` faces; "
+        "batch 1 is the plain one-face loop"
+    ]
+    return Table(
+        f"Restorer by batch size: cross-image batching vs the one-face loop ({label})",
+        headers,
+        rows,
+        notes,
+    )
+
+
+def _estimate_table(run: dict[str, Any], label: str) -> Table:
+    headers = ["batch", "sampling", "calls", "ms per face (estimated)", "faces/s (estimated)"]
+    rows = [
+        [
+            str(r["batch"]),
+            _sampling(r),
+            str(r["calls"]),
+            ms(r["seconds_per_face"]),
+            rate(r["faces_per_s"]),
+        ]
+        for r in run["estimated"]
+    ]
+    notes = [
+        "extrapolated from single calls: (E_DR + VAE encode + calls x one network call + "
+        "VAE decode) / batch; the sampling loop itself was not run"
+    ]
+    return Table(f"Per-face time, extrapolated from single calls ({label})", headers, rows, notes)
+
+
+def _baseline_tables(run: dict[str, Any], label: str) -> list[Table]:
+    baselines = run["baselines"]
+    if not baselines:
+        return []
+    rows, notes = [], []
+    for name, result in baselines.items():
+        title = BASELINE_NAMES.get(name, name)
+        if "skipped" in result:
+            notes.append(f"{title} skipped: {result['skipped']}")
+            continue
+        for row in result["rows"]:
+            if "failed" in row:
+                notes.append(f"{title} at batch {row['batch']} failed: {row['failed']}")
+                continue
+            rows.append(
+                [
+                    title,
+                    str(row["batch"]),
+                    ms(row["seconds_per_face"]),
+                    rate(row["faces_per_s"]),
+                    millions(result["parameters"]),
+                    f"{result['flops_per_face'] / 1e9:.0f}" if result["flops_per_face"] else "-",
+                    mib(row["host_peak_mb"]),
+                    mib(row["device_peak_mb"]),
+                ]
+            )
+    tables = [
+        Table(
+            f"Baselines, random weights, 512 px faces ({label})",
+            [
+                "model",
+                "batch",
+                "ms per face",
+                "faces/s",
+                "parameters",
+                "GFLOP per face",
+                "peak host MiB",
+                "peak GPU MiB",
+            ],
+            rows,
+            notes,
+        )
+    ]
+    names = [n for n in baselines if "rows" in baselines[n]]
+    if names and run["ratios"]:
+        estimated = run["ratios"][0]["estimated"]
+        headers = [
+            "drbfr batch",
+            "sampling",
+            "ms per face",
+            *[f"x {BASELINE_NAMES.get(n, n)} time" for n in names],
+        ]
+        ratio_rows = [
+            [
+                str(r["batch"]),
+                _sampling(r),
+                ms(r["seconds_per_face"]),
+                *[ratio(r.get(f"x_{n}")) for n in names],
+            ]
+            for r in run["ratios"]
+        ]
+        notes = [
+            "time per face of drbfr over the baseline's (at the baseline's batch 1 unless it "
+            "ran at the same batch): above 1, drbfr is that many times slower"
+        ]
+        if estimated:
+            notes.append("drbfr times are extrapolated from single network calls")
+        tables.append(
+            Table(f"drbfr against the baselines, same run ({label})", headers, ratio_rows, notes)
+        )
+    return tables
+
+
+def _pipeline_table(run: dict[str, Any], label: str) -> Table:
+    pipeline = run["pipeline"]
+    rows = [
+        [
+            str(r["batch"]),
+            str(r["images"]),
+            str(r["faces"]),
+            f"{r['seconds']:.2f}",
+            rate(r["images_per_s"]),
+            rate(r["faces_per_s"]),
+            mib(r["host_peak_mb"]),
+            mib(r["device_peak_mb"]),
+        ]
+        for r in pipeline["rows"]
+    ]
+    notes = [
+        f"`drbfr restore` (restore_images: reader, model and writer threads), "
+        f"{_sampling(pipeline)}; seconds: median of whole runs"
+    ]
+    if "speedup_vs_one_face_loop" in pipeline:
+        notes.append(
+            f"cross-image batches are {pipeline['speedup_vs_one_face_loop']:.2f}x the "
+            "faces/s of one face per call"
+        )
+    headers = [
+        "batch",
+        "images",
+        "faces",
+        "seconds",
+        "images/s",
+        "faces/s",
+        "peak host MiB",
+        "peak GPU MiB",
+    ]
+    return Table(
+        f"Whole runs: cross-image batches vs one face per call ({label})", headers, rows, notes
+    )
+
+
+def _scaling_tables(run: dict[str, Any], label: str) -> list[Table]:
+    scaling = run["scaling"]
+    common = ["images/s", "faces/s", "peak host MiB", "peak GPU MiB"]
+
+    def tail(r: dict[str, Any]) -> list[str]:
+        return [
+            rate(r["images_per_s"]),
+            rate(r["faces_per_s"]),
+            mib(r["host_peak_mb"]),
+            mib(r["device_peak_mb"]),
+        ]
+
+    sizes = [
+        [r["input"], str(r["side"]), str(r["images"]), str(r["faces"]), *tail(r)]
+        for r in scaling["image_size"]
+    ]
+    counts = [
+        [str(r["faces_per_image"]), str(r["side"]), str(r["images"]), str(r["faces"]), *tail(r)]
+        for r in scaling["face_count"]
+    ]
+    batch = scaling["image_size"][0]["batch"]
+    note = f"whole runs at batch {batch}, {_sampling(scaling)}"
+    return [
+        Table(
+            f"Scaling with image size ({label})",
+            ["input", "longest side", "images", "faces", *common],
+            sizes,
+            [
+                note,
+                "faces reach the model at its own size: image size changes the stages around it",
+            ],
+        ),
+        Table(
+            f"Scaling with faces per image ({label})",
+            ["faces per image", "side", "images", "faces", *common],
+            counts,
+            [note, "canvases of the same size; faces at known places (no detector)"],
+        ),
+    ]

@@ -1,0 +1,278 @@
+"""`drbfr bench train`: items/s and peak memory of one optimizer step of each training stage.
+
+A step is what the training loop does per step with grad_accum 1: forward and loss under
+accelerate's autocast, backward, gradient clipping, AdamW step. Its batch is made once (the
+loop makes batches in loader workers, beside the step); the time to make one batch in the main
+process is reported on its own. The VAE step is taken after its warm-up phases, so it includes
+quantization and (for presets with one) the discriminator; when LPIPS's VGG16 weights are not
+in the weights folder, a random-weight VGG16 of the same shape stands in (the same cost).
+The networks start from random weights: a step costs the same whatever they hold.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from drbfr_cli.benchmark.inputs import synthetic_image
+from drbfr_cli.benchmark.measure import Measurement, machine_info, measure, parameter_count
+from drbfr_cli.data import load_faces
+from drbfr_cli.imaging import to_uint8
+from drbfr_cli.pipeline import free_device_memory, is_out_of_memory
+from drbfr_cli.restore_setup import resolve_device
+
+STAGES = ("drm", "vae", "ldm")
+ITEMS = {
+    "drm": "patch pairs (two LQ and two HQ patches)",
+    "vae": "HQ patches",
+    "ldm": "HQ/LQ face pairs",
+}
+"""What one item of each stage's batch is."""
+DRM_MIN_BATCH = 2
+"""The DRM's contrastive loss needs another item as its negative."""
+SYNTHETIC_FACES = 8
+Notice = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TrainBenchConfig:
+    """What `drbfr bench train` measures."""
+
+    preset: str = "tiny"
+    stages: tuple[str, ...] = STAGES
+    batch_sizes: tuple[int, ...] = (8,)
+    device: str = "auto"
+    precisions: tuple[str, ...] = ("auto",)
+    """no, fp16, bf16 (accelerate's mixed precision); auto: no on the CPU, fp16 and bf16 on
+    CUDA."""
+    repeats: int = 3
+    warmup: int = 1
+    data: Path | None = None
+    """HQ faces to draw batches from; None: synthetic pictures."""
+    weights_dir: Path | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.stages) - set(STAGES))
+        if unknown or not self.stages:
+            raise ValueError(f"stages must be among {', '.join(STAGES)}, got {list(self.stages)}")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise ValueError(f"batch sizes must be positive, got {list(self.batch_sizes)}")
+        if self.repeats < 1 or self.warmup < 0:
+            raise ValueError("repeats must be at least 1 and warmup at least 0")
+        bad = sorted(set(self.precisions) - {"auto", "no", "fp16", "bf16"})
+        if bad:
+            raise ValueError(f"precisions are auto, no, fp16 or bf16, got {', '.join(bad)}")
+
+
+def stage_batch_sizes(stage: str, batch_sizes: Sequence[int]) -> list[int]:
+    """The batch sizes a stage runs at: the DRM's are at least DRM_MIN_BATCH."""
+    low = DRM_MIN_BATCH if stage == "drm" else 1
+    return sorted({max(low, size) for size in batch_sizes})
+
+
+def resolve_mixed_precisions(precisions: Sequence[str], device: torch.device) -> list[str]:
+    out: list[str] = []
+    for precision in precisions:
+        chosen = [precision]
+        if precision == "auto":
+            chosen = ["fp16", "bf16"] if device.type == "cuda" else ["no"]
+        out += [p for p in chosen if p not in out]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Tasks
+
+
+class _FaceSource:
+    """Faces (uint8 RGB) at a given size, from a folder or synthetic, read once per size."""
+
+    def __init__(self, folder: Path | None, seed: int) -> None:
+        self.folder, self.seed = folder, seed
+        self._cache: dict[int, list[np.ndarray]] = {}
+
+    def __call__(self, size: int) -> list[np.ndarray]:
+        if size not in self._cache:
+            if self.folder is not None:
+                self._cache[size] = load_faces(self.folder, size)
+            else:
+                rng = np.random.default_rng(self.seed)
+                images = [synthetic_image(rng, size) for _ in range(SYNTHETIC_FACES)]
+                self._cache[size] = [to_uint8(image) for image in images]
+        return self._cache[size]
+
+
+def build_task(stage: str, config: TrainBenchConfig, faces: _FaceSource) -> tuple[Any, list[str]]:
+    """The TrainTask of `stage` for the preset, on `faces`, and notes on what was changed."""
+    preset, seed, notes = config.preset, config.seed, []
+    if stage == "drm":
+        from drbfr_cli.train.drm import DRMTask, DRMTaskConfig, drm_config_from_preset
+
+        model, _ = drm_config_from_preset(preset)
+        settings = DRMTaskConfig(model=model, data="", preset=preset, seed=seed)
+        return DRMTask(settings, faces=faces(model.face_size)), notes
+    if stage == "vae":
+        return _vae_task(config, faces, notes), notes
+    from drbfr_cli.bundle import random_bundle
+    from drbfr_cli.train.ldm import LDMTask, LDMTaskConfig, ldm_config_from_preset
+
+    model, _ = ldm_config_from_preset(preset)
+    parts = random_bundle(preset, seed=seed).parts
+    settings = LDMTaskConfig(model=model, data="", preset=preset, drm="", vae="", seed=seed)
+    notes.append("frozen DRM encoder and VAE with random weights")
+    return LDMTask(settings, faces=faces(model.face_sides[1]), parts=parts), notes
+
+
+def _vae_task(config: TrainBenchConfig, faces: _FaceSource, notes: list[str]):
+    from drbfr_cli.train.vae import VAETask, VAETaskConfig, vae_config_from_preset
+
+    model, _ = vae_config_from_preset(config.preset)
+    weights_dir = str(config.weights_dir) if config.weights_dir else None
+    settings = VAETaskConfig(
+        model=model, data="", preset=config.preset, seed=config.seed, weights_dir=weights_dir
+    )
+    task = VAETask(settings, faces=faces(model.face_sides[1]))
+    task.modules()["vae"].quantizer.initialised.fill_(True)  # no k-means start in the timing
+    if model.perceptual_weight > 0 and task.lpips is None:
+        from torchmetrics.functional.image.lpips import _NoTrainLpips
+
+        task.lpips = _NoTrainLpips(net="vgg", pnet_rand=True).eval()
+        notes.append("LPIPS with a random-weight VGG16 (its weights are not here)")
+    if model.disc_weight > 0:
+        notes.append("with the PatchGAN discriminator")
+    return task
+
+
+def steady_step(task: Any) -> int:
+    """A step number past every warm-up phase of the task (VAE: quantization, discriminator)."""
+    model = task.model_config
+    return 1 + max(getattr(model, "quantize_after", 0), getattr(model, "disc_start", 0))
+
+
+# ---------------------------------------------------------------------------------------------
+# One step
+
+
+def bench_step(
+    task: Any, batch_size: int, precision: str, device: torch.device, config: TrainBenchConfig
+) -> dict[str, Any]:
+    """Time one optimizer step of `task` at `batch_size` and mixed precision `precision`."""
+    from drbfr_cli.train.accel import make_accelerator
+    from drbfr_cli.train.data import fixed_batch, to_device
+    from drbfr_cli.train.loop import LoopConfig
+
+    loop = LoopConfig(
+        steps=1,
+        batch_size=batch_size,
+        lr=1e-4,
+        mixed_precision=precision,
+        cpu=device.type == "cpu",
+    )
+    accelerator = make_accelerator(loop)
+    raw = task.modules()
+    for module in raw.values():
+        module.train()
+    params = [p for module in raw.values() for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=loop.lr)
+    *wrapped, optimizer = accelerator.prepare(*raw.values(), optimizer)
+    modules = dict(zip(raw, wrapped, strict=True))
+    dataset = task.dataset()
+    data = measure(
+        lambda: fixed_batch(dataset, batch_size, config.seed), device=device, repeats=1, warmup=0
+    )
+    batch = to_device(fixed_batch(dataset, batch_size, config.seed), accelerator.device)
+    step = steady_step(task)
+
+    def one_step() -> None:
+        with accelerator.autocast():
+            loss = task.compute_loss(modules, batch, step).total
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    timing = measure(
+        one_step, device=accelerator.device, repeats=config.repeats, warmup=config.warmup
+    )
+    return _row(timing, batch_size, data, params)
+
+
+def _row(
+    timing: Measurement, batch_size: int, data: Measurement, params: list[torch.nn.Parameter]
+) -> dict[str, Any]:
+    return {
+        "batch": batch_size,
+        "items_per_s": batch_size / timing.seconds,
+        "seconds_per_step": timing.seconds,
+        "data_seconds_per_batch": data.seconds,
+        "trained_parameters": sum(p.numel() for p in params),
+        **timing.to_dict(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def run_train_bench(config: TrainBenchConfig, notice: Notice | None = None) -> dict[str, Any]:
+    """One optimizer step of each stage, batch size and precision; a JSON-ready dict."""
+    say = notice or (lambda _message: None)
+    device = torch.device(resolve_device(config.device))
+    precisions = resolve_mixed_precisions(config.precisions, device)
+    faces = _FaceSource(config.data, config.seed)
+    rows = []
+    for stage in config.stages:
+        for precision in precisions:
+            for batch_size in stage_batch_sizes(stage, config.batch_sizes):
+                say(f"{stage}: batch {batch_size}, mixed precision {precision}")
+                rows.append(_stage_row(stage, batch_size, precision, device, config, faces))
+    return {
+        "kind": "train",
+        "machine": machine_info(device),
+        "settings": {
+            **asdict(config),
+            "data": str(config.data) if config.data else "synthetic pictures",
+            "weights_dir": str(config.weights_dir) if config.weights_dir else None,
+        },
+        "rows": rows,
+    }
+
+
+def _stage_row(
+    stage: str,
+    batch_size: int,
+    precision: str,
+    device: torch.device,
+    config: TrainBenchConfig,
+    faces: _FaceSource,
+) -> dict[str, Any]:
+    task, notes = build_task(stage, config, faces)
+    if stage == "drm" and min(config.batch_sizes) < DRM_MIN_BATCH:
+        notes.append(f"batches of at least {DRM_MIN_BATCH}: the contrastive loss needs negatives")
+    modules = {name: parameter_count(module) for name, module in task.modules().items()}
+    try:
+        row = bench_step(task, batch_size, precision, device, config)
+    except RuntimeError as exc:
+        if not is_out_of_memory(exc):
+            raise
+        row = {"batch": batch_size, "failed": "out of memory"}
+    finally:
+        del task
+        gc.collect()
+        free_device_memory()
+    return {
+        "stage": stage,
+        "preset": config.preset,
+        "precision": precision,
+        "item": ITEMS[stage],
+        "module_parameters": modules,
+        "notes": notes,
+        **row,
+    }
