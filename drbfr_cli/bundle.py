@@ -300,8 +300,9 @@ def random_bundle(
     )
     check_geometry(ldm_config, to_dict(vae_config), network)
     bundle = _random_bundle(
-        drm_config, vae_config, network, seed=seed, device=device, preset=preset
-    )
+        drm_config, vae_config, network, seed=seed, device=device, preset=preset,
+        quantize=ldm_config.decode_quantized,
+    )  # fmt: skip
     return replace(bundle, schedule=ldm_config.schedule(), sampling=ldm_config.sampling())
 
 
@@ -309,7 +310,10 @@ def shape_copy(bundle: Bundle) -> Bundle:
     """A bundle of the same networks on the meta device (shapes only, no weights or memory)."""
     drm = from_dict(DRMConfig, bundle.parts.drm_config["model"], source="bundle drm")
     vae = from_dict(VAEConfig, bundle.parts.vae_config["model"], source="bundle vae")
-    copy = _random_bundle(drm, vae, bundle.ldrm.config, seed=0, device="meta")
+    copy = _random_bundle(
+        drm, vae, bundle.ldrm.config, seed=0, device="meta",
+        quantize=bundle.parts.first_stage.quantize,
+    )  # fmt: skip
     return replace(copy, schedule=bundle.schedule, sampling=bundle.sampling)
 
 
@@ -321,6 +325,7 @@ def _random_bundle(
     seed: int,
     device: torch.device | str,
     preset: str | None = None,
+    quantize: bool = True,
 ) -> Bundle:
     with torch.random.fork_rng(devices=[]), torch.device(device):
         torch.manual_seed(seed)
@@ -336,7 +341,7 @@ def _random_bundle(
         module.requires_grad_(False).eval()
     latent = LatentStats(scaling_factor=1.0, mean=0.0, std=1.0, samples=0)
     parts = FrozenParts(
-        first_stage=FirstStage(vae, latent.scaling_factor),
+        first_stage=FirstStage(vae, latent.scaling_factor, quantize),
         encoder=encoder,
         vae_config={"model": to_dict(vae_config), "latent": to_dict(latent), "preset": preset},
         drm_config={"model": to_dict(drm_config), "preset": preset},
