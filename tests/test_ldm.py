@@ -353,3 +353,22 @@ def test_eval_restores_with_a_bundle_and_scores_it(bundle_dir: Path, tmp_path: P
     summary = json.loads((out / "summary.json").read_text())
     assert summary["inputs"]["restored"].endswith("restored_imgs")
     assert summary["images"] == 2
+
+
+def test_analyze_ldm_scores_lq_vae_and_each_start(
+    bundle_dir: Path, faces_dir: Path, tmp_path
+) -> None:
+    out = tmp_path / "analysis"
+    args = ["analyze", "ldm", "--model", str(bundle_dir), "--data", str(faces_dir), "-o", str(out),
+            "--per-face", "1", "--start-t", "1", "--start-t", "0.5", "--steps", "2"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "analysis.json").read_text())
+    assert summary["pairs"] == 8 and summary["faces"] == 8
+    assert set(summary["scores"]) == {"lq", "vae_round_trip", "start_t=1", "start_t=0.5"}
+    assert summary["variants"]["start_t=0.5"]["start_t"] == 0.5
+    for scores in summary["scores"].values():
+        assert 5 < scores["psnr"] < 60 and 0 < scores["ssim"] <= 1
+    noise = [p["delta"] for p in summary["params"]]
+    assert all(5 <= d <= 15 for d in noise)  # the default moderate ranges
+    assert (out / "report.md").is_file() and (out / "restorations.png").is_file()
