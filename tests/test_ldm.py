@@ -12,6 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from drbfr_cli.bundle import BundleRestorer, load_bundle, load_restorer, resolve_bundle
+from drbfr_cli.choices import Precision
 from drbfr_cli.cli.main import app
 from drbfr_cli.diffusion.sampling import SamplingConfig
 from drbfr_cli.errors import DrbfrError
@@ -372,3 +373,19 @@ def test_analyze_ldm_scores_lq_vae_and_each_start(
     noise = [p["delta"] for p in summary["params"]]
     assert all(5 <= d <= 15 for d in noise)  # the default moderate ranges
     assert (out / "report.md").is_file() and (out / "restorations.png").is_file()
+
+
+def test_bf16_autocast_on_cpu_restores_close_to_fp32(bundle_dir: Path) -> None:
+    """The precision path that runs without a GPU: bf16 autocast (fp16 needs CUDA)."""
+    fp32 = load_restorer(
+        str(bundle_dir), device="cpu", precision=Precision.FP32, sampling={"steps": 2}
+    )
+    bf16 = load_restorer(
+        str(bundle_dir), device="cpu", precision=Precision.BF16, sampling={"steps": 2}
+    )
+    assert (fp32.dtype, bf16.dtype) == (None, torch.bfloat16)
+    faces = torch.rand(2, 3, 32, 32)
+    a, b = fp32.restore(faces, [0, 1]), bf16.restore(faces, [0, 1])
+    assert b.dtype == torch.float32 and (a - b).abs().mean() < 0.05
+    with pytest.raises(DrbfrError, match="fp16 needs a GPU"):
+        load_restorer(str(bundle_dir), device="cpu", precision=Precision.FP16)
