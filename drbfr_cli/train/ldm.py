@@ -187,7 +187,11 @@ class LDMTask:
     """TrainTask for the LDRM denoiser, conditioned on the frozen DRM and VAE."""
 
     name = STAGE
-    resume_may_change = frozenset({"data", "drm", "vae"})
+    # paths may move; the sampling defaults and the decoding choice do not touch training
+    resume_may_change = frozenset(
+        {"data", "drm", "vae"}
+        | {f"model.{k}" for k in ("sampler", "steps", "start_t", "tem_t", "decode_quantized")}
+    )
 
     def __init__(
         self, config: LDMTaskConfig, faces: list | None = None, parts: FrozenParts | None = None
