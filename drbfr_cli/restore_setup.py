@@ -5,7 +5,7 @@ in one line; the restorer is made in one place, `build_restorer`."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,7 @@ def build_tools(
         "model": choices.model or "default",
         "device": choices.device,
         "precision": choices.precision.value,
-        "sampling": {key: str(value) for key, value in choices.sampling.items()},
+        "sampling": _effective_sampling(restorer, choices),
         "aligned": options.aligned,
         "batch_size": options.batch_size,
         "seed": options.seed,
@@ -100,6 +100,15 @@ def build_tools(
     detector = build_face_detector(choices, notice)
     tools = RestoreTools(restorer=restorer, detector=detector, upsampler=upsampler, parser=parser)
     return tools, settings
+
+
+def _effective_sampling(restorer: FaceRestorer, choices: ToolChoices) -> dict[str, Any]:
+    """The sampling a bundle restorer runs (its defaults with the options on top), for the
+    report; the options alone for a restorer without one (identity)."""
+    config = getattr(restorer, "sampling", None)
+    if config is None:
+        return {key: str(value) for key, value in choices.sampling.items()}
+    return {k: v.value if hasattr(v, "value") else v for k, v in asdict(config).items()}
 
 
 def build_restorer(choices: ToolChoices) -> FaceRestorer:

@@ -322,7 +322,7 @@ def test_restore_real_photos_with_a_bundle(
     args = ["restore", str(real_lq_whole_dir), "-o", str(out), "--model", str(bundle_dir),
             "--detector", "yunet", "--weights-dir", str(shared_weights_dir),
             "--bg-upsampler", "lanczos", "--steps", "2", "--batch-size", "8",
-            "--quiet"]  # fmt: skip
+            "--guidance", "2", "--quiet"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
@@ -331,6 +331,7 @@ def test_restore_real_photos_with_a_bundle(
     for image in images:
         assert image["status"] == "ok"
     assert len(list((out / "restored_imgs").iterdir())) == 5
+    assert report["settings"]["sampling"]["guidance_scale"] == 2.0
 
 
 def test_eval_restores_with_a_bundle_and_scores_it(bundle_dir: Path, tmp_path: Path) -> None:

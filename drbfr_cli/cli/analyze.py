@@ -134,6 +134,9 @@ def analyze_ldm(
     steps: int | None = typer.Option(None, min=1, help="Sampling steps (default: the bundle's)."),
     sampler: Sampler | None = typer.Option(None, help="Sampler (default: the bundle's)."),
     tem_t: float | None = typer.Option(None, min=0.0, max=0.99, help="Texture pass start."),
+    guidance: list[float] = typer.Option(
+        [1.0], min=0.0, help="Guidance scale (1: conditional only); repeat to compare."
+    ),
     seed: int = typer.Option(0, help="Seed for the degradations."),
 ) -> None:
     """Restoration PSNR/SSIM on degraded unseen faces, against the LQ and its VAE round trip."""
@@ -154,7 +157,13 @@ def analyze_ldm(
         bundle = load_bundle(model)
         changes = {"steps": steps, "sampler": sampler, "tem_t": tem_t}
         base = replace(bundle.sampling, **{k: v for k, v in changes.items() if v is not None})
-        variants = {f"start_t={t:g}": replace(base, start_t=t) for t in start_t}
+        variants = {
+            f"start_t={t:g}" + (f", guidance={g:g}" if guidance != [1.0] else ""): replace(
+                base, start_t=t, guidance_scale=g
+            )
+            for g in guidance
+            for t in start_t
+        }
         faces = [from_uint8(f) for f in load_faces(data, bundle.face_size)]
         pairs = ldm_analysis.degraded_pairs(faces, ranges, per_face, seed)
         analysis = ldm_analysis.analyse_restoration(bundle, pairs, variants)

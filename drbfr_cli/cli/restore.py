@@ -135,6 +135,14 @@ def restore(
             help="Texture pass strength in [0, 1) (DiffBFR TEM; 0: off).", rich_help_panel=_MODEL
         ),
     ] = None,
+    guidance: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Guidance scale: eps_u + g (eps_c - eps_u); 1: conditional only (the default).",
+            rich_help_panel=_MODEL,
+        ),
+    ] = None,
     seed: Annotated[
         int, typer.Option(help="Run seed; each face's seed derives from it and its image path.")
     ] = 0,
@@ -242,7 +250,10 @@ def restore(
         niqe=Metric.NIQE in parse_restore_metrics(metrics),
         report_csv=report_csv,
     )
-    sampling = {"sampler": sampler, "steps": steps, "start_t": start_t, "tem_t": tem_t}
+    sampling = {
+        "sampler": sampler, "steps": steps, "start_t": start_t, "tem_t": tem_t,
+        "guidance_scale": guidance,
+    }  # fmt: skip
     with user_errors():
         from drbfr_cli.restore_setup import ToolChoices, resolve_device
 
