@@ -64,6 +64,7 @@ class LDMConfig:
     steps: int = 20
     start_t: float = 1.0
     tem_t: float = 0.0
+    guidance_scale: float = 1.0
     decode_quantized: bool = False
     """Decode restored latents through the VAE's codebook (LDM's convention for VQ first
     stages; base and paper presets). False decodes the continuous latent (tiny preset)."""
@@ -89,8 +90,9 @@ class LDMConfig:
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(
-            sampler=Sampler(self.sampler), steps=self.steps, start_t=self.start_t, tem_t=self.tem_t
-        )
+            sampler=Sampler(self.sampler), steps=self.steps, start_t=self.start_t,
+            tem_t=self.tem_t, guidance_scale=self.guidance_scale,
+        )  # fmt: skip
 
     def network(self, *, latent_channels: int, dr_tokens: int, dr_width: int, use_dr: bool):
         """The LDRMConfig for this preset, with the widths the frozen VAE and DRM impose."""
@@ -183,15 +185,15 @@ def condition(
     return f_lq, f_dr
 
 
+_INFERENCE_ONLY = ("sampler", "steps", "start_t", "tem_t", "guidance_scale", "decode_quantized")
+
+
 class LDMTask:
     """TrainTask for the LDRM denoiser, conditioned on the frozen DRM and VAE."""
 
     name = STAGE
     # paths may move; the sampling defaults and the decoding choice do not touch training
-    resume_may_change = frozenset(
-        {"data", "drm", "vae"}
-        | {f"model.{k}" for k in ("sampler", "steps", "start_t", "tem_t", "decode_quantized")}
-    )
+    resume_may_change = frozenset({"data", "drm", "vae"} | {f"model.{k}" for k in _INFERENCE_ONLY})
 
     def __init__(
         self, config: LDMTaskConfig, faces: list | None = None, parts: FrozenParts | None = None
