@@ -23,8 +23,12 @@ from drbfr_cli.cli.main import app
 from drbfr_cli.diffusion.sampling import SamplingConfig, network_calls, restore_latents
 from drbfr_cli.faces.align import align_face
 from drbfr_cli.restore_stages import resize_square
+from drbfr_cli.train.ldm import ldm_config_from_preset
 
 runner = CliRunner()
+
+GUIDED = 1 if ldm_config_from_preset("tiny")[0].guidance_scale == 1 else 2
+"""Network calls per sampling step of the tiny preset's default sampling (two with guidance)."""
 
 
 def _bench(command: str, *extra: str):
@@ -88,7 +92,7 @@ def test_bench_restore_tiny_writes_json_and_tables(tmp_path: Path, small_baselin
     for row in run["model_stages"]:
         for stage in ("dr", "vae_encode", "network_call", "vae_decode"):
             assert _positive(row[stage]["seconds"]) and _positive(row[stage]["host_peak_mb"])
-        assert [s["calls"] for s in row["sampling"]] == [2, 1]
+        assert [s["calls"] for s in row["sampling"]] == [2 * GUIDED, 1 * GUIDED]
     measured = {(r["batch"], r["start_t"]) for r in run["restorer"]}
     assert measured == {(batch, t) for batch in (1, 2) for t in (1.0, 0.5)}
     assert all(_positive(r["faces_per_s"]) for r in run["restorer"])
@@ -115,7 +119,8 @@ def test_bench_restore_calls_only_extrapolates(tmp_path: Path) -> None:
     assert "extrapolated from single calls" in done.output
     (run,) = json.loads(out.read_text())["runs"]
     assert "restorer" not in run and "pipeline" not in run
-    assert [(r["calls"], r["start_t"]) for r in run["estimated"]] == [(20, 1.0), (8, 0.4)]
+    expected = [(20 * GUIDED, 1.0), (8 * GUIDED, 0.4)]
+    assert [(r["calls"], r["start_t"]) for r in run["estimated"]] == expected
     assert all(_positive(r["seconds_per_face"]) for r in run["estimated"])
     assert all(r["estimated"] for r in run["ratios"])
 
