@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,6 @@ from typer.testing import CliRunner
 from drbfr_cli.benchmark import baselines
 from drbfr_cli.benchmark.baselines import Baseline, build_baseline
 from drbfr_cli.benchmark.inputs import KnownFacesDetector, face_canvas, synthetic_image
-from drbfr_cli.benchmark.measure import measure
 from drbfr_cli.bundle import random_bundle, shape_copy
 from drbfr_cli.cli.main import app
 from drbfr_cli.diffusion.sampling import SamplingConfig, network_calls, restore_latents
@@ -217,9 +218,15 @@ def test_canvas_faces_align_back_to_the_placed_crops() -> None:
 
 
 def test_peak_memory_sees_an_allocation() -> None:
-    def allocate() -> None:
-        block = np.ones(64 * 1024 * 1024 // 8)  # 64 MiB, touched
-        block[::512] += 1
-
-    measured = measure(allocate, device=torch.device("cpu"), repeats=1, warmup=0)
-    assert measured.host_added_mb is not None and measured.host_added_mb > 48
+    """In a fresh process, so that no memory freed by earlier tests can be reused unseen."""
+    code = (
+        "import numpy as np, torch\n"
+        "from drbfr_cli.benchmark.measure import measure\n"
+        "def allocate():\n"
+        "    block = np.ones(64 * 1024 * 1024 // 8)  # 64 MiB, touched\n"
+        "    block[::512] += 1\n"
+        "m = measure(allocate, device=torch.device('cpu'), repeats=1, warmup=0)\n"
+        "print(m.host_added_mb)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert float(done.stdout.strip().splitlines()[-1]) > 48
