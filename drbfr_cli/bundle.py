@@ -44,6 +44,7 @@ from drbfr_cli.train.ldm import (
     restore_faces,
 )
 from drbfr_cli.train.vae import LatentStats, VAEConfig, load_vae, vae_config_from_preset
+from drbfr_cli.weights import home_dirs
 
 FORMAT = "drbfr-bundle"
 VERSION = 1
@@ -128,7 +129,7 @@ def export_bundle(
 ) -> Path:
     """Write a bundle of an LDM run and the DRM / VAE runs it was trained on (default: the runs
     recorded in the LDM run). Refuses an existing non-empty `out`; written atomically."""
-    ldrm, saved = load_ldm(ldm_run)
+    ldrm, saved = load_ldm(ldm_run, ema=False)
     drm_run = drm_run or Path(saved["drm"])
     vae_run = vae_run or Path(saved["vae"])
     drm_modules, drm_saved = load_drm(drm_run)
@@ -143,10 +144,10 @@ def export_bundle(
     tensors = {
         "drm_encoder": drm_modules["encoder"].state_dict(),
         "vae": trained_vae.model.state_dict(),
-        "ldrm": ckpt.load_modules(ldm_run)[0]["ldrm"],
+        "ldrm": ldrm.state_dict(),
     }
     if saved_has_ema(ldm_run):
-        tensors["ldrm.ema"] = ldrm.state_dict()  # load_ldm prefers the EMA weights
+        tensors["ldrm.ema"] = ckpt.load_modules(ldm_run, ema=True)[0]["ldrm"]
     model = from_dict(LDMConfig, saved["model"], source=f"{ldm_run} ldm config")
     manifest = {
         "format": FORMAT,
@@ -352,11 +353,7 @@ def _random_bundle(
 def bundle_search_dirs(weights_dir: Path | None = None) -> list[Path]:
     """Folders searched for a bundle by name: --weights-dir, $DRBFR_HOME/bundles, then
     ~/.cache/drbfr/bundles."""
-    dirs = [weights_dir] if weights_dir else []
-    if home := os.environ.get("DRBFR_HOME"):
-        dirs.append(Path(home) / "bundles")
-    dirs.append(Path.home() / ".cache" / "drbfr" / "bundles")
-    return dirs
+    return home_dirs("bundles", weights_dir)
 
 
 def resolve_bundle(model: str | None, weights_dir: Path | None = None) -> Path:

@@ -149,15 +149,21 @@ def spec(name: str) -> WeightSpec:
 # --------------------------------------------------------------------------- resolution
 
 
+def home_dirs(kind: str, explicit: Path | None = None) -> list[Path]:
+    """Folders of one kind of model file ("weights", "bundles") in resolution order: the one
+    given on the command line, $DRBFR_HOME/<kind>, ~/.cache/drbfr/<kind>."""
+    dirs: list[Path] = []
+    if explicit is not None:
+        dirs.append(Path(explicit))
+    if home := os.environ.get("DRBFR_HOME"):
+        dirs.append(Path(home) / kind)
+    dirs.append(Path.home() / ".cache" / "drbfr" / kind)
+    return dirs
+
+
 def search_dirs(weights_dir: Path | None = None) -> list[Path]:
     """The weights folders in resolution order."""
-    dirs: list[Path] = []
-    if weights_dir is not None:
-        dirs.append(Path(weights_dir))
-    if home := os.environ.get("DRBFR_HOME"):
-        dirs.append(Path(home) / "weights")
-    dirs.append(Path.home() / ".cache" / "drbfr" / "weights")
-    return dirs
+    return home_dirs("weights", weights_dir)
 
 
 def download_dir(weights_dir: Path | None = None) -> Path:

@@ -19,6 +19,7 @@ import torch
 from drbfr_cli.bundle import Bundle
 from drbfr_cli.degradations import DegradationParams, DegradationRanges, degrade, sample_params
 from drbfr_cli.diffusion.sampling import SamplingConfig
+from drbfr_cli.imaging import faces_to_tensor, tensor_to_faces
 from drbfr_cli.metrics.fidelity import FidelityConfig, psnr, ssim
 
 
@@ -53,13 +54,12 @@ def degraded_pairs(
 
 def _batch(images: list[np.ndarray]) -> torch.Tensor:
     """float RGB HxWx3 in [0, 1] -> N x 3 x H x W in [-1, 1]."""
-    return torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2).copy()) * 2.0 - 1.0
+    return faces_to_tensor(images) * 2.0 - 1.0
 
 
 def _images(batch: torch.Tensor) -> list[np.ndarray]:
     """N x 3 x H x W in [-1, 1] -> float RGB HxWx3 in [0, 1]."""
-    array = ((batch.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
-    return [image.astype(np.float32) for image in array]
+    return tensor_to_faces((batch.float() + 1.0) / 2.0)
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ from drbfr_cli.choices import Ablation
 from drbfr_cli.cli.common import console, err_console, user_errors
 
 if TYPE_CHECKING:  # torch, accelerate: imported when a command runs
-    from drbfr_cli.train.loop import LoopConfig
+    from drbfr_cli.train.loop import LoopConfig, TrainResult
 
 app = typer.Typer(
     help="Train a stage: drm (degradation representation), vae (first-stage VQ autoencoder),\n"
@@ -45,6 +45,13 @@ SampleEveryOption = Annotated[
     int, typer.Option(min=0, help="Steps between sample grids (0: never).")
 ]
 LogEveryOption = Annotated[int, typer.Option(min=1, help="Steps between log lines.")]
+
+
+def print_result(stage: str, result: TrainResult) -> None:
+    """The last logged terms and where the weights are."""
+    terms = ", ".join(f"{k} {v:.4f}" for k, v in result.last_terms.items())
+    console.print(f"{stage} trained to step {result.step}: {terms}")
+    console.print(f"weights: {result.final_dir}")
 
 
 def loop_config(defaults: dict[str, Any], **overrides: object) -> LoopConfig:
@@ -98,11 +105,7 @@ def train_drm(
             DRMTaskConfig(model=model, data=str(data), preset=preset, ablation=ablation, seed=seed)
         )
         result = train(task, loop, out, resume=resume)
-    console.print(
-        f"drm trained to step {result.step}: "
-        + ", ".join(f"{k} {v:.4f}" for k, v in result.last_terms.items())
-    )
-    console.print(f"weights: {result.final_dir}")
+    print_result("drm", result)
 
 
 @app.command("vae")
@@ -192,6 +195,4 @@ def train_ldm_command(
             use_dr=not no_dr, seed=seed,
         )  # fmt: skip
         result = train(LDMTask(settings), loop, out, resume=resume)
-    terms = ", ".join(f"{k} {v:.4f}" for k, v in result.last_terms.items())
-    console.print(f"ldm trained to step {result.step}: {terms}")
-    console.print(f"weights: {result.final_dir}")
+    print_result("ldm", result)
