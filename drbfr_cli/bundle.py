@@ -263,7 +263,7 @@ def load_bundle(path: Path, *, ema: bool = True) -> Bundle:
     _load_state(encoder, _read_part(path, manifest, "drm_encoder"), "drm_encoder", path)
     vae = VQAutoencoder(vae_config.network())
     _load_state(vae, _read_part(path, manifest, "vae"), "vae", path)
-    ldrm = LDRM(network)
+    ldrm = LDRM(network, schedule)
     has_ema = "ldrm.ema.safetensors" in manifest.get("files", {})
     _load_state(ldrm, _read_part(path, manifest, "ldrm.ema" if ema and has_ema else "ldrm"),
                 "ldrm", path)  # fmt: skip
@@ -301,10 +301,10 @@ def random_bundle(
     )
     check_geometry(ldm_config, to_dict(vae_config), network)
     bundle = _random_bundle(
-        drm_config, vae_config, network, seed=seed, device=device, preset=preset,
-        quantize=ldm_config.decode_quantized,
+        drm_config, vae_config, network, ldm_config.schedule(), seed=seed, device=device,
+        preset=preset, quantize=ldm_config.decode_quantized,
     )  # fmt: skip
-    return replace(bundle, schedule=ldm_config.schedule(), sampling=ldm_config.sampling())
+    return replace(bundle, sampling=ldm_config.sampling())
 
 
 def shape_copy(bundle: Bundle) -> Bundle:
@@ -312,16 +312,17 @@ def shape_copy(bundle: Bundle) -> Bundle:
     drm = from_dict(DRMConfig, bundle.parts.drm_config["model"], source="bundle drm")
     vae = from_dict(VAEConfig, bundle.parts.vae_config["model"], source="bundle vae")
     copy = _random_bundle(
-        drm, vae, bundle.ldrm.config, seed=0, device="meta",
+        drm, vae, bundle.ldrm.config, bundle.schedule, seed=0, device="meta",
         quantize=bundle.parts.first_stage.quantize,
     )  # fmt: skip
-    return replace(copy, schedule=bundle.schedule, sampling=bundle.sampling)
+    return replace(copy, sampling=bundle.sampling)
 
 
 def _random_bundle(
     drm_config: DRMConfig,
     vae_config: VAEConfig,
     network: LDRMConfig,
+    schedule: NoiseSchedule,
     *,
     seed: int,
     device: torch.device | str,
@@ -336,7 +337,7 @@ def _random_bundle(
             token_dim=drm_config.token_dim,
         )
         vae = VQAutoencoder(vae_config.network())
-        ldrm = LDRM(network)
+        ldrm = LDRM(network, schedule)
     vae.quantizer.initialised.fill_(True)
     for module in (encoder, vae, ldrm):
         module.requires_grad_(False).eval()
@@ -347,7 +348,7 @@ def _random_bundle(
         vae_config={"model": to_dict(vae_config), "latent": to_dict(latent), "preset": preset},
         drm_config={"model": to_dict(drm_config), "preset": preset},
     )
-    return Bundle(parts, ldrm, NoiseSchedule(), SamplingConfig(), vae_config.image_size)
+    return Bundle(parts, ldrm, schedule, SamplingConfig(), vae_config.image_size)
 
 
 def bundle_search_dirs(weights_dir: Path | None = None) -> list[Path]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +15,12 @@ from typer.testing import CliRunner
 from drbfr_cli.bundle import BundleRestorer, load_bundle, load_restorer, resolve_bundle
 from drbfr_cli.choices import Precision
 from drbfr_cli.cli.main import app
-from drbfr_cli.diffusion.sampling import SamplingConfig
+from drbfr_cli.diffusion.sampling import NoiseSchedule, SamplingConfig, restore_latents
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.imaging import write_image
+from drbfr_cli.nets import ldrm as ldrm_net
 from drbfr_cli.nets.drm import DRMConfig
-from drbfr_cli.nets.ldrm import LDRM, LDRMConfig, TimeModulation
+from drbfr_cli.nets.ldrm import LDRM, GaussianPriorSkip, LDRMConfig, LDRMDenoiser, TimeModulation
 from drbfr_cli.train.drm import DRMTask, DRMTaskConfig
 from drbfr_cli.train.ldm import LDMConfig, LDMTask, LDMTaskConfig, load_ldm, restore_faces
 from drbfr_cli.train.loop import LoopConfig, train
@@ -101,7 +103,7 @@ def _small_ldrm(**changes: object) -> LDRM:
         attention_levels=(False, True), head_dim=8, norm_num_groups=8, time_embedding_dim=32,
         **changes,
     )  # fmt: skip
-    return LDRM(config).eval()
+    return LDRM(config, NoiseSchedule()).eval()
 
 
 def test_time_modulation_starts_as_the_identity_and_depends_on_t() -> None:
@@ -133,6 +135,50 @@ def test_dr_none_never_reads_the_dr() -> None:
     z, t, lq = torch.randn(2, 3, 8, 8), torch.tensor([3, 400]), torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         assert torch.equal(model(z, t, lq, torch.randn(2, 2, 16)), model(z, t, lq, None))
+
+
+def _prior_check(prior: GaussianPriorSkip, mean: float, var: float, keep: bool, t: int) -> None:
+    """Draw z_0 ~ N(mean, var), noise it to t (DDPM Eq. 4): the prior's eps must be E[eps | z_t]
+    (jointly Gaussian: linear, so the regression of eps on it has slope 1 and intercept 0)."""
+    n = 200_000
+    generator = torch.Generator().manual_seed(t)
+    z0 = mean + var**0.5 * torch.randn(n, 1, 1, 1, generator=generator)
+    eps = torch.randn(n, 1, 1, 1, generator=generator)
+    abar = NoiseSchedule().alphas_cumprod()[t].float()
+    z_t = abar.sqrt() * z0 + (1 - abar).sqrt() * eps
+    lq = torch.full_like(z0, mean if keep else 0.0)
+    with torch.no_grad():
+        pred = prior(z_t, torch.full((n,), t), lq, torch.full((n,), keep)).flatten()
+    eps = eps.flatten()
+    slope = float(((pred - pred.mean()) * (eps - eps.mean())).mean() / pred.var())
+    assert abs(slope - 1) < 0.02 and abs(float((eps - pred).mean())) < 0.01, (t, slope)
+
+
+def test_prior_skip_is_the_gaussian_posterior_mean_of_eps() -> None:
+    prior = GaussianPriorSkip(NoiseSchedule())
+    with torch.no_grad():
+        prior.log_var.fill_(np.log(0.09))
+    for t in (20, 300, 900):
+        _prior_check(prior, mean=0.7, var=0.09, keep=True, t=t)  # around f_LQ, learned v
+        _prior_check(prior, mean=0.0, var=1.0, keep=False, t=t)  # dropped: N(0, I)
+
+
+def test_prior_skip_starts_as_the_prior_and_a_sure_prior_returns_the_lq_latent() -> None:
+    model = _small_ldrm(prior_skip=True)
+    z, t, lq = torch.randn(2, 3, 8, 8), torch.tensor([10, 700]), torch.randn(2, 3, 8, 8)
+    keep = torch.tensor([True, False])
+    with torch.no_grad():
+        assert torch.equal(
+            model(z, t, lq, torch.randn(2, 2, 16), keep), model.prior(z, t, lq, keep)
+        )
+        model.prior.log_var.fill_(-30.0)  # v ~ 0: z_0 is f_LQ for sure
+    denoiser = LDRMDenoiser(model, lq, torch.randn(2, 2, 16))
+    for start_t in (1.0, 0.4):
+        config = SamplingConfig(steps=10, start_t=start_t)
+        out = restore_latents(denoiser, lq, [0, 1], NoiseSchedule(), config)
+        assert torch.allclose(out, lq, atol=1e-4), start_t
+    with pytest.raises(ValueError, match="noise schedule"):
+        LDRM(model.config)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,6 +277,33 @@ def test_bundle_round_trip_restores_like_the_in_memory_model(
     # a face restores the same in any batch
     alone = restorer.restore(faces[1:2], [2])
     assert torch.allclose(alone, restored[1:2], atol=1e-5)
+
+
+def test_a_prior_skip_run_learns_its_prior_and_its_bundle_restores_like_memory(
+    faces_dir: Path, frozen_runs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model = replace(SMALL_LDM, prior_skip=True)
+    drm, vae = frozen_runs
+    config = LDMTaskConfig(
+        model=model, data=str(faces_dir), preset="test", drm=str(drm), vae=str(vae)
+    )
+    loop = LoopConfig(steps=6, batch_size=4, lr=2e-3, warmup_steps=1, log_every=3, ema_decay=0.5)
+    train(LDMTask(config), loop, tmp_path / "run")
+    ldrm, _ = load_ldm(tmp_path / "run")
+    assert float(ldrm.prior.log_var) != pytest.approx(
+        2 * np.log(ldrm_net.PRIOR_STD_INIT)
+    )  # v is learned
+    result = runner.invoke(
+        app, ["export", "--ldm", str(tmp_path / "run"), "-o", str(tmp_path / "b")]
+    )
+    assert result.exit_code == 0, result.output
+    lq, sampling = torch.rand(2, 3, 32, 32) * 2 - 1, SamplingConfig(steps=4, start_t=0.5)
+    parts = LDMTask(config).parts
+    expected = restore_faces(
+        ldrm, parts, lq, seeds=[4, 5], schedule=model.schedule(), sampling=sampling
+    )
+    got = load_bundle(tmp_path / "b").restore(lq, [4, 5], sampling)
+    assert torch.allclose(got, expected, atol=1e-5)
 
 
 def test_restorer_options_override_the_bundle_defaults(bundle_dir: Path) -> None:

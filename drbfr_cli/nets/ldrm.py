@@ -8,6 +8,11 @@ Condition dropout: a dropped item sees f_LQ = 0 and a learned null DR instead of
 f_DR, so the same network is also the unconditional model (DiffBFR's texture pass, guidance).
 With `use_dr = False` (the paper's DR-None) every item sees the null DR: LQ concatenation only,
 with the same parameters.
+
+`prior_skip` (tiny preset) adds an analytic term to the U-Net's output: the eps of the posterior
+mean of z_0 under the Gaussian prior z_0 ~ N(f_LQ, v I) (v learned; N(0, I) for dropped items),
+so training starts from "the HQ latent is the LQ latent plus noise" and learns the residual,
+as the VAE's pool skip starts from the bicubic codec. The loss stays Eq. (8).
 """
 
 from __future__ import annotations
@@ -18,6 +23,11 @@ from dataclasses import dataclass
 import torch
 from diffusers import UNet2DConditionModel
 from torch import nn
+
+from drbfr_cli.diffusion.sampling import NoiseSchedule
+
+PRIOR_STD_INIT = 0.3
+"""Starting sqrt(v) of the prior skip, in units of the scaled latent (which has std 1)."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,8 @@ class LDRMConfig:
     """Width of the sinusoidal embedding of t fed to the alpha/beta MLP (Eq. 10)."""
     use_dr: bool = True
     """False: DR-None (the context is always the null DR)."""
+    prior_skip: bool = False
+    """Add the eps of the Gaussian-prior posterior mean around f_LQ (module docstring)."""
 
     def __post_init__(self) -> None:
         if len(self.attention_levels) != len(self.block_out_channels):
@@ -102,15 +114,46 @@ def build_unet(config: LDRMConfig) -> UNet2DConditionModel:
     )
 
 
+class GaussianPriorSkip(nn.Module):
+    """eps of E[z_0 | z_t] when z_0 ~ N(m, v I) and z_t = sqrt(abar) z_0 + sqrt(1 - abar) eps
+    (DDPM Eq. 4): eps_hat = sqrt(1 - abar) (z_t - sqrt(abar) m) / (abar v + 1 - abar).
+
+    Kept items: m = f_LQ and a learned v; dropped items: m = 0, v = 1 (the unit-variance latent).
+    """
+
+    def __init__(self, schedule: NoiseSchedule) -> None:
+        super().__init__()
+        abar = schedule.alphas_cumprod().float()
+        self.register_buffer("alphas_cumprod", abar, persistent=False)
+        self.log_var = nn.Parameter(torch.tensor(2.0 * math.log(PRIOR_STD_INIT)))
+
+    def forward(
+        self, z_t: torch.Tensor, t: torch.Tensor, mean: torch.Tensor, keep: torch.Tensor
+    ) -> torch.Tensor:
+        abar = self.alphas_cumprod.to(z_t.device)[t].to(z_t.dtype)[:, None, None, None]
+        keep = keep[:, None, None, None]
+        mean = torch.where(keep, mean, torch.zeros_like(mean))
+        var = torch.where(keep, self.log_var.exp(), torch.ones_like(self.log_var)).to(z_t.dtype)
+        return (1 - abar).sqrt() * (z_t - abar.sqrt() * mean) / (abar * var + 1 - abar)
+
+
 class LDRM(nn.Module):
     """eps_theta(z_t, f_LQ, f_DR, t) with condition dropout (see the module docstring)."""
 
-    def __init__(self, config: LDRMConfig) -> None:
+    def __init__(self, config: LDRMConfig, schedule: NoiseSchedule | None = None) -> None:
+        """`schedule`: the training noise schedule, needed (only) by the prior skip."""
         super().__init__()
         self.config = config
         self.unet = build_unet(config)
         self.modulation = TimeModulation(config.time_embedding_dim, config.dr_width)
         self.null_dr = nn.Parameter(torch.randn(config.dr_tokens, config.dr_width) * 0.02)
+        self.prior: GaussianPriorSkip | None = None
+        if config.prior_skip:
+            if schedule is None:
+                raise ValueError("an LDRM with prior_skip needs the noise schedule")
+            self.prior = GaussianPriorSkip(schedule)
+            nn.init.zeros_(self.unet.conv_out.weight)  # starts as the prior alone
+            nn.init.zeros_(self.unet.conv_out.bias)
 
     def context(self, dr: torch.Tensor | None, t: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Cross-attention context: modulated f_DR where keep, else the null DR."""
@@ -134,7 +177,10 @@ class LDRM(nn.Module):
         f_lq = f_lq * keep[:, None, None, None].to(f_lq.dtype)
         context = self.context(f_dr, t, keep).to(z_t.dtype)
         x = torch.cat([z_t, f_lq], dim=1)
-        return self.unet(x, t, encoder_hidden_states=context).sample
+        eps = self.unet(x, t, encoder_hidden_states=context).sample
+        if self.prior is not None:
+            eps = eps + self.prior(z_t, t, f_lq, keep)
+        return eps
 
 
 class LDRMDenoiser:

@@ -65,6 +65,8 @@ class LDMConfig:
     start_t: float = 1.0
     tem_t: float = 0.0
     guidance_scale: float = 1.0
+    prior_skip: bool = False
+    """Add the Gaussian-prior eps around f_LQ to the U-Net's output (nets/ldrm.py)."""
     decode_quantized: bool = False
     """Decode restored latents through the VAE's codebook (LDM's convention for VQ first
     stages; base and paper presets). False decodes the continuous latent (tiny preset)."""
@@ -215,7 +217,8 @@ class LDMTask:
         self.alphas_cumprod = config.model.schedule().alphas_cumprod().float()
         with torch.random.fork_rng():  # weights depend on the seed only, not on global state
             torch.manual_seed(config.seed)
-            self._modules: dict[str, nn.Module] = {"ldrm": LDRM(self.network_config)}
+            ldrm = LDRM(self.network_config, config.model.schedule())
+            self._modules: dict[str, nn.Module] = {"ldrm": ldrm}
 
     def modules(self) -> dict[str, nn.Module]:
         return self._modules
@@ -336,7 +339,8 @@ def load_ldm(run_dir: Path, *, ema: bool | None = None) -> tuple[LDRM, dict[str,
         except DrbfrError:
             if ema:
                 raise
-    model = LDRM(network_config_from_saved(saved))
+    schedule = from_dict(LDMConfig, saved["model"], source="LDM checkpoint model").schedule()
+    model = LDRM(network_config_from_saved(saved), schedule)
     try:
         model.load_state_dict(states["ldrm"])
     except (KeyError, RuntimeError) as exc:
