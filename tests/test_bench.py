@@ -172,6 +172,7 @@ class _Counting:
         SamplingConfig(steps=50, start_t=0.4),
         SamplingConfig(steps=7, start_t=0.3, tem_t=0.2, tem_steps=3),
         SamplingConfig(steps=10, guidance_scale=2.0),
+        SamplingConfig(steps=10, start_t=0.2, guidance_scale=2.0, tem_t=0.1, samples=3),
     ],
 )
 def test_network_calls_counts_what_sampling_calls(config: SamplingConfig) -> None:

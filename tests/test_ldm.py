@@ -394,7 +394,7 @@ def test_restore_real_photos_with_a_bundle(
     args = ["restore", str(real_lq_whole_dir), "-o", str(out), "--model", str(bundle_dir),
             "--detector", "yunet", "--weights-dir", str(shared_weights_dir),
             "--bg-upsampler", "lanczos", "--steps", "2", "--batch-size", "8",
-            "--guidance", "2", "--quiet"]  # fmt: skip
+            "--guidance", "2", "--samples", "2", "--quiet"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
@@ -404,6 +404,7 @@ def test_restore_real_photos_with_a_bundle(
         assert image["status"] == "ok"
     assert len(list((out / "restored_imgs").iterdir())) == 5
     assert report["settings"]["sampling"]["guidance_scale"] == 2.0
+    assert report["settings"]["sampling"]["samples"] == 2
 
 
 def test_eval_restores_with_a_bundle_and_scores_it(bundle_dir: Path, tmp_path: Path) -> None:
@@ -434,13 +435,15 @@ def test_analyze_ldm_scores_lq_vae_and_each_start(
 ) -> None:
     out = tmp_path / "analysis"
     args = ["analyze", "ldm", "--model", str(bundle_dir), "--data", str(faces_dir), "-o", str(out),
-            "--per-face", "1", "--start-t", "1", "--start-t", "0.5", "--steps", "2"]  # fmt: skip
+            "--per-face", "1", "--start-t", "1", "--start-t", "0.5", "--steps", "2",
+            "--samples", "2"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "analysis.json").read_text())
     assert summary["pairs"] == 8 and summary["faces"] == 8
     assert set(summary["scores"]) == {"lq", "vae_round_trip", "start_t=1", "start_t=0.5"}
     assert summary["variants"]["start_t=0.5"]["start_t"] == 0.5
+    assert summary["variants"]["start_t=0.5"]["samples"] == 2
     for scores in summary["scores"].values():
         assert 5 < scores["psnr"] < 60 and 0 < scores["ssim"] <= 1
     noise = [p["delta"] for p in summary["params"]]

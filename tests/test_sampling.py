@@ -219,6 +219,7 @@ def test_texture_noise_is_fresh() -> None:
         {"steps": 8, "eta": 0.7},
         {"steps": 8, "start_t": 0.6, "guidance_scale": 1.5, "tem_t": 0.2, "eta": 0.5},
         {"sampler": Sampler.DPMSOLVER, "steps": 8, "start_t": 0.6, "tem_t": 0.2},
+        {"steps": 8, "start_t": 0.6, "tem_t": 0.2, "eta": 0.5, "samples": 3},
     ],
 )
 def test_batching_does_not_change_results(kwargs: dict) -> None:
@@ -227,6 +228,52 @@ def test_batching_does_not_change_results(kwargs: dict) -> None:
     for i, seed in enumerate(seeds):
         alone = restore_latents(per_item, lq[i : i + 1], [seed], SCHEDULE, cfg)
         torch.testing.assert_close(batch[i : i + 1], alone, atol=1e-6, rtol=0)
+
+
+def test_one_sample_is_the_plain_restoration() -> None:
+    lq, cfg = latents(10), config(steps=8, start_t=0.6, tem_t=0.2, eta=0.5)
+    single = texture_pass(
+        per_item, sample(per_item, lq, SEEDS, SCHEDULE, cfg), SEEDS, SCHEDULE, cfg
+    )
+    assert torch.equal(restore_latents(per_item, lq, SEEDS, SCHEDULE, cfg), single)
+
+
+def test_samples_average_independent_restorations() -> None:
+    """The mean of K restorations: the first is the plain one, each later one is new."""
+    lq, cfg = latents(10), config(steps=8, start_t=0.6, guidance_scale=1.5)
+    means = [
+        restore_latents(per_item, lq, SEEDS, SCHEDULE, replace(cfg, samples=k)) for k in (1, 2, 3)
+    ]
+    second = 2 * means[1] - means[0]
+    third = 3 * means[2] - 2 * means[1]
+    assert not torch.allclose(second, means[0], atol=1e-3)
+    assert not torch.allclose(third, second, atol=1e-3)
+    assert not torch.allclose(third, means[0], atol=1e-3)
+    # each draw is a restoration of the same LQ: as close to it as the first one is
+    for draw in (second, third):
+        ratio = float((draw - lq).norm() / (means[0] - lq).norm())
+        assert 0.8 < ratio < 1.25
+
+
+def test_samples_estimate_the_posterior_mean() -> None:
+    """eps = 0 from a truncated start gives z_0 = z_LQ + c noise (see the closed form above):
+    the mean of K draws has noise of std c / sqrt(K) around z_LQ."""
+    lq = latents(11, (4, 3, 16, 16))
+    seeds = [21, 22, 23, 24]
+    t_s = run_timesteps(make_scheduler(SCHEDULE, Sampler.DDIM), 20, 0.3)[:1]
+    c = float(((1 - abar(t_s)) / abar(t_s)).sqrt())
+    for k in (1, 16):
+        cfg = config(steps=20, start_t=0.3, samples=k)
+        residual = (restore_latents(zero_eps, lq, seeds, SCHEDULE, cfg) - lq) / c
+        assert abs(float(residual.mean())) < 0.1 / k**0.5
+        assert abs(float(residual.std()) * k**0.5 - 1) < 0.1
+
+
+def test_samples_keep_the_oracle_exact() -> None:
+    x0 = latents(1)
+    cfg = config(steps=10, start_t=0.4, tem_t=0.2, samples=4)
+    out = restore_latents(Oracle(x0), latents(2), SEEDS, SCHEDULE, cfg)
+    torch.testing.assert_close(out, x0, atol=1e-4, rtol=0)
 
 
 def test_sampling_keeps_dtype_and_builds_no_graph() -> None:
@@ -254,6 +301,7 @@ def test_config_accepts_sampler_names() -> None:
     [
         ({"steps": 0}, "steps"),
         ({"tem_steps": 0}, "tem_steps"),
+        ({"samples": 0}, "samples"),
         ({"start_t": 0.0}, "start_t"),
         ({"start_t": 1.5}, "start_t"),
         ({"tem_t": 1.0}, "tem_t"),

@@ -137,6 +137,9 @@ def analyze_ldm(
     guidance: list[float] = typer.Option(
         [1.0], min=0.0, help="Guidance scale (1: conditional only); repeat to compare."
     ),
+    samples: int | None = typer.Option(
+        None, min=1, help="Restorations averaged per face (default: the bundle's)."
+    ),
     seed: int = typer.Option(0, help="Seed for the degradations."),
 ) -> None:
     """Restoration PSNR/SSIM on degraded unseen faces, against the LQ and its VAE round trip."""
@@ -155,7 +158,7 @@ def analyze_ldm(
             noise=parse_range(noise, "--noise"), jpeg=parse_range(jpeg, "--jpeg"),
         )  # fmt: skip
         bundle = load_bundle(model)
-        changes = {"steps": steps, "sampler": sampler, "tem_t": tem_t}
+        changes = {"steps": steps, "sampler": sampler, "tem_t": tem_t, "samples": samples}
         base = replace(bundle.sampling, **{k: v for k, v in changes.items() if v is not None})
         variants = {
             f"start_t={t:g}" + (f", guidance={g:g}" if guidance != [1.0] else ""): replace(

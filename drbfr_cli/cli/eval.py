@@ -82,6 +82,9 @@ def eval_command(
     start_t: float | None = typer.Option(
         None, min=0.01, max=1.0, help="With --model: sampling start (1: pure noise)."
     ),
+    samples: int | None = typer.Option(
+        None, min=1, help="With --model: restorations averaged per face."
+    ),
     batch_size: int = typer.Option(8, min=1, help="With --model: faces per restorer call."),
 ) -> None:
     """Evaluate --restored against --gt (paired) or alone (NIQE, FID vs --fid-stats); with
@@ -108,7 +111,7 @@ def eval_command(
         if model is not None:
             if lq is None or out is None:
                 raise fail("--model needs --lq DIR (aligned LQ faces) and --out DIR")
-            sampling = {"steps": steps, "start_t": start_t}
+            sampling = {"steps": steps, "start_t": start_t, "samples": samples}
             restored = _restore_with(model, lq, out, device, weights_dir, sampling, batch_size)
         config = EvalConfig(
             metrics=chosen,

@@ -143,6 +143,15 @@ def restore(
             rich_help_panel=_MODEL,
         ),
     ] = None,
+    samples: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Restorations averaged per face: higher PSNR, softer detail, N times the time "
+            "(default: the bundle's).",
+            rich_help_panel=_MODEL,
+        ),
+    ] = None,
     seed: Annotated[
         int, typer.Option(help="Run seed; each face's seed derives from it and its image path.")
     ] = 0,
@@ -252,7 +261,7 @@ def restore(
     )
     sampling = {
         "sampler": sampler, "steps": steps, "start_t": start_t, "tem_t": tem_t,
-        "guidance_scale": guidance,
+        "guidance_scale": guidance, "samples": samples,
     }  # fmt: skip
     with user_errors():
         from drbfr_cli.restore_setup import ToolChoices, resolve_device

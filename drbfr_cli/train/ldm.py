@@ -65,6 +65,8 @@ class LDMConfig:
     start_t: float = 1.0
     tem_t: float = 0.0
     guidance_scale: float = 1.0
+    samples: int = 1
+    """Restorations averaged per face (the posterior mean; 1: one sample)."""
     prior_skip: bool = False
     """Add the Gaussian-prior eps around f_LQ to the U-Net's output (nets/ldrm.py)."""
     decode_quantized: bool = False
@@ -93,7 +95,7 @@ class LDMConfig:
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(
             sampler=Sampler(self.sampler), steps=self.steps, start_t=self.start_t,
-            tem_t=self.tem_t, guidance_scale=self.guidance_scale,
+            tem_t=self.tem_t, guidance_scale=self.guidance_scale, samples=self.samples,
         )  # fmt: skip
 
     def network(self, *, latent_channels: int, dr_tokens: int, dr_width: int, use_dr: bool):
@@ -187,7 +189,9 @@ def condition(
     return f_lq, f_dr
 
 
-_INFERENCE_ONLY = ("sampler", "steps", "start_t", "tem_t", "guidance_scale", "decode_quantized")
+_INFERENCE_ONLY = (
+    "sampler", "steps", "start_t", "tem_t", "guidance_scale", "samples", "decode_quantized",
+)  # fmt: skip
 
 
 class LDMTask:
