@@ -29,10 +29,9 @@ from drbfr_cli.train.ldm import ldm_config_from_preset
 runner = CliRunner()
 
 _TINY = ldm_config_from_preset("tiny")[0]
-GUIDED = 1 if _TINY.guidance_scale == 1 else 2
-"""Network calls per sampling step of the tiny preset's default sampling (two with guidance)."""
-SAMPLES = _TINY.samples
-"""Restorations averaged per face by the tiny preset: every call count is multiplied by it."""
+CALLS_PER_STEP = (1 if _TINY.guidance_scale == 1 else 2) * _TINY.samples
+"""Network calls per face and sampling step of the tiny preset's default sampling: two with
+guidance, once for each of the samples it averages."""
 
 
 def _bench(command: str, *extra: str):
@@ -96,7 +95,7 @@ def test_bench_restore_tiny_writes_json_and_tables(tmp_path: Path, small_baselin
     for row in run["model_stages"]:
         for stage in ("dr", "vae_encode", "network_call", "vae_decode"):
             assert _positive(row[stage]["seconds"]) and _positive(row[stage]["host_peak_mb"])
-        assert [s["calls"] for s in row["sampling"]] == [2 * GUIDED * SAMPLES, 1 * GUIDED * SAMPLES]
+        assert [s["calls"] for s in row["sampling"]] == [2 * CALLS_PER_STEP, 1 * CALLS_PER_STEP]
     measured = {(r["batch"], r["start_t"]) for r in run["restorer"]}
     assert measured == {(batch, t) for batch in (1, 2) for t in (1.0, 0.5)}
     assert all(_positive(r["faces_per_s"]) for r in run["restorer"])
@@ -123,7 +122,7 @@ def test_bench_restore_calls_only_extrapolates(tmp_path: Path) -> None:
     assert "extrapolated from single calls" in done.output
     (run,) = json.loads(out.read_text())["runs"]
     assert "restorer" not in run and "pipeline" not in run
-    expected = [(20 * GUIDED * SAMPLES, 1.0), (8 * GUIDED * SAMPLES, 0.4)]
+    expected = [(20 * CALLS_PER_STEP, 1.0), (8 * CALLS_PER_STEP, 0.4)]
     assert [(r["calls"], r["start_t"]) for r in run["estimated"]] == expected
     assert all(_positive(r["seconds_per_face"]) for r in run["estimated"])
     assert all(r["estimated"] for r in run["ratios"])
