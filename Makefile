@@ -28,7 +28,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 bench: install
-	$(BIN)/python -m bench
+	$(BIN)/python -m drbfr_cli.benchmark.suite
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .ruff_cache

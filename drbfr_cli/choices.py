@@ -52,7 +52,8 @@ class Precision(StrEnum):
 
 
 class Background(StrEnum):
-    """How `drbfr restore` upscales the background (the library's kinds, plus `auto`)."""
+    """How `drbfr restore` upscales the background (restore/background.py builds each kind but
+    `auto`, which restore/tools.py resolves)."""
 
     AUTO = "auto"
     """Real-ESRGAN when its weights are in a weights folder, else Lanczos (with a notice)."""

@@ -106,11 +106,16 @@ Step = Callable[[str], None]
 
 def train_stages(config: DemoConfig, train_dir: Path, step: Step) -> Path:
     """Train the tiny DRM, VAE and LDM on `train_dir` and export them; returns the bundle."""
-    from drbfr_cli.bundle import export_bundle
-    from drbfr_cli.train.drm import DRMTask, DRMTaskConfig, drm_config_from_preset
-    from drbfr_cli.train.ldm import LDMTask, LDMTaskConfig, ldm_config_from_preset
+    from drbfr_cli.presets import (
+        drm_config_from_preset,
+        ldm_config_from_preset,
+        vae_config_from_preset,
+    )
+    from drbfr_cli.train.drm import DRMTask, DRMTaskConfig
+    from drbfr_cli.train.export import export_bundle
+    from drbfr_cli.train.ldm import LDMTask, LDMTaskConfig
     from drbfr_cli.train.loop import LoopConfig, train
-    from drbfr_cli.train.vae import VAETask, VAETaskConfig, train_vae, vae_config_from_preset
+    from drbfr_cli.train.vae import VAETask, VAETaskConfig, train_vae
 
     runs, data, seed = config.out / "runs", str(train_dir), config.seed
 
@@ -124,7 +129,8 @@ def train_stages(config: DemoConfig, train_dir: Path, step: Step) -> Path:
     train(task, loop(defaults, config.drm_steps), runs / "drm")
     step(f"training the VQ autoencoder ({config.vae_steps} steps)")
     vae_model, defaults = vae_config_from_preset("tiny")
-    vae_model = replace(vae_model, quantize_after=config.vae_steps // 2)
+    warm_up = replace(vae_model.loss, quantize_after=config.vae_steps // 2)
+    vae_model = replace(vae_model, loss=warm_up)
     vae_task = VAETask(VAETaskConfig(model=vae_model, data=data, preset="tiny", seed=seed))
     train_vae(vae_task, loop(defaults, config.vae_steps), runs / "vae")
     step(f"training the restoration model ({config.ldm_steps} steps)")

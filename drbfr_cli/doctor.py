@@ -1,4 +1,6 @@
-"""`drbfr doctor` as a library: what this machine has, and whether a tiny end-to-end run is right.
+"""`drbfr doctor` as a library: what this machine has, and whether the real restore path works:
+Eq. (11) on a synthetic image, the project's own detector on a real photo, and one face through
+the default (or named) model bundle.
 
 Every check returns Findings (never prints) and takes well under a second on a CPU, except
 the first import of torch.
@@ -9,16 +11,22 @@ from __future__ import annotations
 import math
 import platform
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import metadata
 from pathlib import Path
 
+import cv2
 import numpy as np
 
-from drbfr_cli import weights
+from drbfr_cli import devices, weights
 from drbfr_cli.degradations import DegradationParams, add_gaussian_noise, degrade
+from drbfr_cli.faces.detect import DetectOptions, DetectorKind, build_detector, detect_faces
+from drbfr_cli.imaging import from_uint8, image_to_tensor, tensor_to_image
+
+YUNET = "yunet-2023mar"
 
 KEY_PACKAGES = (
     "torch",
@@ -89,7 +97,7 @@ def device_findings() -> list[Finding]:
     import torch
 
     findings = [Finding("devices", "cpu", Level.INFO, f"{torch.get_num_threads()} torch threads")]
-    if torch.cuda.is_available():
+    if devices.cuda_available():
         build = f"CUDA {torch.version.cuda}"
         for index in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(index)
@@ -100,20 +108,9 @@ def device_findings() -> list[Finding]:
         built = torch.version.cuda or "none"
         detail = f"no CUDA device (torch built with CUDA {built}); restore runs on CPU, slowly"
         findings.append(Finding("devices", "cuda", Level.WARN, detail))
-    if torch.backends.mps.is_available():
+    if devices.mps_available():
         findings.append(Finding("devices", "mps", Level.OK, "Apple Metal available"))
     return findings
-
-
-def best_device() -> str:
-    """cuda, mps or cpu: the device restore would use."""
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 def weights_findings(weights_dir: Path | None = None) -> list[Finding]:
@@ -180,7 +177,7 @@ def check_device_math() -> Finding:
     """A 3x3 convolution on the best device agrees with the CPU result."""
     import torch
 
-    device = best_device()
+    device = devices.best_device()
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(1, 3, 32, 32, generator=generator)
     w = torch.randn(8, 3, 3, 3, generator=generator)
@@ -194,49 +191,69 @@ def check_device_math() -> Finding:
     return Finding("checks", f"conv2d on {device}", level, f"max |diff| vs CPU {err:.2e}")
 
 
-def check_yunet(weights_dir: Path | None = None) -> Finding:
-    """YuNet (if present and valid) finds no face on a flat image, and one on skimage's
-    astronaut when scikit-image is installed."""
-    if weights.find("yunet-2023mar", weights_dir) is None:
-        return Finding("checks", "yunet", Level.INFO, "skipped: yunet-2023mar not present")
-    import cv2
-
-    model = weights.verified_path("yunet-2023mar", weights_dir)
-    flat = np.full((160, 160, 3), 128, np.uint8)
-    if _count_faces(cv2, model, flat) != 0:
-        return Finding("checks", "yunet", Level.FAIL, "found a face on a flat grey image")
-    astronaut = _astronaut_bgr()
+def check_detector(weights_dir: Path | None = None) -> Finding:
+    """The restore pipeline's own YuNet detector (faces/detect.py) finds no face on a flat
+    image, and one on skimage's astronaut when scikit-image is installed."""
+    if weights.find(YUNET, weights_dir) is None:
+        return Finding("checks", "detector", Level.WARN, f"skipped: {YUNET} not present")
+    detector = build_detector(DetectorKind.YUNET, weights_dir)
+    options = DetectOptions()
+    if detect_faces(detector, np.full((160, 160, 3), 0.5, np.float32), options):
+        return Finding("checks", "detector", Level.FAIL, "yunet found a face on a flat grey image")
+    astronaut = astronaut_rgb()
     if astronaut is None:
-        return Finding("checks", "yunet", Level.OK, "runs; 0 faces on a flat image")
-    found = _count_faces(cv2, model, astronaut)
+        return Finding("checks", "detector", Level.OK, "yunet runs; 0 faces on a flat image")
+    found = len(detect_faces(detector, astronaut, options))
     level = Level.OK if found == 1 else Level.FAIL
-    return Finding("checks", "yunet", level, f"{found} face(s) on astronaut.png (expected 1)")
+    return Finding("checks", "detector", level, f"yunet: {found} face(s) on astronaut.png (1)")
 
 
-def _count_faces(cv2, model: Path, bgr: np.ndarray) -> int:
-    height, width = bgr.shape[:2]
-    previous = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # backend chatter
+def check_restore(model: str | None = None, weights_dir: Path | None = None) -> Finding:
+    """One face restored with the default (or named) model bundle on the best device: the face
+    `drbfr restore` would align from astronaut.png (or a synthetic image), seed 0."""
+    from drbfr_cli.bundle import resolve_bundle
+    from drbfr_cli.errors import DrbfrError
+
     try:
-        detector = cv2.FaceDetectorYN.create(str(model), "", (width, height), 0.7)
-        _, faces = detector.detect(bgr)
-    finally:
-        cv2.utils.logging.setLogLevel(previous)
-    return 0 if faces is None else len(faces)
+        path = resolve_bundle(model, weights_dir)
+    except DrbfrError as exc:
+        return Finding("checks", "restore", Level.WARN, f"no model: {exc}")
+    from drbfr_cli.restore.restorer import load_restorer
+
+    restorer = load_restorer(str(path), device=devices.best_device(), weights_dir=weights_dir)
+    face = _doctor_face(restorer.face_size)
+    start = time.perf_counter()
+    restored = restorer.restore(image_to_tensor(face)[None], [0])[0]
+    seconds = time.perf_counter() - start
+    out = tensor_to_image(restored)
+    ok = out.shape == face.shape and bool(np.isfinite(out).all())
+    detail = (
+        f"{path.name}: one {restorer.face_size} px face on {restorer.device} in {seconds:.1f} s, "
+        f"PSNR to its input {psnr(face, out):.1f} dB"
+    )
+    return Finding("checks", "restore", Level.OK if ok else Level.FAIL, detail)
 
 
-def _astronaut_bgr() -> np.ndarray | None:
+def _doctor_face(size: int) -> np.ndarray:
+    """astronaut.png's face cropped square and resized (or a synthetic image), RGB [0, 1]."""
+    astronaut = astronaut_rgb()
+    face = synthetic_image(size) if astronaut is None else astronaut[20:220, 130:330]
+    return cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def astronaut_rgb() -> np.ndarray | None:
+    """skimage's astronaut.png as float32 RGB in [0, 1], None without scikit-image."""
     try:
         from skimage import data
     except ImportError:
         return None
-    return np.ascontiguousarray(data.astronaut()[:, :, ::-1])
+    return from_uint8(data.astronaut())
 
 
 # --------------------------------------------------------------------------- all
 
 
-def run(weights_dir: Path | None = None) -> list[Finding]:
+def run(weights_dir: Path | None = None, model: str | None = None) -> list[Finding]:
     """Every finding, in report order; a check that raises becomes a FAIL finding."""
     findings = python_findings() + package_findings()
     steps: list[tuple[str, Callable[[], list[Finding]]]] = [
@@ -244,7 +261,8 @@ def run(weights_dir: Path | None = None) -> list[Finding]:
         ("weights", lambda: weights_findings(weights_dir)),
         ("degradation", lambda: [check_degradation()]),
         ("device math", lambda: [check_device_math()]),
-        ("yunet", lambda: [check_yunet(weights_dir)]),
+        ("detector", lambda: [check_detector(weights_dir)]),
+        ("restore", lambda: [check_restore(model, weights_dir)]),
     ]
     for name, step in steps:
         try:

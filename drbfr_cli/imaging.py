@@ -3,7 +3,7 @@
 This is the only module that sees file paths of images, uint8/uint16 pixels, BGR order, alpha
 channels or EXIF orientation. Everything it returns is float32 RGB in [0, 1] (HxWx3 numpy), and
 the tensor helpers convert to/from the networks' float32 RGB NCHW layout in [-1, 1] and
-batches of face crops to/from the restorer's NCHW layout in [0, 1] (`drbfr_cli.restorer`).
+batches of face crops to/from the restorer's NCHW layout in [0, 1] (`drbfr_cli.restore.restorer`).
 """
 
 from __future__ import annotations

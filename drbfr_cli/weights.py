@@ -200,6 +200,11 @@ def require(name: str, weights_dir: Path | None = None) -> Path:
 # --------------------------------------------------------------------------- hashing
 
 
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of `data`."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def sha256_file(path: Path) -> str:
     """The sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()

@@ -14,9 +14,23 @@ def _shared_root() -> Path:
     return Path(os.environ.get("DRBFR_SHARED", PROJECT_ROOT.parent / "shared"))
 
 
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """In CI (CI=true) the shared data must be there: fail at once instead of skipping."""
+    root = _shared_root()
+    if _in_ci() and not (root / "data").is_dir():
+        raise pytest.UsageError(
+            f"CI=true but the shared test data is missing at {root} (set DRBFR_SHARED)"
+        )
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    """../shared (real faces and detector weights); tests needing it skip, saying why, if absent."""
+    """../shared (real faces and detector weights); outside CI, tests needing it skip, saying
+    why, if absent (in CI the session fails at start, see pytest_sessionstart)."""
     root = _shared_root()
     if not (root / "data").is_dir():
         pytest.skip(f"needs the shared test data at {root} (set DRBFR_SHARED to its location)")

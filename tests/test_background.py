@@ -11,14 +11,14 @@ import torch
 from spandrel.architectures.ESRGAN import ESRGAN
 
 from drbfr_cli import weights
-from drbfr_cli.background import (
+from drbfr_cli.errors import DrbfrError
+from drbfr_cli.restore.background import (
     LanczosUpsampler,
     RealEsrganUpsampler,
     build_upsampler,
     load_realesrgan,
     upscale_tiled,
 )
-from drbfr_cli.errors import DrbfrError
 
 
 def _x2plus(num_blocks: int = 23) -> ESRGAN:

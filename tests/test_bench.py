@@ -19,16 +19,16 @@ from typer.testing import CliRunner
 from drbfr_cli.benchmark import baselines
 from drbfr_cli.benchmark.baselines import Baseline, build_baseline
 from drbfr_cli.benchmark.inputs import KnownFacesDetector, face_canvas, synthetic_image
-from drbfr_cli.bundle import random_bundle, shape_copy
+from drbfr_cli.benchmark.random_bundle import random_bundle, shape_copy
 from drbfr_cli.cli.main import app
 from drbfr_cli.diffusion.sampling import SamplingConfig, network_calls, restore_latents
 from drbfr_cli.faces.align import align_face
-from drbfr_cli.restore_stages import resize_square
-from drbfr_cli.train.ldm import ldm_config_from_preset
+from drbfr_cli.presets import ldm_config_from_preset
+from drbfr_cli.restore.stages import resize_square
 
 runner = CliRunner()
 
-_TINY = ldm_config_from_preset("tiny")[0]
+_TINY = ldm_config_from_preset("tiny")[0].sampling
 CALLS_PER_STEP = (1 if _TINY.guidance_scale == 1 else 2) * _TINY.samples
 """Network calls per face and sampling step of the tiny preset's default sampling: two with
 guidance, once for each of the samples it averages."""

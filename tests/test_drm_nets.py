@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from drbfr_cli.data import PatchPairDataset, load_faces, patch_positions
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.nets.drm import AdaIN, DRMConfig, build_drm
+from drbfr_cli.train.datasets import PatchPairDataset, load_faces, patch_positions
 
 TEST_CONFIG = DRMConfig(
     crop_size=64,

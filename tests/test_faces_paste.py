@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from drbfr_cli.background import LanczosUpsampler
 from drbfr_cli.faces.align import align_face
 from drbfr_cli.faces.detect import DetectOptions, DetectorKind, build_detector, detect_faces
 from drbfr_cli.faces.paste import (
@@ -23,6 +22,7 @@ from drbfr_cli.faces.paste import (
     to_grayscale,
 )
 from drbfr_cli.imaging import read_image
+from drbfr_cli.restore.background import LanczosUpsampler
 
 PHOTOS = ("00.jpg", "10045.png", "Blake_Lively.jpg", "example.jpg", "rfpp_06.png")
 

@@ -12,19 +12,24 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from drbfr_cli.bundle import BundleRestorer, load_bundle, load_restorer, resolve_bundle
+from drbfr_cli.bundle import load_bundle, resolve_bundle
 from drbfr_cli.choices import Precision
 from drbfr_cli.cli.main import app
-from drbfr_cli.diffusion.sampling import NoiseSchedule, SamplingConfig, restore_latents
+from drbfr_cli.diffusion.pipeline import Condition, LDRMDenoiser, restore_faces
+from drbfr_cli.diffusion.sampling import SamplingConfig, restore_latents
+from drbfr_cli.diffusion.schedule import NoiseSchedule, make_scheduler
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.imaging import write_image
 from drbfr_cli.nets import ldrm as ldrm_net
+from drbfr_cli.nets.autoencoder import VQConfig
 from drbfr_cli.nets.drm import DRMConfig
-from drbfr_cli.nets.ldrm import LDRM, GaussianPriorSkip, LDRMConfig, LDRMDenoiser, TimeModulation
+from drbfr_cli.nets.ldrm import LDRM, GaussianPriorSkip, LDRMConfig, TimeModulation
+from drbfr_cli.presets import LDMConfig, PatchConfig, VAEConfig, VAELossConfig
+from drbfr_cli.restore.restorer import BundleRestorer, load_restorer
 from drbfr_cli.train.drm import DRMTask, DRMTaskConfig
-from drbfr_cli.train.ldm import LDMConfig, LDMTask, LDMTaskConfig, load_ldm, restore_faces
+from drbfr_cli.train.ldm import LDMTask, LDMTaskConfig, load_ldm
 from drbfr_cli.train.loop import LoopConfig, train
-from drbfr_cli.train.vae import VAEConfig, VAETask, VAETaskConfig, train_vae
+from drbfr_cli.train.vae import VAETask, VAETaskConfig, train_vae
 
 runner = CliRunner()
 SMALL_DRM = DRMConfig(
@@ -32,12 +37,17 @@ SMALL_DRM = DRMConfig(
     generator_channels=(8, 16), projection_dim=16,
 )  # fmt: skip
 SMALL_VAE = VAEConfig(
-    image_size=32, patch_size=32, face_sides=(32, 48), block_out_channels=(16, 16),
-    norm_num_groups=8, num_codes=64, quantize_after=4, scale_samples=16,
+    image_size=32, scale_samples=16,
+    network=VQConfig(block_out_channels=(16, 16), norm_num_groups=8, num_codes=64),
+    data=PatchConfig(patch_size=32, face_sides=(32, 48)), loss=VAELossConfig(quantize_after=4),
 )  # fmt: skip
 SMALL_LDM = LDMConfig(
-    patch_size=32, face_sides=(32, 48), block_out_channels=(16, 32), attention_levels=(False, True),
-    head_dim=8, norm_num_groups=8, time_embedding_dim=32, steps=4,
+    data=PatchConfig(patch_size=32, face_sides=(32, 48), color_augment=True),
+    network=LDRMConfig(
+        block_out_channels=(16, 32), attention_levels=(False, True), head_dim=8, norm_num_groups=8,
+        time_embedding_dim=32,
+    ),
+    sampling=SamplingConfig(steps=4),
 )  # fmt: skip
 
 
@@ -81,6 +91,26 @@ def _ldm_task(faces_dir: Path, frozen: tuple[Path, Path], **settings: object) ->
     return LDMTask(config)
 
 
+def test_the_training_step_noises_latents_as_the_sampling_scheduler_does(
+    faces_dir: Path, frozen_runs: tuple[Path, Path]
+) -> None:
+    """compute_loss feeds the network z_t = the diffusers scheduler's add_noise(z_0, eps, t)."""
+    task = _ldm_task(faces_dir, frozen_runs)
+    ldrm, seen = task.modules()["ldrm"], {}
+    hook = ldrm.register_forward_pre_hook(lambda _, args: seen.update(z_t=args[0], t=args[1]))
+    batch = next(iter(torch.utils.data.DataLoader(task.dataset(), batch_size=4)))
+    torch.manual_seed(5)
+    task.compute_loss(task.modules(), batch, step=1)
+    hook.remove()
+    z0 = task.parts.first_stage.encode(batch["hq"])
+    torch.manual_seed(5)  # the step draws eps, then t, from torch's global generator
+    noise = torch.randn_like(z0)
+    t = torch.randint(0, SMALL_LDM.schedule.num_train_timesteps, (z0.shape[0],))
+    scheduler = make_scheduler(SMALL_LDM.schedule, SMALL_LDM.sampling.sampler)
+    assert torch.equal(seen["t"], t)
+    torch.testing.assert_close(seen["z_t"], scheduler.add_noise(z0, noise, t))
+
+
 @pytest.fixture(scope="module")
 def ldm_run(faces_dir: Path, frozen_runs: tuple[Path, Path], tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("ldm") / "run"
@@ -103,7 +133,7 @@ def _small_ldrm(**changes: object) -> LDRM:
         attention_levels=(False, True), head_dim=8, norm_num_groups=8, time_embedding_dim=32,
         **changes,
     )  # fmt: skip
-    return LDRM(config, NoiseSchedule()).eval()
+    return LDRM(config).eval()
 
 
 def test_time_modulation_starts_as_the_identity_and_depends_on_t() -> None:
@@ -148,14 +178,14 @@ def _prior_check(prior: GaussianPriorSkip, mean: float, var: float, keep: bool, 
     z_t = abar.sqrt() * z0 + (1 - abar).sqrt() * eps
     lq = torch.full_like(z0, mean if keep else 0.0)
     with torch.no_grad():
-        pred = prior(z_t, torch.full((n,), t), lq, torch.full((n,), keep)).flatten()
+        pred = prior(z_t, torch.full((n,), float(abar)), lq, torch.full((n,), keep)).flatten()
     eps = eps.flatten()
     slope = float(((pred - pred.mean()) * (eps - eps.mean())).mean() / pred.var())
     assert abs(slope - 1) < 0.02 and abs(float((eps - pred).mean())) < 0.01, (t, slope)
 
 
 def test_prior_skip_is_the_gaussian_posterior_mean_of_eps() -> None:
-    prior = GaussianPriorSkip(NoiseSchedule())
+    prior = GaussianPriorSkip()
     with torch.no_grad():
         prior.log_var.fill_(np.log(0.09))
     for t in (20, 300, 900):
@@ -167,18 +197,19 @@ def test_prior_skip_starts_as_the_prior_and_a_sure_prior_returns_the_lq_latent()
     model = _small_ldrm(prior_skip=True)
     z, t, lq = torch.randn(2, 3, 8, 8), torch.tensor([10, 700]), torch.randn(2, 3, 8, 8)
     keep = torch.tensor([True, False])
+    abar = NoiseSchedule().abar_at(t)
     with torch.no_grad():
         assert torch.equal(
-            model(z, t, lq, torch.randn(2, 2, 16), keep), model.prior(z, t, lq, keep)
+            model(z, t, lq, torch.randn(2, 2, 16), keep, abar), model.prior(z, abar, lq, keep)
         )
         model.prior.log_var.fill_(-30.0)  # v ~ 0: z_0 is f_LQ for sure
-    denoiser = LDRMDenoiser(model, lq, torch.randn(2, 2, 16))
+    denoiser = LDRMDenoiser(model, Condition(lq, torch.randn(2, 2, 16)), NoiseSchedule())
     for start_t in (1.0, 0.4):
         config = SamplingConfig(steps=10, start_t=start_t)
         out = restore_latents(denoiser, lq, [0, 1], NoiseSchedule(), config)
         assert torch.allclose(out, lq, atol=1e-4), start_t
-    with pytest.raises(ValueError, match="noise schedule"):
-        LDRM(model.config)
+    with pytest.raises(ValueError, match="abar_t"):
+        model(z, t, lq, None, keep)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,7 +262,8 @@ def test_preset_and_vae_of_other_sizes_are_refused(
 ) -> None:
     drm, vae = frozen_runs
     wrong = LDMTaskConfig(
-        model=LDMConfig(patch_size=64, face_sides=(64, 64)), data=str(faces_dir), preset="x",
+        model=LDMConfig(data=PatchConfig(patch_size=64, face_sides=(64, 64))),
+        data=str(faces_dir), preset="x",
         drm=str(drm), vae=str(vae),
     )  # fmt: skip
     with pytest.raises(DrbfrError, match="32 px faces"):
@@ -265,7 +297,7 @@ def test_bundle_round_trip_restores_like_the_in_memory_model(
     lq = torch.rand(3, 3, 32, 32) * 2 - 1
     sampling = SamplingConfig(steps=4)
     expected = restore_faces(
-        ldrm, parts, lq, seeds=[1, 2, 3], schedule=SMALL_LDM.schedule(), sampling=sampling
+        ldrm, parts, lq, seeds=[1, 2, 3], schedule=SMALL_LDM.schedule, sampling=sampling
     )
     got = bundle.restore(lq, [1, 2, 3], sampling)
     assert got.shape == lq.shape and torch.allclose(got, expected, atol=1e-5)
@@ -282,7 +314,7 @@ def test_bundle_round_trip_restores_like_the_in_memory_model(
 def test_a_prior_skip_run_learns_its_prior_and_its_bundle_restores_like_memory(
     faces_dir: Path, frozen_runs: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    model = replace(SMALL_LDM, prior_skip=True)
+    model = replace(SMALL_LDM, network=replace(SMALL_LDM.network, prior_skip=True))
     drm, vae = frozen_runs
     config = LDMTaskConfig(
         model=model, data=str(faces_dir), preset="test", drm=str(drm), vae=str(vae)
@@ -299,7 +331,7 @@ def test_a_prior_skip_run_learns_its_prior_and_its_bundle_restores_like_memory(
     lq, sampling = torch.rand(2, 3, 32, 32) * 2 - 1, SamplingConfig(steps=4, start_t=0.5)
     parts = LDMTask(config).parts
     expected = restore_faces(
-        ldrm, parts, lq, seeds=[4, 5], schedule=model.schedule(), sampling=sampling
+        ldrm, parts, lq, seeds=[4, 5], schedule=model.schedule, sampling=sampling
     )
     got = load_bundle(tmp_path / "b").restore(lq, [4, 5], sampling)
     assert torch.allclose(got, expected, atol=1e-5)
@@ -310,7 +342,7 @@ def test_restorer_options_override_the_bundle_defaults(bundle_dir: Path) -> None
         str(bundle_dir), device="cpu", sampling={"steps": 2, "start_t": 0.5, "tem_t": None}
     )
     assert (restorer.sampling.steps, restorer.sampling.start_t) == (2, 0.5)
-    assert restorer.sampling.tem_t == SMALL_LDM.tem_t
+    assert restorer.sampling.tem_t == SMALL_LDM.sampling.tem_t
     with pytest.raises(DrbfrError, match="CUDA device"):
         load_restorer(str(bundle_dir), device="cuda") if not torch.cuda.is_available() else (
             pytest.skip("CUDA present: the missing-CUDA message cannot be shown")

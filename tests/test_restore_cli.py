@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from drbfr_cli.background import LanczosUpsampler
 from drbfr_cli.cli.main import app
 from drbfr_cli.imaging import read_image, to_uint8, write_image
+from drbfr_cli.restore.background import LanczosUpsampler
 
 runner = CliRunner()
 

@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from drbfr_cli.background import LanczosUpsampler
 from drbfr_cli.choices import Background, OutputFormat
+from drbfr_cli.devices import resolve_device
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.faces.detect import DetectorKind, build_detector
 from drbfr_cli.imaging import ImageSource, collect_images, expand_inputs, read_image, write_image
-from drbfr_cli.pipeline import RestoreOptions, RestoreTools, restore_images
-from drbfr_cli.restore_setup import ToolChoices, build_background, resolve_device
-from drbfr_cli.restore_stages import face_path, face_seed, output_path, plan_outputs
-from drbfr_cli.restorer import IdentityRestorer
+from drbfr_cli.restore.background import LanczosUpsampler
+from drbfr_cli.restore.restorer import IdentityRestorer
+from drbfr_cli.restore.run import RestoreOptions, RestoreTools, restore_images
+from drbfr_cli.restore.stages import face_path, face_seed, output_path, plan_outputs
+from drbfr_cli.restore.tools import ToolChoices, build_background
 from tests.test_restore_cli import small_copies
 
 
@@ -200,8 +201,8 @@ def test_background_auto_falls_back_to_lanczos_with_a_notice(tmp_path, monkeypat
 
 
 def test_devices_are_resolved_and_checked():
-    assert resolve_device("cpu") == "cpu"
-    assert resolve_device("auto") in {"cpu", "cuda", "mps"}
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in {"cpu", "cuda", "mps"}
     for bad in ("tpu", "cuda:99"):
         with pytest.raises(DrbfrError, match="device"):
             resolve_device(bad)

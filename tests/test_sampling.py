@@ -9,17 +9,16 @@ import torch
 
 from drbfr_cli.choices import Sampler
 from drbfr_cli.diffusion.sampling import (
-    NoiseSchedule,
     SamplingConfig,
     guided_eps,
     item_noise,
-    make_scheduler,
     restore_latents,
     run_timesteps,
     sample,
     texture_pass,
     texture_timesteps,
 )
+from drbfr_cli.diffusion.schedule import NoiseSchedule, make_scheduler
 
 SCHEDULE = NoiseSchedule()
 T = SCHEDULE.num_train_timesteps
@@ -83,6 +82,20 @@ def test_noise_schedule_matches_diffusers() -> None:
         assert ours.shape == (T,) and bool((ours[1:] < ours[:-1]).all())
         theirs = make_scheduler(schedule, Sampler.DDIM).alphas_cumprod.double()
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_training_noising_is_the_schedulers_add_noise(sampler: Sampler) -> None:
+    """Training (NoiseSchedule.add_noise) and sampling (the diffusers scheduler) noise alike, at
+    the timesteps a sampling run uses (DPM-Solver's add_noise indexes its own step grid)."""
+    for kind in ("linear", "scaled_linear"):
+        schedule = NoiseSchedule(beta_schedule=kind)
+        scheduler = make_scheduler(schedule, sampler)
+        scheduler.set_timesteps(20)
+        t = scheduler.timesteps[[0, 5, 12, 19]]
+        z0, noise = latents(1, (4, 3, 8, 8)), latents(2, (4, 3, 8, 8))
+        theirs = scheduler.add_noise(z0, noise, t)
+        torch.testing.assert_close(schedule.add_noise(z0, noise, t), theirs)
 
 
 def test_item_noise_does_not_depend_on_the_batch() -> None:

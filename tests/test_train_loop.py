@@ -17,7 +17,7 @@ import torch
 
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.train import LoopConfig, load_modules, train
-from drbfr_cli.train.data import EpochSampler, Shard, isolated_rng
+from drbfr_cli.train.batches import EpochSampler, Shard, isolated_rng
 from tests.train_toy import ToyTask
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

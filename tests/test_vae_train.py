@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,21 +13,20 @@ import torch
 from typer.testing import CliRunner
 
 from drbfr_cli.cli.main import app
-from drbfr_cli.data import FacePatchDataset, augment_colors, load_faces
-from drbfr_cli.train.data import SeededItems
+from drbfr_cli.nets.autoencoder import VQConfig
+from drbfr_cli.presets import PatchConfig, VAEConfig, VAELossConfig
+from drbfr_cli.train.batches import SeededItems
+from drbfr_cli.train.datasets import FacePatchDataset, augment_colors, load_faces
 from drbfr_cli.train.loop import LoopConfig
-from drbfr_cli.train.vae import VAEConfig, VAETask, VAETaskConfig, load_vae, train_vae
+from drbfr_cli.train.vae import VAETask, VAETaskConfig, load_vae, train_vae
 
 runner = CliRunner()
 # A smaller geometry than the tiny preset (32 px patches), so that tests train in seconds
 SMALL = VAEConfig(
     image_size=32,
-    patch_size=32,
-    face_sides=(32, 64),
-    block_out_channels=(16, 32),
-    norm_num_groups=8,
-    num_codes=128,
-    quantize_after=20,
+    network=VQConfig(block_out_channels=(16, 32), norm_num_groups=8, num_codes=128),
+    data=PatchConfig(patch_size=32, face_sides=(32, 64)),
+    loss=VAELossConfig(quantize_after=20),
     scale_samples=64,
 )
 LOOP = {"batch_size": 8, "lr": 2e-3, "warmup_steps": 5, "log_every": 5, "checkpoint_every": 20}
@@ -84,7 +84,7 @@ def test_scaling_factor_gives_unit_latent_std_on_training_patches(
 ) -> None:
     trained = load_vae(trained_run)
     assert trained.latent is not None and trained.latent.samples == 64
-    faces = load_faces(split_faces[0], SMALL.face_sides[1])
+    faces = load_faces(split_faces[0], SMALL.data.face_sides[1])
     dataset = SeededItems(FacePatchDataset(faces, patch_size=32, sides=(32, 64), seed=7), seed=7)
     images = torch.stack([dataset[(0, i)]["image"] for i in range(128)])  # other patches
     latents = trained.model.encode(images).detach() * trained.latent.scaling_factor
@@ -108,7 +108,7 @@ def test_lpips_is_skipped_with_a_notice_when_its_backbone_is_absent(
 ) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("DRBFR_HOME", str(tmp_path))
-    model = VAEConfig(**{**SMALL.__dict__, "perceptual_weight": 1.0})
+    model = replace(SMALL, loss=replace(SMALL.loss, perceptual_weight=1.0))
     task = _task(split_faces[0], model, weights_dir=str(tmp_path))
     assert task.lpips is None and task.notice is not None
     assert "LPIPS" in task.notice and "vgg16" in task.notice and "\n" not in task.notice
@@ -126,7 +126,8 @@ def test_cli_trains_the_tiny_preset_and_analyze_writes_its_reports(
     assert "latent scaling factor" in trained.stdout and list((run / "samples").glob("*.png"))
     config = json.loads((run / "final" / "config.json").read_text())["task_config"]
     assert (
-        config["model"]["block_out_channels"] == [32, 48] and config["latent"]["scaling_factor"] > 0
+        config["model"]["network"]["block_out_channels"] == [32, 48]
+        and config["latent"]["scaling_factor"] > 0
     )
     analysed = runner.invoke(
         app,

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from drbfr_cli.data import random_patch
 from drbfr_cli.metrics.fidelity import FidelityConfig, psnr, ssim
 from drbfr_cli.metrics.lpips import lpips_distance
 from drbfr_cli.nets.autoencoder import VQAutoencoder
+from drbfr_cli.train.datasets import random_patch
 
 Codec = Callable[[torch.Tensor], torch.Tensor]
 """Images B x 3 x H x W in [0, 1] -> their reconstructions, same shape, in [0, 1]."""

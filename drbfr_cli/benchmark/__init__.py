@@ -9,6 +9,8 @@ restore    the restore benchmark: restore_model (model stages, restorer at each 
            scaling); restore_report its tables
 train      one optimizer step of each training stage
 report     the table type, cell formats, terminal and Markdown rendering; the training tables
+random_bundle  bundles of a preset's networks with random weights (no training needed)
+suite      `make bench`: every benchmark of BENCHMARKS.md in one run
 
 Speed does not depend on the weights, so every model is a random-weight one unless a trained
 bundle is given. Results are plain dicts, written as JSON.

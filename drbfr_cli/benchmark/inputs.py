@@ -21,7 +21,7 @@ import numpy as np
 from drbfr_cli.faces.align import FACE_SIZE, template
 from drbfr_cli.faces.detect import DetectorKind, Face
 from drbfr_cli.imaging import ImageSource, read_image, write_image
-from drbfr_cli.restore_stages import resize_square
+from drbfr_cli.restore.stages import resize_square
 
 CANVAS_SIDE = 1024
 """Side of the face-count canvases (the background is the same size for every count)."""
@@ -121,7 +121,11 @@ def random_realesrgan(scale: float, *, tile: int, device: str, half: bool, seed:
     import torch
     from spandrel.architectures.ESRGAN import ESRGAN
 
-    from drbfr_cli.background import RealEsrganUpsampler, load_realesrgan, realesrgan_weights
+    from drbfr_cli.restore.background import (
+        RealEsrganUpsampler,
+        load_realesrgan,
+        realesrgan_weights,
+    )
 
     name = realesrgan_weights(scale)
     x2 = name.endswith("x2plus")

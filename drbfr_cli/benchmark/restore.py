@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from drbfr_cli.background import UpsamplerKind
 from drbfr_cli.benchmark.baselines import BUILDERS
 from drbfr_cli.benchmark.inputs import read_faces, write_synthetic_set
 from drbfr_cli.benchmark.measure import machine_info
+from drbfr_cli.benchmark.random_bundle import random_bundle
 from drbfr_cli.benchmark.restore_model import (
     Runner,
     baseline_results,
@@ -46,22 +46,15 @@ from drbfr_cli.benchmark.restore_pipeline import (
     image_size_rows,
     stage_times,
 )
-from drbfr_cli.bundle import (
-    Bundle,
-    BundleRestorer,
-    autocast_dtype,
-    load_bundle,
-    random_bundle,
-    resolve_bundle,
-)
-from drbfr_cli.choices import Precision, Sampler
+from drbfr_cli.bundle import Bundle, load_bundle, resolve_bundle
+from drbfr_cli.choices import Background, Precision, Sampler
+from drbfr_cli.devices import autocast_dtype, free_memory, resolve_device
 from drbfr_cli.diffusion.sampling import SamplingConfig
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.faces.align import align_face
 from drbfr_cli.faces.detect import DetectOptions, DetectorKind, build_detector, detect_faces
 from drbfr_cli.imaging import collect_images, read_image
-from drbfr_cli.pipeline import free_device_memory
-from drbfr_cli.restore_setup import resolve_device
+from drbfr_cli.restore.restorer import BundleRestorer
 
 Notice = Callable[[str], None]
 
@@ -94,7 +87,7 @@ class RestoreBenchConfig:
     """Use at most this many input images (None: all)."""
     detector: DetectorKind = DetectorKind.YUNET
     weights_dir: Path | None = None
-    background: UpsamplerKind = UpsamplerKind.LANCZOS
+    background: Background = Background.LANCZOS
     upscale: float = 2.0
     pipeline: bool = True
     scaling: bool = True
@@ -239,7 +232,7 @@ def _faces_of_photos(setup: PipelineSetup, count: int) -> list[np.ndarray]:
 def run_restore_bench(config: RestoreBenchConfig, notice: Notice | None = None) -> dict[str, Any]:
     """Measure everything `config` asks for; the results as a JSON-ready dict."""
     say = notice or (lambda _message: None)
-    device = torch.device(resolve_device(config.device))
+    device = resolve_device(config.device)
     precisions = resolve_precisions(config.precisions, device)
     bundle, source = _bundle(config)
     samplings = _samplings(bundle, config)
@@ -297,7 +290,7 @@ def _run_precision(
     run["baselines"] = baseline_results(
         config.baselines, runner, faces, config.baseline_batch_sizes, seed=config.seed
     )
-    free_device_memory()
+    free_memory()
     measured = run.get("restorer")
     run["ratios"] = ratio_rows(
         measured or run["estimated"], run["baselines"], estimated=not measured

@@ -18,12 +18,13 @@ import torch
 from drbfr_cli.benchmark.baselines import FACE_SIZE, Baseline, baseline_facts, build_baseline
 from drbfr_cli.benchmark.inputs import cycle_to
 from drbfr_cli.benchmark.measure import Measurement, count_flops, measure, parameter_count
-from drbfr_cli.bundle import Bundle, BundleRestorer, shape_copy
+from drbfr_cli.benchmark.random_bundle import shape_copy
+from drbfr_cli.bundle import Bundle
+from drbfr_cli.diffusion.pipeline import Condition, LDRMDenoiser, condition
 from drbfr_cli.diffusion.sampling import SamplingConfig, network_calls, restore_latents
 from drbfr_cli.imaging import faces_to_tensor
-from drbfr_cli.nets.ldrm import LDRMDenoiser
-from drbfr_cli.restore_stages import resize_square
-from drbfr_cli.train.ldm import condition
+from drbfr_cli.restore.restorer import BundleRestorer
+from drbfr_cli.restore.stages import resize_square
 
 MODEL_STAGES = ("dr", "vae_encode", "network_call", "vae_decode")
 """Stages timed one call at a time; sampling is `network_call` repeated by the sampler."""
@@ -83,8 +84,9 @@ def model_facts(bundle: Bundle) -> dict[str, Any]:
     meta = shape_copy(bundle)
     parts, side = meta.parts, meta.face_size
     lq = torch.empty(1, 3, side, side, device="meta")
-    f_lq, f_dr = condition(parts, lq, use_dr=meta.use_dr)
-    denoiser = LDRMDenoiser(meta.ldrm, f_lq, f_dr)
+    cond = condition(parts, lq, use_dr=meta.use_dr)
+    f_lq = cond.f_lq
+    denoiser = LDRMDenoiser(meta.ldrm, cond, meta.schedule)
     t = torch.zeros(1, dtype=torch.int64, device="meta")
     vae = parts.first_stage.model
     decode = count_flops(lambda: vae.decode_quantized(f_lq))
@@ -131,9 +133,10 @@ def stage_rows(
     for batch in batch_sizes:
         lq = face_batch(faces, bundle.face_size, batch).to(runner.device) * 2.0 - 1.0
         with torch.no_grad(), runner.autocast():
-            f_lq, f_dr = condition(parts, lq, use_dr=bundle.use_dr)
-        f_lq = f_lq.float()  # as in restore_faces: the sampler's state stays fp32
-        denoiser = LDRMDenoiser(bundle.ldrm, f_lq, f_dr)
+            cond = condition(parts, lq, use_dr=bundle.use_dr)
+        cond = Condition(cond.f_lq.float(), cond.f_dr)  # as in restore_faces: fp32 sampler state
+        f_lq = cond.f_lq
+        denoiser = LDRMDenoiser(bundle.ldrm, cond, schedule)
         t = torch.full((batch,), schedule.num_train_timesteps - 1, device=runner.device)
         seeds = list(range(batch))
         calls: dict[str, Callable[[], object]] = {

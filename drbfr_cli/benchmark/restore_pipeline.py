@@ -16,20 +16,21 @@ import cv2
 import numpy as np
 import torch
 
-from drbfr_cli.background import LanczosUpsampler, ResizeUpsampler, UpsamplerKind
 from drbfr_cli.benchmark.inputs import KnownFacesDetector, face_canvas, random_realesrgan
 from drbfr_cli.benchmark.measure import measure
+from drbfr_cli.choices import Background
 from drbfr_cli.faces.align import align_face
 from drbfr_cli.faces.detect import DetectOptions, detect_faces
 from drbfr_cli.faces.paste import PasteFace, paste_faces
 from drbfr_cli.imaging import ImageSource, collect_images, read_image, write_image
-from drbfr_cli.pipeline import RestoreOptions, RestoreTools, restore_images
-from drbfr_cli.restore_stages import aligned_input, restore_crops
-from drbfr_cli.restorer import FaceRestorer, IdentityRestorer
+from drbfr_cli.restore.background import LanczosUpsampler, ResizeUpsampler
+from drbfr_cli.restore.restorer import FaceRestorer, IdentityRestorer
+from drbfr_cli.restore.run import RestoreOptions, RestoreTools, restore_images
+from drbfr_cli.restore.stages import aligned_input, restore_crops
 
 if TYPE_CHECKING:
-    from drbfr_cli.background import Upsampler
     from drbfr_cli.faces.detect import Detector
+    from drbfr_cli.restore.background import Upsampler
 
 PIPELINE_STAGES = (
     "decode",
@@ -59,11 +60,11 @@ class PipelineSetup:
     upscale: float = 2.0
 
 
-def build_upsampler(kind: UpsamplerKind, scale: float, *, device: str, half: bool, tile: int = 400):
+def build_upsampler(kind: Background, scale: float, *, device: str, half: bool, tile: int = 400):
     """lanczos, none (a plain resize) or realesrgan (the release network, random weights)."""
-    if kind is UpsamplerKind.LANCZOS:
+    if kind is Background.LANCZOS:
         return LanczosUpsampler(scale=scale)
-    if kind is UpsamplerKind.NONE:
+    if kind is Background.NONE:
         return ResizeUpsampler(scale=scale)
     return random_realesrgan(scale, tile=tile, device=device, half=half)
 

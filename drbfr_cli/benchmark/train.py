@@ -22,10 +22,9 @@ import torch
 
 from drbfr_cli.benchmark.inputs import synthetic_image
 from drbfr_cli.benchmark.measure import Measurement, machine_info, measure, parameter_count
-from drbfr_cli.data import load_faces
+from drbfr_cli.devices import free_memory, is_out_of_memory, resolve_device
 from drbfr_cli.imaging import to_uint8
-from drbfr_cli.pipeline import free_device_memory, is_out_of_memory
-from drbfr_cli.restore_setup import resolve_device
+from drbfr_cli.train.datasets import load_faces
 
 STAGES = ("drm", "vae", "ldm")
 ITEMS = {
@@ -113,47 +112,50 @@ def build_task(stage: str, config: TrainBenchConfig, faces: _FaceSource) -> tupl
     """The TrainTask of `stage` for the preset, on `faces`, and notes on what was changed."""
     preset, seed, notes = config.preset, config.seed, []
     if stage == "drm":
-        from drbfr_cli.train.drm import DRMTask, DRMTaskConfig, drm_config_from_preset
+        from drbfr_cli.presets import drm_config_from_preset
+        from drbfr_cli.train.drm import DRMTask, DRMTaskConfig
 
         model, _ = drm_config_from_preset(preset)
         settings = DRMTaskConfig(model=model, data="", preset=preset, seed=seed)
         return DRMTask(settings, faces=faces(model.face_size)), notes
     if stage == "vae":
         return _vae_task(config, faces, notes), notes
-    from drbfr_cli.bundle import random_bundle
-    from drbfr_cli.train.ldm import LDMTask, LDMTaskConfig, ldm_config_from_preset
+    from drbfr_cli.benchmark.random_bundle import random_bundle
+    from drbfr_cli.presets import ldm_config_from_preset
+    from drbfr_cli.train.ldm import LDMTask, LDMTaskConfig
 
     model, _ = ldm_config_from_preset(preset)
     parts = random_bundle(preset, seed=seed).parts
     settings = LDMTaskConfig(model=model, data="", preset=preset, drm="", vae="", seed=seed)
     notes.append("frozen DRM encoder and VAE with random weights")
-    return LDMTask(settings, faces=faces(model.face_sides[1]), parts=parts), notes
+    return LDMTask(settings, faces=faces(model.data.face_sides[1]), parts=parts), notes
 
 
 def _vae_task(config: TrainBenchConfig, faces: _FaceSource, notes: list[str]):
-    from drbfr_cli.train.vae import VAETask, VAETaskConfig, vae_config_from_preset
+    from drbfr_cli.presets import vae_config_from_preset
+    from drbfr_cli.train.vae import VAETask, VAETaskConfig
 
     model, _ = vae_config_from_preset(config.preset)
     weights_dir = str(config.weights_dir) if config.weights_dir else None
     settings = VAETaskConfig(
         model=model, data="", preset=config.preset, seed=config.seed, weights_dir=weights_dir
     )
-    task = VAETask(settings, faces=faces(model.face_sides[1]))
+    task = VAETask(settings, faces=faces(model.data.face_sides[1]))
     task.modules()["vae"].quantizer.initialised.fill_(True)  # no k-means start in the timing
-    if model.perceptual_weight > 0 and task.lpips is None:
+    if model.loss.perceptual_weight > 0 and task.lpips is None:
         from torchmetrics.functional.image.lpips import _NoTrainLpips
 
         task.lpips = _NoTrainLpips(net="vgg", pnet_rand=True).eval()
         notes.append("LPIPS with a random-weight VGG16 (its weights are not here)")
-    if model.disc_weight > 0:
+    if model.loss.disc_weight > 0:
         notes.append("with the PatchGAN discriminator")
     return task
 
 
 def steady_step(task: Any) -> int:
     """A step number past every warm-up phase of the task (VAE: quantization, discriminator)."""
-    model = task.model_config
-    return 1 + max(getattr(model, "quantize_after", 0), getattr(model, "disc_start", 0))
+    loss = getattr(task.model_config, "loss", None)  # only the VAE has warm-up phases
+    return 1 + (max(loss.quantize_after, loss.disc_start) if loss is not None else 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,7 +167,7 @@ def bench_step(
 ) -> dict[str, Any]:
     """Time one optimizer step of `task` at `batch_size` and mixed precision `precision`."""
     from drbfr_cli.train.accel import make_accelerator
-    from drbfr_cli.train.data import fixed_batch, to_device
+    from drbfr_cli.train.batches import fixed_batch, to_device
     from drbfr_cli.train.loop import LoopConfig
 
     loop = LoopConfig(
@@ -224,7 +226,7 @@ def _row(
 def run_train_bench(config: TrainBenchConfig, notice: Notice | None = None) -> dict[str, Any]:
     """One optimizer step of each stage, batch size and precision; a JSON-ready dict."""
     say = notice or (lambda _message: None)
-    device = torch.device(resolve_device(config.device))
+    device = resolve_device(config.device)
     precisions = resolve_mixed_precisions(config.precisions, device)
     faces = _FaceSource(config.data, config.seed)
     rows = []
@@ -266,7 +268,7 @@ def _stage_row(
     finally:
         del task
         gc.collect()
-        free_device_memory()
+        free_memory()
     return {
         "stage": stage,
         "preset": config.preset,

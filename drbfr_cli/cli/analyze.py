@@ -35,8 +35,8 @@ def analyze_drm(
 
     from drbfr_cli.analysis.drm import AnalysisConfig, analyse_drm
     from drbfr_cli.analysis.report import summary_lines, write_report
-    from drbfr_cli.data import load_faces
     from drbfr_cli.nets.drm import build_drm
+    from drbfr_cli.train.datasets import load_faces
     from drbfr_cli.train.drm import load_drm, model_config_from_saved
 
     with user_errors():
@@ -86,17 +86,17 @@ def analyze_vae(
     """Reconstruction PSNR/SSIM (LPIPS) of unseen faces against the bicubic codec."""
     from drbfr_cli.analysis import vae as vae_analysis
     from drbfr_cli.analysis import vae_report
-    from drbfr_cli.data import load_faces
     from drbfr_cli.imaging import from_uint8
+    from drbfr_cli.train.datasets import load_faces
     from drbfr_cli.train.vae import load_vae
 
     with user_errors():
         trained = load_vae(vae)
         cfg = trained.config
-        faces_uint8 = load_faces(data, cfg.face_sides[1])
+        faces_uint8 = load_faces(data, cfg.data.face_sides[1])
         faces = [from_uint8(f) for f in load_faces(data, cfg.image_size)]
         crops = vae_analysis.unseen_patches(
-            faces_uint8, cfg.face_sides, cfg.patch_size, patches, seed
+            faces_uint8, cfg.data.face_sides, cfg.data.patch_size, patches, seed
         )
         lpips_model, lpips_note = _lpips_or_notice(weights_dir)
         if lpips_model is None:
@@ -148,9 +148,9 @@ def analyze_ldm(
     from drbfr_cli.analysis import ldm as ldm_analysis
     from drbfr_cli.analysis.ldm_report import headline_rows, write_report
     from drbfr_cli.bundle import load_bundle
-    from drbfr_cli.data import load_faces
     from drbfr_cli.degradations import DegradationRanges
     from drbfr_cli.imaging import from_uint8
+    from drbfr_cli.train.datasets import load_faces
 
     with user_errors():
         ranges = DegradationRanges(

@@ -11,8 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from drbfr_cli.background import UpsamplerKind
-from drbfr_cli.choices import Precision, Sampler
+from drbfr_cli.choices import Background, Precision, Sampler
 from drbfr_cli.cli.common import console, err_console, user_errors
 from drbfr_cli.faces.detect import DetectorKind
 
@@ -223,12 +222,12 @@ def bench_restore(
         typer.Option(help="Look here first for weight files and bundles.", rich_help_panel=_INPUTS),
     ] = None,
     bg_upsampler: Annotated[
-        UpsamplerKind,
+        Background,
         typer.Option(
             help="Background of whole photos; realesrgan: the release network, random weights.",
             rich_help_panel=_INPUTS,
         ),
-    ] = UpsamplerKind.LANCZOS,
+    ] = Background.LANCZOS,
     seed: Annotated[int, typer.Option(help="Seed of random weights and inputs.")] = 0,
     out: OutOption = None,
     markdown: MarkdownOption = None,

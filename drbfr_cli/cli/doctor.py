@@ -1,4 +1,4 @@
-"""`drbfr doctor`: environment, devices, weights and a tiny end-to-end check."""
+"""`drbfr doctor`: environment, devices, weights, the detector and one face restored."""
 
 from __future__ import annotations
 
@@ -19,11 +19,15 @@ def doctor(
     weights_dir: Path | None = typer.Option(
         None, "--weights-dir", file_okay=False, help="Weights folder to look in first."
     ),
+    model: str | None = typer.Option(
+        None, "--model", help="Model bundle folder or name to check (default: the default)."
+    ),
 ) -> None:
     """Report Python, torch, devices, package versions and weights, and run quick checks
-    whose output is compared with what it must be (exit 1 if any check fails)."""
+    whose output is compared with what it must be: Eq. (11), the YuNet detector on a real photo,
+    one face restored with the model (exit 1 if any check fails)."""
     start = time.perf_counter()
-    findings = doctor_lib.run(weights_dir)
+    findings = doctor_lib.run(weights_dir, model)
     table = Table(title="drbfr doctor", show_edge=False)
     for column in ("section", "item", "", "detail"):
         table.add_column(column, overflow="fold")
@@ -32,8 +36,11 @@ def doctor(
         table.add_row(finding.section, finding.name, mark, finding.detail)
     console.print(table)
     failures = [f for f in findings if f.level is Level.FAIL]
+    warnings = [f for f in findings if f.level is Level.WARN]
     seconds = time.perf_counter() - start
     verdict = f"{len(failures)} problem(s)" if failures else "all checks passed"
+    if warnings and not failures:
+        verdict += f", {len(warnings)} warning(s)"
     console.print(f"{verdict} in {seconds:.1f} s", highlight=False)
     if failures:
         raise typer.Exit(EXIT_PARTIAL)

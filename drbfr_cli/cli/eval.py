@@ -40,15 +40,13 @@ def parse_metrics(text: str | None) -> tuple[Metric, ...] | None:
 
 
 def _check_device(value: str) -> str:
-    import torch
+    from drbfr_cli.devices import resolve_device
+    from drbfr_cli.errors import DrbfrError
 
     try:
-        torch.device(value)
-    except RuntimeError:
-        raise typer.BadParameter(
-            f"unknown torch device {value!r} (use cpu, cuda, cuda:1)"
-        ) from None
-    return value
+        return str(resolve_device(value))
+    except DrbfrError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 @app.callback()
@@ -150,9 +148,9 @@ def _restore_with(
 ) -> Path:
     """Restore the aligned LQ faces with a bundle (as `drbfr restore --aligned`); the folder of
     restorations, named as their LQ inputs so that they pair with the ground truth."""
-    from drbfr_cli.bundle import load_restorer
-    from drbfr_cli.pipeline import restore_images
-    from drbfr_cli.restore_stages import RestoreOptions, RestoreTools
+    from drbfr_cli.restore.restorer import load_restorer
+    from drbfr_cli.restore.run import restore_images
+    from drbfr_cli.restore.stages import RestoreOptions, RestoreTools
 
     restorer = load_restorer(model, device=device, sampling=sampling, weights_dir=weights_dir)
     sources = collect_images([lq])

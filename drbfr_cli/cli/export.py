@@ -21,7 +21,8 @@ def export(
 ) -> None:
     """Write one bundle folder (config + safetensors of E_DR, VAE, denoiser and its EMA) that
     `drbfr restore --model` and `drbfr analyze ldm --model` load."""
-    from drbfr_cli.bundle import export_bundle, load_bundle
+    from drbfr_cli.bundle import load_bundle
+    from drbfr_cli.train.export import export_bundle
 
     with user_errors():
         path = export_bundle(ldm, out, drm_run=drm, vae_run=vae)

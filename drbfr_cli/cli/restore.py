@@ -29,9 +29,9 @@ from drbfr_cli.faces.detect import DEFAULT_MAX_SIDE, DetectorKind
 from drbfr_cli.imaging import max_pixels_from_env
 
 if TYPE_CHECKING:  # torch and the models load when the command runs
-    from drbfr_cli.pipeline import RestoreOptions
-    from drbfr_cli.restore_report import ImageRecord, RunSummary
-    from drbfr_cli.restore_setup import ToolChoices
+    from drbfr_cli.restore.report import ImageRecord, RunSummary
+    from drbfr_cli.restore.run import RestoreOptions
+    from drbfr_cli.restore.tools import ToolChoices
 
 RESTORE_METRICS = (Metric.NIQE,)
 """Metrics restore can compute: no-reference only (there is no ground truth)."""
@@ -264,11 +264,12 @@ def restore(
         "guidance_scale": guidance, "samples": samples,
     }  # fmt: skip
     with user_errors():
-        from drbfr_cli.restore_setup import ToolChoices, resolve_device
+        from drbfr_cli.devices import resolve_device
+        from drbfr_cli.restore.tools import ToolChoices
 
         choices = ToolChoices(
             model=model,
-            device=resolve_device(device),
+            device=str(resolve_device(device)),
             precision=precision,
             sampling={key: value for key, value in sampling.items() if value is not None},
             weights_dir=weights_dir,
@@ -280,7 +281,7 @@ def restore(
 
 
 def _restore_options(**values: Any) -> RestoreOptions:
-    from drbfr_cli.pipeline import RestoreOptions
+    from drbfr_cli.restore.run import RestoreOptions
 
     try:
         return RestoreOptions(**values)
@@ -311,8 +312,8 @@ def _run(
     import cv2
 
     from drbfr_cli.imaging import collect_images, expand_inputs
-    from drbfr_cli.pipeline import excluded_inputs, restore_images
-    from drbfr_cli.restore_setup import build_tools
+    from drbfr_cli.restore.run import excluded_inputs, restore_images
+    from drbfr_cli.restore.tools import build_tools
 
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # no DNN backend chatter
     stdin = sys.stdin if "-" in arguments else ()

@@ -84,7 +84,8 @@ def train_drm(
     log_every: LogEveryOption = 10,
 ) -> None:
     """Train the Degradation Representation Module (paper Eqs. 1-7)."""
-    from drbfr_cli.train.drm import DRMTask, DRMTaskConfig, drm_config_from_preset
+    from drbfr_cli.presets import drm_config_from_preset
+    from drbfr_cli.train.drm import DRMTask, DRMTaskConfig
     from drbfr_cli.train.loop import train
 
     with user_errors():
@@ -128,7 +129,8 @@ def train_vae_command(
     weights_dir: Path | None = typer.Option(None, help="Folder holding the LPIPS VGG16 backbone."),
 ) -> None:
     """Train the first-stage VQ autoencoder on patches of HQ faces (paper section 2)."""
-    from drbfr_cli.train.vae import VAETask, VAETaskConfig, train_vae, vae_config_from_preset
+    from drbfr_cli.presets import vae_config_from_preset
+    from drbfr_cli.train.vae import VAETask, VAETaskConfig, train_vae
 
     with user_errors():
         model, defaults = vae_config_from_preset(preset)
@@ -136,7 +138,7 @@ def train_vae_command(
             defaults, steps=steps, batch_size=batch_size, lr=lr, seed=seed, num_workers=workers,
             mixed_precision=mixed_precision, checkpoint_every=checkpoint_every,
             sample_every=sample_every, log_every=log_every,
-            find_unused_parameters=True if model.disc_weight > 0 else None,
+            find_unused_parameters=True if model.loss.disc_weight > 0 else None,
         )  # fmt: skip
         settings = VAETaskConfig(
             model=model, data=str(data), preset=preset, seed=seed,
@@ -180,7 +182,8 @@ def train_ldm_command(
     log_every: LogEveryOption = 10,
 ) -> None:
     """Train the latent diffusion restoration module (paper Eqs. 8-10) on frozen DRM and VAE."""
-    from drbfr_cli.train.ldm import LDMTask, LDMTaskConfig, ldm_config_from_preset
+    from drbfr_cli.presets import ldm_config_from_preset
+    from drbfr_cli.train.ldm import LDMTask, LDMTaskConfig
     from drbfr_cli.train.loop import train
 
     with user_errors():

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, SchedulerMixin
 
 from drbfr_cli.choices import Sampler
+from drbfr_cli.diffusion.schedule import NoiseSchedule, make_scheduler
 
 _VARIANCE_STREAM = 1
 """Key of the DDIM eta > 0 noise of `sample` (its start noise is seeded by the seed itself)."""
@@ -37,39 +38,6 @@ _TEXTURE_VARIANCE_STREAM = 3
 """Key of the DDIM eta > 0 noise of `texture_pass`."""
 _SAMPLE_STREAM = 4
 """Key of the seeds of the restorations after the first when `samples` > 1."""
-
-
-@dataclass(frozen=True)
-class NoiseSchedule:
-    """The training noise schedule (DDPM betas), stored with the LDM checkpoint."""
-
-    num_train_timesteps: int = 1000
-    beta_start: float = 0.00085
-    beta_end: float = 0.012
-    beta_schedule: Literal["linear", "scaled_linear"] = "scaled_linear"
-    """linear: betas evenly spaced; scaled_linear: sqrt(betas) evenly spaced (Stable Diffusion)."""
-
-    def __post_init__(self) -> None:
-        if self.num_train_timesteps < 2:
-            raise ValueError(f"num_train_timesteps must be >= 2, got {self.num_train_timesteps}")
-        if not 0 < self.beta_start <= self.beta_end < 1:
-            raise ValueError(
-                f"need 0 < beta_start <= beta_end < 1, got {self.beta_start}, {self.beta_end}"
-            )
-        if self.beta_schedule not in ("linear", "scaled_linear"):
-            raise ValueError(
-                f"beta_schedule must be 'linear' or 'scaled_linear', got {self.beta_schedule!r}"
-            )
-
-    def alphas_cumprod(self) -> torch.Tensor:
-        """abar_t = prod_{s <= t} (1 - beta_s) for t = 0 .. T-1, float64 [T] (DDPM Eq. 4)."""
-        n = self.num_train_timesteps
-        if self.beta_schedule == "linear":
-            betas = torch.linspace(self.beta_start, self.beta_end, n, dtype=torch.float64)
-        else:
-            lo, hi = self.beta_start**0.5, self.beta_end**0.5
-            betas = torch.linspace(lo, hi, n, dtype=torch.float64) ** 2
-        return torch.cumprod(1.0 - betas, dim=0)
 
 
 @dataclass(frozen=True)
@@ -126,28 +94,6 @@ class Denoiser(Protocol):
         conditional=False drops the condition (the unconditional model of condition dropout).
         """
         ...
-
-
-def make_scheduler(schedule: NoiseSchedule, sampler: Sampler) -> SchedulerMixin:
-    """A fresh scheduler on `schedule` (schedulers are stateful: one per sampling run).
-
-    Both use trailing timestep spacing, so the first step sits at t = T - 1 (pure noise).
-    """
-    common = {
-        "num_train_timesteps": schedule.num_train_timesteps,
-        "beta_start": schedule.beta_start,
-        "beta_end": schedule.beta_end,
-        "beta_schedule": schedule.beta_schedule,
-        "prediction_type": "epsilon",
-        "timestep_spacing": "trailing",
-    }
-    if sampler == Sampler.DDIM:
-        return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True)
-    if sampler == Sampler.DPMSOLVER:
-        return DPMSolverMultistepScheduler(
-            **common, algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="zero"
-        )
-    raise ValueError(f"unknown sampler {sampler!r}")
 
 
 def _set_steps(scheduler: SchedulerMixin, steps: int) -> None:

@@ -200,8 +200,10 @@ class RetinaFaceDetector:
         state_dict: dict[str, torch.Tensor],
         device: torch.device | str = "cpu",
     ) -> None:
+        import torch
+
         self.kind = kind
-        self.device = _torch_device(device)
+        self.device = torch.device(device)
         self.net = build_retinaface(kind, self.device)
         load_retinaface_state(self.net, state_dict, name=WEIGHT_NAMES[kind])
 
@@ -320,9 +322,3 @@ def build_detector(
         return YuNetDetector(model_path=weights.verified_path(name, weights_dir))
     state = weights.load_verified(name, weights_dir)
     return RetinaFaceDetector(kind=kind, state_dict=state, device=device)
-
-
-def _torch_device(device: torch.device | str) -> torch.device:
-    import torch
-
-    return torch.device(device)

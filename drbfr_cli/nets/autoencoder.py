@@ -347,6 +347,16 @@ class FirstStage:
         return self.model.decode(latent, quantize=self.quantize).clamp(-1.0, 1.0)
 
 
+@dataclass(frozen=True)
+class LatentStats:
+    """The latent scaling of a trained autoencoder, measured on training patches."""
+
+    scaling_factor: float
+    mean: float
+    std: float
+    samples: int
+
+
 def latent_std_scale(latents: torch.Tensor) -> tuple[float, float, float]:
     """(scaling factor 1 / std, mean, std) over every element of a batch of latents."""
     flat = latents.double().flatten()

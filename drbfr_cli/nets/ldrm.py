@@ -12,7 +12,9 @@ with the same parameters.
 `prior_skip` (tiny preset) adds an analytic term to the U-Net's output: the eps of the posterior
 mean of z_0 under the Gaussian prior z_0 ~ N(f_LQ, v I) (v learned; N(0, I) for dropped items),
 so training starts from "the HQ latent is the LQ latent plus noise" and learns the residual,
-as the VAE's pool skip starts from the bicubic codec. The loss stays Eq. (8).
+as the VAE's pool skip starts from the bicubic codec. The loss stays Eq. (8). That term needs
+abar_t: the caller passes it from the noise schedule (diffusion/schedule.py), which the network
+does not own.
 """
 
 from __future__ import annotations
@@ -23,8 +25,6 @@ from dataclasses import dataclass
 import torch
 from diffusers import UNet2DConditionModel
 from torch import nn
-
-from drbfr_cli.diffusion.sampling import NoiseSchedule
 
 PRIOR_STD_INIT = 0.3
 """Starting sqrt(v) of the prior skip, in units of the scaled latent (which has std 1)."""
@@ -121,16 +121,15 @@ class GaussianPriorSkip(nn.Module):
     Kept items: m = f_LQ and a learned v; dropped items: m = 0, v = 1 (the unit-variance latent).
     """
 
-    def __init__(self, schedule: NoiseSchedule) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        abar = schedule.alphas_cumprod().float()
-        self.register_buffer("alphas_cumprod", abar, persistent=False)
         self.log_var = nn.Parameter(torch.tensor(2.0 * math.log(PRIOR_STD_INIT)))
 
     def forward(
-        self, z_t: torch.Tensor, t: torch.Tensor, mean: torch.Tensor, keep: torch.Tensor
+        self, z_t: torch.Tensor, abar: torch.Tensor, mean: torch.Tensor, keep: torch.Tensor
     ) -> torch.Tensor:
-        abar = self.alphas_cumprod.to(z_t.device)[t].to(z_t.dtype)[:, None, None, None]
+        """abar: abar_t of each item [B]."""
+        abar = abar.to(z_t.dtype)[:, None, None, None]
         keep = keep[:, None, None, None]
         mean = torch.where(keep, mean, torch.zeros_like(mean))
         var = torch.where(keep, self.log_var.exp(), torch.ones_like(self.log_var)).to(z_t.dtype)
@@ -140,8 +139,7 @@ class GaussianPriorSkip(nn.Module):
 class LDRM(nn.Module):
     """eps_theta(z_t, f_LQ, f_DR, t) with condition dropout (see the module docstring)."""
 
-    def __init__(self, config: LDRMConfig, schedule: NoiseSchedule | None = None) -> None:
-        """`schedule`: the training noise schedule, needed (only) by the prior skip."""
+    def __init__(self, config: LDRMConfig) -> None:
         super().__init__()
         self.config = config
         self.unet = build_unet(config)
@@ -149,9 +147,7 @@ class LDRM(nn.Module):
         self.null_dr = nn.Parameter(torch.randn(config.dr_tokens, config.dr_width) * 0.02)
         self.prior: GaussianPriorSkip | None = None
         if config.prior_skip:
-            if schedule is None:
-                raise ValueError("an LDRM with prior_skip needs the noise schedule")
-            self.prior = GaussianPriorSkip(schedule)
+            self.prior = GaussianPriorSkip()
             nn.init.zeros_(self.unet.conv_out.weight)  # starts as the prior alone
             nn.init.zeros_(self.unet.conv_out.bias)
 
@@ -170,8 +166,10 @@ class LDRM(nn.Module):
         f_lq: torch.Tensor,
         f_dr: torch.Tensor | None,
         keep: torch.Tensor | None = None,
+        abar: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """eps prediction. keep: B bools, False drops that item's conditions (default: keep)."""
+        """eps prediction. keep: B bools, False drops that item's conditions (default: keep);
+        abar: abar_t of each item, needed (only) by the prior skip."""
         if keep is None:
             keep = torch.ones(z_t.shape[0], dtype=torch.bool, device=z_t.device)
         f_lq = f_lq * keep[:, None, None, None].to(f_lq.dtype)
@@ -179,19 +177,7 @@ class LDRM(nn.Module):
         x = torch.cat([z_t, f_lq], dim=1)
         eps = self.unet(x, t, encoder_hidden_states=context).sample
         if self.prior is not None:
-            eps = eps + self.prior(z_t, t, f_lq, keep)
+            if abar is None:
+                raise ValueError("an LDRM with prior_skip needs abar_t of each item")
+            eps = eps + self.prior(z_t, abar, f_lq, keep)
         return eps
-
-
-class LDRMDenoiser:
-    """The LDRM with one batch's conditions bound: the sampling module's `Denoiser`."""
-
-    def __init__(self, model: LDRM, f_lq: torch.Tensor, f_dr: torch.Tensor | None) -> None:
-        self.model, self.f_lq, self.f_dr = model, f_lq, f_dr
-
-    def __call__(
-        self, latents: torch.Tensor, timesteps: torch.Tensor, *, conditional: bool
-    ) -> torch.Tensor:
-        keep = torch.full((latents.shape[0],), conditional, device=latents.device)
-        t = timesteps.to(latents.device).expand(latents.shape[0])
-        return self.model(latents, t, self.f_lq.to(latents.dtype), self.f_dr, keep)

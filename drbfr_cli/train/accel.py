@@ -9,20 +9,18 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import DistributedDataParallelKwargs
 
+from drbfr_cli import devices
 from drbfr_cli.errors import DrbfrError
 
 if TYPE_CHECKING:
-    from drbfr_cli.train.loop import LoopConfig
+    from drbfr_cli.train.task import LoopConfig
 
 
 def _on_cpu(loop: LoopConfig) -> bool:
     """Train on the CPU when asked, or when the machine has no accelerator device."""
     if loop.cpu:
         return True
-    accelerator_api = getattr(torch, "accelerator", None)
-    if accelerator_api is not None:
-        return not accelerator_api.is_available()
-    return not torch.cuda.is_available()
+    return not devices.has_accelerator()
 
 
 def make_accelerator(loop: LoopConfig) -> Accelerator:

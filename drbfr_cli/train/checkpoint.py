@@ -16,7 +16,6 @@ leaves a partial checkpoint; the sha256 list catches files damaged afterwards.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -33,8 +32,9 @@ import numpy as np
 import safetensors.torch
 import torch
 
-from drbfr_cli import __version__
+from drbfr_cli import __version__, devices
 from drbfr_cli.errors import DrbfrError
+from drbfr_cli.weights import sha256_bytes
 
 CHECKPOINTS = "checkpoints"
 FINAL = "final"
@@ -53,11 +53,6 @@ def weights_file(name: str, *, ema: bool = False) -> str:
     return f"{name}.ema.safetensors" if ema else f"{name}.safetensors"
 
 
-def sha256_bytes(data: bytes) -> str:
-    """Hex sha256 of `data`."""
-    return hashlib.sha256(data).hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------
 # RNG states as plain values (no numpy objects, so no pickles)
 
@@ -68,7 +63,7 @@ def capture_rng() -> dict[str, Any]:
     version, internal, gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": devices.cuda_rng_states(),
         "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
         "python": [version, list(internal), gauss],
     }
@@ -77,8 +72,7 @@ def capture_rng() -> dict[str, Any]:
 def restore_rng(state: Mapping[str, Any]) -> None:
     """Inverse of `capture_rng`."""
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    devices.set_cuda_rng_states(state["cuda"])
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     version, internal, gauss = state["python"]

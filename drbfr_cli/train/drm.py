@@ -10,12 +10,12 @@ import torch
 from torch import nn
 
 from drbfr_cli.choices import Ablation
-from drbfr_cli.config import from_dict, load_preset, to_dict
-from drbfr_cli.data import PatchPairDataset, load_faces
+from drbfr_cli.config import from_dict, to_dict
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.losses import distribution_loss, info_nce, reconstruction_loss
 from drbfr_cli.nets.drm import DRMConfig, build_drm
 from drbfr_cli.train.checkpoint import load_modules
+from drbfr_cli.train.datasets import PatchPairDataset, load_faces
 from drbfr_cli.train.loop import LossOutput
 
 
@@ -26,13 +26,6 @@ class DRMTaskConfig:
     preset: str
     ablation: Ablation = Ablation.NONE
     seed: int = 0
-
-
-def drm_config_from_preset(preset: str) -> tuple[DRMConfig, dict[str, Any]]:
-    """(model config, default training options) of a DRM preset."""
-    table = load_preset("drm", preset)
-    model = from_dict(DRMConfig, table.get("model", {}), source=f"drm preset {preset!r}")
-    return model, dict(table.get("train", {}))
 
 
 class DRMTask:

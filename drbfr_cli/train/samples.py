@@ -10,10 +10,10 @@ import torch
 
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.imaging import write_image
-from drbfr_cli.train.data import Batch, derive_seed, isolated_rng, to_device
+from drbfr_cli.train.batches import Batch, derive_seed, isolated_rng, to_device
 
 if TYPE_CHECKING:
-    from drbfr_cli.train.loop import TrainTask
+    from drbfr_cli.train.task import TrainTask
 
 
 def grid_to_image(grid: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ reach the diffusion model with unit variance (LDM section 4.3.2).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,77 +21,23 @@ import torch.nn.functional as F
 from accelerate import PartialState
 from torch import nn
 
-from drbfr_cli.config import from_dict, load_preset, to_dict
-from drbfr_cli.data import FacePatchDataset, load_faces
+from drbfr_cli.config import from_dict, to_dict
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.imaging import write_bytes_atomic
 from drbfr_cli.losses import generator_adversarial_loss, hinge_discriminator_loss
 from drbfr_cli.metrics.lpips import LpipsNet, load_lpips
-from drbfr_cli.nets.autoencoder import Quantized, VQAutoencoder, VQConfig, latent_std_scale
+from drbfr_cli.nets.autoencoder import LatentStats, Quantized, VQAutoencoder, latent_std_scale
 from drbfr_cli.nets.discriminator import PatchDiscriminator
+from drbfr_cli.presets import VAEConfig
 from drbfr_cli.train import checkpoint as ckpt
-from drbfr_cli.train.data import SeededItems
+from drbfr_cli.train.batches import SeededItems
+from drbfr_cli.train.datasets import FacePatchDataset, load_faces
 from drbfr_cli.train.loop import LoopConfig, LossOutput, TrainResult, train
 from drbfr_cli.weights import WeightsMissingError
 
 STAGE = "vae"
 SCALE_EPOCH = -2
 """Epoch key of the patches the scaling factor is measured on (never a training epoch)."""
-
-
-@dataclass(frozen=True)
-class VAEConfig:
-    """Network, data and loss settings of a VAE preset (models/presets/vae.toml, [model])."""
-
-    image_size: int = 64
-    """Side of the faces the codec is meant for (analysis encodes whole faces at this size)."""
-    patch_size: int = 64
-    face_sides: tuple[int, int] = (64, 160)
-    """Training faces are resized to a side drawn log-uniformly in this range, then cropped."""
-    color_augment: bool = False
-    """Permute the RGB channels of training patches at random (10 % turned gray)."""
-    block_out_channels: tuple[int, ...] = (32, 48)
-    layers_per_block: int = 1
-    latent_channels: int = 3
-    num_codes: int = 2048
-    norm_num_groups: int = 16
-    mid_attention: bool = False
-    commitment: float = 0.25
-    codebook_decay: float = 0.99
-    dead_code_threshold: float = 0.1
-    pool_skip: bool = False
-    """Learn a residual around the average-pool / bicubic codec (see VQConfig.pool_skip)."""
-    l1_weight: float = 1.0
-    l2_weight: float = 1.0
-    perceptual_weight: float = 0.0
-    """LPIPS (VGG) weight; used only when the backbone weights are present."""
-    quantize_after: int = 0
-    """Steps of warm-up in which the decoder sees the continuous latent."""
-    disc_weight: float = 0.0
-    """Weight of the adversarial term (0: no discriminator)."""
-    disc_start: int = 0
-    disc_channels: int = 64
-    disc_layers: int = 3
-    scale_samples: int = 256
-    """Training patches the latent scaling factor is measured on."""
-
-    def __post_init__(self) -> None:
-        if (
-            self.patch_size % self.network().downsampling
-            or self.image_size % self.network().downsampling
-        ):
-            raise ValueError("image_size and patch_size must be multiples of the downsampling")
-        if not self.patch_size <= self.face_sides[0] <= self.face_sides[1]:
-            raise ValueError("face_sides must be ordered and at least patch_size")
-        if min(self.l1_weight, self.l2_weight, self.perceptual_weight, self.disc_weight) < 0:
-            raise ValueError("loss weights must not be negative")
-        if self.scale_samples < 2:
-            raise ValueError("scale_samples must be at least 2")
-
-    def network(self) -> VQConfig:
-        """The autoencoder's own config (the fields VQConfig has)."""
-        names = {f.name for f in fields(VQConfig)}
-        return VQConfig(**{f.name: getattr(self, f.name) for f in fields(self) if f.name in names})
 
 
 @dataclass(frozen=True)
@@ -102,23 +48,6 @@ class VAETaskConfig:
     seed: int = 0
     weights_dir: str | None = None
     """Where the LPIPS backbone is looked up (None: the usual weights folders)."""
-
-
-@dataclass(frozen=True)
-class LatentStats:
-    """The latent scaling of a trained autoencoder, measured on training patches."""
-
-    scaling_factor: float
-    mean: float
-    std: float
-    samples: int
-
-
-def vae_config_from_preset(preset: str) -> tuple[VAEConfig, dict[str, Any]]:
-    """(model config, default training options) of a VAE preset."""
-    table = load_preset(STAGE, preset)
-    model = from_dict(VAEConfig, table.get("model", {}), source=f"vae preset {preset!r}")
-    return model, dict(table.get("train", {}))
 
 
 def model_config_from_saved(saved: dict[str, Any]) -> VAEConfig:
@@ -138,7 +67,7 @@ def codebook_terms(quantized: Quantized) -> dict[str, float]:
 
 def load_perceptual(config: VAETaskConfig) -> tuple[nn.Module | None, str | None]:
     """(LPIPS module, None), or (None, a one-line notice) when it is off or its weights absent."""
-    if config.model.perceptual_weight == 0:
+    if config.model.loss.perceptual_weight == 0:
         return None, None
     weights_dir = Path(config.weights_dir) if config.weights_dir else None
     try:
@@ -155,14 +84,14 @@ class VAETask:
 
     def __init__(self, config: VAETaskConfig, faces: list | None = None) -> None:
         self.settings, self.model_config = config, config.model
-        sides = config.model.face_sides
+        sides = config.model.data.face_sides
         self.faces = faces if faces is not None else load_faces(Path(config.data), sides[1])
         with torch.random.fork_rng():  # weights depend on the seed only, not on global state
             torch.manual_seed(config.seed)
-            self._modules: dict[str, nn.Module] = {"vae": VQAutoencoder(config.model.network())}
-            if config.model.disc_weight > 0:
+            self._modules: dict[str, nn.Module] = {"vae": VQAutoencoder(config.model.network)}
+            if config.model.loss.disc_weight > 0:
                 self._modules["discriminator"] = PatchDiscriminator(
-                    channels=config.model.disc_channels, layers=config.model.disc_layers
+                    channels=config.model.loss.disc_channels, layers=config.model.loss.disc_layers
                 )
         self.lpips, self.notice = load_perceptual(config)
 
@@ -171,7 +100,7 @@ class VAETask:
 
     def dataset(self, *, augment: bool = True) -> FacePatchDataset:
         """Training patches; augment=False gives them in their own colours (latent scaling)."""
-        cfg = self.model_config
+        cfg = self.model_config.data
         return FacePatchDataset(
             self.faces,
             patch_size=cfg.patch_size,
@@ -188,7 +117,7 @@ class VAETask:
     def compute_loss(
         self, modules: dict[str, nn.Module], batch: dict[str, torch.Tensor], step: int
     ) -> LossOutput:
-        cfg, target = self.model_config, batch["image"]
+        cfg, target = self.model_config.loss, batch["image"]
         quantize = step > cfg.quantize_after
         out = modules["vae"](target, quantize=quantize)
         terms = {"l1": F.l1_loss(out.image, target), "l2": F.mse_loss(out.image, target)}
@@ -301,7 +230,7 @@ def load_vae(run_dir: Path) -> TrainedVAE:
     if saved.get("stage") != STAGE:
         raise DrbfrError(f"{run_dir}: not a VAE run (stage {saved.get('stage')!r})")
     config = model_config_from_saved(saved)
-    model = VQAutoencoder(config.network())
+    model = VQAutoencoder(config.network)
     if "vae" not in states:
         raise DrbfrError(f"{run_dir}: the checkpoint holds no vae weights")
     try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -19,6 +18,7 @@ import cv2
 import numpy as np
 
 from drbfr_cli import weights
+from drbfr_cli.choices import Background
 from drbfr_cli.errors import DrbfrError
 
 if TYPE_CHECKING:
@@ -30,12 +30,6 @@ DEFAULT_OVERLAP = 16
 """Context pixels around each tile, in input pixels."""
 MODEL_NAMES = {2: "realesrgan-x2plus", 4: "realesrgan-x4plus"}
 """Registry names of the Real-ESRGAN weights by model scale."""
-
-
-class UpsamplerKind(StrEnum):
-    REALESRGAN = "realesrgan"
-    LANCZOS = "lanczos"
-    NONE = "none"
 
 
 class Upsampler(Protocol):
@@ -200,7 +194,7 @@ def realesrgan_weights(scale: float) -> str:
 
 
 def build_upsampler(
-    kind: UpsamplerKind | str,
+    kind: Background | str,
     scale: float,
     tile: int = DEFAULT_TILE,
     weights_dir: Path | None = None,
@@ -213,16 +207,18 @@ def build_upsampler(
 
     Real-ESRGAN uses its x2 network up to scale 2 and its x4 network above.
     """
+    known = ", ".join(k.value for k in Background if k is not Background.AUTO)
     try:
-        kind = UpsamplerKind(kind)
+        kind = Background(kind)
     except ValueError:
-        known = ", ".join(k.value for k in UpsamplerKind)
         raise DrbfrError(f"unknown background upsampler {kind!r}; choose one of {known}") from None
+    if kind is Background.AUTO:  # restore/tools.build_background decides what auto means
+        raise DrbfrError(f"choose a background upsampler: {known}")
     if scale <= 0:
         raise DrbfrError(f"upscale must be positive, got {scale}")
-    if kind is UpsamplerKind.LANCZOS:
+    if kind is Background.LANCZOS:
         return LanczosUpsampler(scale=scale)
-    if kind is UpsamplerKind.NONE:
+    if kind is Background.NONE:
         return ResizeUpsampler(scale=scale)
     name = realesrgan_weights(scale)
     descriptor = load_realesrgan(weights.load_verified(name, weights_dir), name=name)

@@ -2,7 +2,7 @@
 
 plan (output paths, clashes) -> prepare (skip finished, read, detect, align) -> restore
 (aligned crops through a FaceRestorer, in batches) -> finish (background, paste, write, score,
-record). `pipeline.py` runs them in threads; every stage here also works on its own.
+record). `run.py` runs them in threads; every stage here also works on its own.
 Images are float32 RGB HxWx3 in [0, 1]; aligned crops are FACE_SIZE x FACE_SIZE.
 """
 
@@ -35,13 +35,13 @@ from drbfr_cli.imaging import (
     tensor_to_faces,
     write_image,
 )
-from drbfr_cli.restore_report import FaceRecord, ImageRecord, ImageStatus
+from drbfr_cli.restore.report import FaceRecord, ImageRecord, ImageStatus
 
 if TYPE_CHECKING:
-    from drbfr_cli.background import Upsampler
     from drbfr_cli.faces.detect import Detector
     from drbfr_cli.faces.paste import FaceParser
-    from drbfr_cli.restorer import FaceRestorer
+    from drbfr_cli.restore.background import Upsampler
+    from drbfr_cli.restore.restorer import FaceRestorer
 
 RESTORED_IMGS = "restored_imgs"
 CROPPED_FACES = "cropped_faces"

@@ -211,9 +211,9 @@ def main() -> None:
     parts = set(args.only.split(","))
     gpu = args.device == "cuda"
     if args.device == "auto":
-        import torch
+        from drbfr_cli.devices import cuda_available
 
-        gpu = torch.cuda.is_available()
+        gpu = cuda_available()
     commands = [
         (name, argv)
         for name, argv in plan(gpu, args.presets.split(","), args.shared, args.out)

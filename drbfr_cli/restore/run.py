@@ -7,12 +7,11 @@
 The stages pass jobs through bounded queues, so a fixed number of images is in memory however
 many files there are; jobs leave every stage in input order, so the report and the records
 given to `on_record` are in the order of the sources. The stages themselves are in
-`restore_stages.py`; this module runs them and writes the report.
+`stages.py`; this module runs them and writes the report.
 """
 
 from __future__ import annotations
 
-import gc
 import os
 import queue
 import threading
@@ -22,10 +21,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from drbfr_cli import devices
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.imaging import ImageSource, is_temporary
-from drbfr_cli.restore_report import REPORT_NAME, ImageRecord, ReportWriter, RunSummary
-from drbfr_cli.restore_stages import (
+from drbfr_cli.restore.report import REPORT_NAME, ImageRecord, ReportWriter, RunSummary
+from drbfr_cli.restore.stages import (
     OUTPUT_FOLDERS,
     FaceJob,
     ImageJob,
@@ -38,7 +38,7 @@ from drbfr_cli.restore_stages import (
 )
 
 if TYPE_CHECKING:
-    from drbfr_cli.restorer import FaceRestorer
+    from drbfr_cli.restore.restorer import FaceRestorer
 
 __all__ = ["RestoreOptions", "RestoreTools", "excluded_inputs", "restore_images"]
 
@@ -156,7 +156,7 @@ class BatchRunner:
                 self.restorer, [f.aligned.crop for f in chunk], [f.seed for f in chunk]
             )
         except RuntimeError as exc:
-            if not is_out_of_memory(exc):
+            if not devices.is_out_of_memory(exc):
                 raise
             return False
         seconds = (time.perf_counter() - began) / len(chunk)
@@ -169,29 +169,9 @@ class BatchRunner:
             raise DrbfrError(
                 "out of GPU memory with one face per batch; free GPU memory or use --device cpu"
             )
-        free_device_memory()
+        devices.free_memory()
         self.batch_size //= 2
         self._notice(f"out of GPU memory: batch size lowered to {self.batch_size}")
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True for CUDA's OutOfMemoryError and the RuntimeErrors other backends raise for it."""
-    import torch
-
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
-
-
-def free_device_memory() -> None:
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    if torch.backends.mps.is_available():
-        torch.mps.empty_cache()
-
-
-# --------------------------------------------------------------------------- threads
 
 
 class _Stopped(Exception):

@@ -10,19 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from drbfr_cli import weights
-from drbfr_cli.background import (
+from drbfr_cli.choices import Background, Precision
+from drbfr_cli.faces.detect import WEIGHT_NAMES, Detector, DetectorKind, build_detector
+from drbfr_cli.faces.paste import build_parser
+from drbfr_cli.restore.background import (
     DEFAULT_TILE,
     Upsampler,
-    UpsamplerKind,
     build_upsampler,
     realesrgan_weights,
 )
-from drbfr_cli.choices import Background, Precision
-from drbfr_cli.errors import DrbfrError
-from drbfr_cli.faces.detect import WEIGHT_NAMES, Detector, DetectorKind, build_detector
-from drbfr_cli.faces.paste import build_parser
-from drbfr_cli.restore_stages import RestoreOptions, RestoreTools
-from drbfr_cli.restorer import FaceRestorer, IdentityRestorer
+from drbfr_cli.restore.restorer import FaceRestorer, IdentityRestorer, load_restorer
+from drbfr_cli.restore.stages import RestoreOptions, RestoreTools
 
 IDENTITY_MODEL = "identity"
 """--model identity: paste the aligned crops back unchanged (checks detection, alignment and
@@ -38,7 +36,7 @@ class ToolChoices:
     model: str | None = None
     """A bundle folder or name, IDENTITY_MODEL, or None: the default bundle in the cache."""
     device: str = "cpu"
-    """A resolved device (see `resolve_device`)."""
+    """A resolved device (see `devices.resolve_device`)."""
     precision: Precision = Precision.AUTO
     sampling: Mapping[str, Any] = field(default_factory=dict)
     """Sampling fields that override the bundle's defaults (sampler, steps, start_t, tem_t)."""
@@ -46,29 +44,6 @@ class ToolChoices:
     detector: DetectorKind = DetectorKind.RETINAFACE
     background: Background = Background.AUTO
     bg_tile: int = DEFAULT_TILE
-
-
-def resolve_device(name: str) -> str:
-    """auto -> cuda, mps or cpu; otherwise the named device, checked to exist here."""
-    import torch
-
-    from drbfr_cli.doctor import best_device
-
-    if name == "auto":
-        return best_device()
-    try:
-        chosen = torch.device(name)
-    except RuntimeError:
-        raise DrbfrError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    if chosen.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if (chosen.index or 0) >= count:
-            raise DrbfrError(f"device {name!r}: this machine has {count} usable CUDA device(s)")
-    elif chosen.type == "mps" and not torch.backends.mps.is_available():
-        raise DrbfrError("device 'mps': Apple Metal is not available here")
-    elif chosen.type not in {"cpu", "cuda", "mps"}:
-        raise DrbfrError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
-    return str(chosen)
 
 
 def build_tools(
@@ -115,8 +90,6 @@ def build_restorer(choices: ToolChoices) -> FaceRestorer:
     """The one place a restorer is made: IDENTITY_MODEL, or a bundle (drbfr_cli.bundle)."""
     if choices.model == IDENTITY_MODEL:
         return IdentityRestorer()
-    from drbfr_cli.bundle import load_restorer
-
     return load_restorer(
         choices.model,
         device=choices.device,
@@ -147,7 +120,7 @@ def build_background(choices: ToolChoices, scale: float, notice: Notice) -> Upsa
     elif kind is Background.REALESRGAN:
         ensure_weights(name, choices.weights_dir, notice)
     return build_upsampler(
-        UpsamplerKind(kind.value),
+        kind,
         scale,
         choices.bg_tile,
         choices.weights_dir,

@@ -1,1 +1,0 @@
-"""drbfr benchmarks (`make bench` or `python -m bench`): results go to stdout as JSON + a table."""

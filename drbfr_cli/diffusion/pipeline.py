@@ -1,0 +1,98 @@
+"""The restore loop written out: condition, sample, texture pass, decode (paper Eq. 8, DiffBFR).
+
+    lq [-1, 1] --E_VAE--> f_LQ --+--> restore_latents (sampling.py) --D_VAE--> restored
+               --E_DR--> f_DR  --+
+
+`FrozenParts` holds the first stage and the DR encoder; `condition` computes the LDRM's
+conditions (training uses it too); `LDRMDenoiser` binds them and the noise schedule to the
+network for the samplers; `restore_faces` runs the whole chain. Nothing here trains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from drbfr_cli.diffusion.sampling import SamplingConfig, restore_latents
+from drbfr_cli.diffusion.schedule import NoiseSchedule
+from drbfr_cli.nets.autoencoder import FirstStage
+from drbfr_cli.nets.drm import DREncoder
+from drbfr_cli.nets.ldrm import LDRM
+
+
+@dataclass(frozen=True)
+class FrozenParts:
+    """The frozen first stage and DR encoder the LDRM is conditioned on, with their configs."""
+
+    first_stage: FirstStage
+    encoder: DREncoder
+    vae_config: dict[str, Any]
+    drm_config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Condition:
+    """The LDRM's conditions of a batch of LQ faces (Eq. 8)."""
+
+    f_lq: torch.Tensor
+    """s E_VAE(y): the scaled first-stage latent of the LQ faces."""
+    f_dr: torch.Tensor | None
+    """E_DR(y): B x l x d DR tokens, or None for DR-None."""
+
+
+def condition(parts: FrozenParts, lq: torch.Tensor, *, use_dr: bool) -> Condition:
+    """f_LQ = s E_VAE(y) and f_DR = E_DR(y) (None unless use_dr) of LQ images in [-1, 1]."""
+    with torch.no_grad():
+        f_lq = parts.first_stage.encode(lq)
+        f_dr = parts.encoder(lq) if use_dr else None
+    return Condition(f_lq, f_dr)
+
+
+class LDRMDenoiser:
+    """The LDRM with one batch's conditions and the noise schedule bound: the sampling
+    module's `Denoiser`."""
+
+    def __init__(self, model: LDRM, cond: Condition, schedule: NoiseSchedule) -> None:
+        self.model, self.cond, self.schedule = model, cond, schedule
+
+    def __call__(
+        self, latents: torch.Tensor, timesteps: torch.Tensor, *, conditional: bool
+    ) -> torch.Tensor:
+        keep = torch.full((latents.shape[0],), conditional, device=latents.device)
+        t = timesteps.to(latents.device).expand(latents.shape[0])
+        abar = self.schedule.abar_at(t) if self.model.prior is not None else None
+        f_lq = self.cond.f_lq.to(latents.dtype)
+        return self.model(latents, t, f_lq, self.cond.f_dr, keep, abar)
+
+
+@torch.no_grad()
+def restore_faces(
+    ldrm: nn.Module,
+    parts: FrozenParts,
+    lq: torch.Tensor,
+    *,
+    seeds: list[int],
+    schedule: NoiseSchedule,
+    sampling: SamplingConfig,
+    use_dr: bool = True,
+) -> torch.Tensor:
+    """Restored faces in [-1, 1] of LQ faces in [-1, 1]: condition, sample, texture pass, decode."""
+    was_training = ldrm.training
+    ldrm.eval()
+    cond = condition(parts, lq, use_dr=use_dr)
+    # the sampler's state stays fp32 under autocast; the networks need not
+    cond = Condition(cond.f_lq.float(), cond.f_dr)
+    denoiser = LDRMDenoiser(unwrap(ldrm), cond, schedule)
+    latents = restore_latents(denoiser, cond.f_lq, seeds, schedule, sampling)
+    ldrm.train(was_training)
+    return parts.first_stage.decode(latents)
+
+
+def unwrap(module: nn.Module) -> LDRM:
+    """The LDRM inside a DDP / compiled wrapper."""
+    while not isinstance(module, LDRM):
+        module = getattr(module, "module", None) or module._orig_mod
+    return module

@@ -1,0 +1,141 @@
+"""The stages' preset configs: nested frozen dataclasses filled from `models/presets/*.toml`.
+
+A preset holds the configs of what it is made of, never copies of their fields:
+
+    VAEConfig = image_size + network: VQConfig + data: PatchConfig + loss: VAELossConfig
+    LDMConfig = network: LDRMConfig + data: PatchConfig + degradations: DegradationRanges
+                + schedule: NoiseSchedule + sampling: SamplingConfig
+    DRMConfig (nets/drm.py) is a network config alone.
+
+Inference (bundles) reads these too, so this module imports no training code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from drbfr_cli.config import from_dict, load_preset
+from drbfr_cli.degradations import DegradationRanges
+from drbfr_cli.diffusion.sampling import SamplingConfig
+from drbfr_cli.diffusion.schedule import NoiseSchedule
+from drbfr_cli.nets.autoencoder import VQConfig
+from drbfr_cli.nets.drm import DRMConfig
+from drbfr_cli.nets.ldrm import LDRMConfig
+
+
+@dataclass(frozen=True)
+class PatchConfig:
+    """Training patches: each HQ face is resized to a side drawn log-uniformly in face_sides,
+    then a patch_size crop is taken (RGB permuted at random, 10 % gray, when color_augment)."""
+
+    patch_size: int = 64
+    face_sides: tuple[int, int] = (64, 160)
+    color_augment: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.patch_size <= self.face_sides[0] <= self.face_sides[1]:
+            raise ValueError("face_sides must be ordered and at least patch_size")
+
+
+@dataclass(frozen=True)
+class VAELossConfig:
+    """Weights of the first stage's loss terms (train/vae.py)."""
+
+    l1_weight: float = 1.0
+    l2_weight: float = 1.0
+    perceptual_weight: float = 0.0
+    """LPIPS (VGG) weight; used only when the backbone weights are present."""
+    quantize_after: int = 0
+    """Steps of warm-up in which the decoder sees the continuous latent."""
+    disc_weight: float = 0.0
+    """Weight of the adversarial term (0: no discriminator)."""
+    disc_start: int = 0
+    disc_channels: int = 64
+    disc_layers: int = 3
+
+    def __post_init__(self) -> None:
+        if min(self.l1_weight, self.l2_weight, self.perceptual_weight, self.disc_weight) < 0:
+            raise ValueError("loss weights must not be negative")
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """A VAE preset ([model] of models/presets/vae.toml)."""
+
+    image_size: int = 64
+    """Side of the faces the codec is meant for (analysis encodes whole faces at this size)."""
+    network: VQConfig = field(default_factory=VQConfig)
+    data: PatchConfig = field(default_factory=PatchConfig)
+    loss: VAELossConfig = field(default_factory=VAELossConfig)
+    scale_samples: int = 256
+    """Training patches the latent scaling factor is measured on."""
+
+    def __post_init__(self) -> None:
+        factor = self.network.downsampling
+        if self.data.patch_size % factor or self.image_size % factor:
+            raise ValueError("image_size and patch_size must be multiples of the downsampling")
+        if self.scale_samples < 2:
+            raise ValueError("scale_samples must be at least 2")
+
+
+@dataclass(frozen=True)
+class LDMConfig:
+    """An LDM preset ([model] of models/presets/ldm.toml): the denoiser's shape, its training
+    data, the one noise schedule, and the default sampling of the bundles made from it."""
+
+    network: LDRMConfig = field(default_factory=LDRMConfig)
+    """The U-Net's shape; its latent and DR widths come from the frozen parts (`network_for`)."""
+    data: PatchConfig = field(default_factory=PatchConfig)
+    """Training patches; patch_size is the face size the bundle restores (the VAE's)."""
+    degradations: DegradationRanges = field(default_factory=DegradationRanges)
+    """Eq. (11) ranges of the training degradations (defaults: the paper's)."""
+    schedule: NoiseSchedule = field(default_factory=NoiseSchedule)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    """Default sampling of the bundle (each field overridable at restore time)."""
+    condition_dropout: float = 0.1
+    decode_quantized: bool = False
+    """Decode restored latents through the VAE's codebook (LDM's convention for VQ first
+    stages; base and paper presets). False decodes the continuous latent (tiny preset)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.condition_dropout < 1.0:
+            raise ValueError("condition_dropout must lie in [0, 1)")
+
+    def network_for(
+        self, *, latent_channels: int, dr_tokens: int, dr_width: int, use_dr: bool
+    ) -> LDRMConfig:
+        """The denoiser's config with the widths the frozen VAE and DRM impose."""
+        return replace(
+            self.network,
+            latent_channels=latent_channels,
+            dr_tokens=dr_tokens,
+            dr_width=dr_width,
+            use_dr=use_dr,
+        )
+
+
+_SAMPLING_FIELDS = tuple(f"sampling.{f.name}" for f in fields(SamplingConfig))
+INFERENCE_ONLY_FIELDS = (*_SAMPLING_FIELDS, "decode_quantized")
+"""LDMConfig fields (dotted) that do not touch training: a resumed run may change them."""
+
+
+def _preset(stage: str, cls: type, preset: str) -> tuple[Any, dict[str, Any]]:
+    table = load_preset(stage, preset)
+    model = from_dict(cls, table.get("model", {}), source=f"{stage} preset {preset!r}")
+    return model, dict(table.get("train", {}))
+
+
+def drm_config_from_preset(preset: str) -> tuple[DRMConfig, dict[str, Any]]:
+    """(model config, default training options) of a DRM preset."""
+    return _preset("drm", DRMConfig, preset)
+
+
+def vae_config_from_preset(preset: str) -> tuple[VAEConfig, dict[str, Any]]:
+    """(model config, default training options) of a VAE preset."""
+    return _preset("vae", VAEConfig, preset)
+
+
+def ldm_config_from_preset(preset: str) -> tuple[LDMConfig, dict[str, Any]]:
+    """(model config, default training options) of an LDM preset."""
+    return _preset("ldm", LDMConfig, preset)

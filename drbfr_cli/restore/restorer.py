@@ -1,0 +1,99 @@
+"""What `drbfr restore` asks of a face restorer (aligned face crops in, restored crops out), and
+the restorers: a model bundle on a device, or the identity.
+
+The restore pipeline aligns faces to the FFHQ 512 template, resizes them to the restorer's
+`face_size`, calls `restore` on batches gathered across images, and resizes the results back.
+A restorer owns its device and precision; tensors cross this boundary on the CPU in float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from drbfr_cli.bundle import Bundle, load_bundle, resolve_bundle
+from drbfr_cli.choices import Precision
+from drbfr_cli.devices import autocast_dtype, resolve_device
+from drbfr_cli.diffusion.sampling import SamplingConfig
+from drbfr_cli.errors import DrbfrError
+
+
+class FaceRestorer(Protocol):
+    face_size: int
+    """Side of the square aligned faces that `restore` takes and returns."""
+
+    def restore(self, faces: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+        """N x 3 x S x S float32 RGB in [0, 1] on the CPU -> the same shape, dtype and range.
+
+        seeds[i] seeds every random draw made for faces[i], so a face is restored the same
+        whichever batch it is in.
+        """
+        ...
+
+
+class IdentityRestorer:
+    """Returns the faces unchanged: checks the pipeline's geometry, seams and colour alone."""
+
+    def __init__(self, face_size: int = 512) -> None:
+        self.face_size = face_size
+
+    def restore(self, faces: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+        if len(seeds) != faces.shape[0]:
+            raise ValueError(f"{faces.shape[0]} faces but {len(seeds)} seeds")
+        return faces.clone()
+
+
+class BundleRestorer:
+    """FaceRestorer over a bundle on a device, with autocast at the chosen precision."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        device: torch.device,
+        dtype: torch.dtype | None,
+        sampling: SamplingConfig,
+    ) -> None:
+        self.bundle, self.device, self.dtype, self.sampling = (
+            bundle.to(device),
+            device,
+            dtype,
+            sampling,
+        )
+        self.face_size = bundle.face_size
+
+    @torch.no_grad()
+    def restore(self, faces: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+        if len(seeds) != faces.shape[0]:
+            raise ValueError(f"{faces.shape[0]} faces but {len(seeds)} seeds")
+        lq = faces.to(self.device, torch.float32) * 2.0 - 1.0
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            restored = self.bundle.restore(lq, seeds, self.sampling)
+        return ((restored.float() + 1.0) / 2.0).clamp(0.0, 1.0).cpu()
+
+
+def load_restorer(
+    model: str | None,
+    *,
+    device: str = "auto",
+    precision: Precision = Precision.AUTO,
+    sampling: Mapping[str, Any] | SamplingConfig | None = None,
+    weights_dir: Path | None = None,
+) -> BundleRestorer:
+    """The restorer of a bundle (path or name); `sampling` overrides the bundle's defaults
+    (a SamplingConfig, or a mapping of the fields to change; None values are ignored)."""
+    chosen = resolve_device(device)
+    dtype = autocast_dtype(Precision(precision), chosen)
+    bundle = load_bundle(resolve_bundle(model, weights_dir))
+    if isinstance(sampling, SamplingConfig):
+        config = sampling
+    else:
+        changes = {k: v for k, v in (sampling or {}).items() if v is not None}
+        try:
+            config = replace(bundle.sampling, **changes)
+        except (TypeError, ValueError) as exc:
+            raise DrbfrError(f"invalid sampling options ({exc})") from None
+    return BundleRestorer(bundle, chosen, dtype, config)

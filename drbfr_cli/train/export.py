@@ -1,0 +1,82 @@
+"""`drbfr export`: a bundle (bundle.py's format) from an LDM run and the DRM / VAE runs it was
+trained on. Runs written before configs were nested export too: every config is read through
+its typed class and written in the current layout."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from drbfr_cli import __version__
+from drbfr_cli.bundle import FORMAT, VERSION, check_agreement, write_bundle
+from drbfr_cli.config import from_dict, normalised, to_dict
+from drbfr_cli.errors import DrbfrError
+from drbfr_cli.nets.autoencoder import LatentStats
+from drbfr_cli.nets.drm import DRMConfig
+from drbfr_cli.presets import LDMConfig, VAEConfig
+from drbfr_cli.train import checkpoint as ckpt
+from drbfr_cli.train.drm import load_drm
+from drbfr_cli.train.ldm import load_ldm
+from drbfr_cli.train.vae import load_vae
+
+
+def export_bundle(
+    ldm_run: Path, out: Path, *, drm_run: Path | None = None, vae_run: Path | None = None
+) -> Path:
+    """Write a bundle of an LDM run and the DRM / VAE runs it was trained on (default: the runs
+    recorded in the LDM run). Refuses an existing non-empty `out`; written atomically."""
+    ldrm, saved = load_ldm(ldm_run, ema=False)
+    drm_run = drm_run or Path(saved["drm"])
+    vae_run = vae_run or Path(saved["vae"])
+    drm_modules, drm_saved = load_drm(drm_run)
+    trained_vae = load_vae(vae_run)
+    if trained_vae.latent is None:
+        raise DrbfrError(f"{vae_run}: no latent scaling factor (finish the VAE run first)")
+    frozen = saved["frozen"]
+    drm_config = from_dict(DRMConfig, drm_saved["model"], source=f"{drm_run} drm config")
+    _same_part("VAE", normalised(VAEConfig, frozen["vae"]["model"]), to_dict(trained_vae.config))
+    _same_part(
+        "VAE latent scaling", normalised(LatentStats, frozen["vae"]["latent"]),
+        to_dict(trained_vae.latent),
+    )  # fmt: skip
+    _same_part("DRM", normalised(DRMConfig, frozen["drm"]["model"]), to_dict(drm_config))
+    check_agreement(trained_vae.config, drm_config, ldrm.config)
+    tensors = {
+        "drm_encoder": drm_modules["encoder"].state_dict(),
+        "vae": trained_vae.model.state_dict(),
+        "ldrm": ldrm.state_dict(),
+    }
+    if saved_has_ema(ldm_run):
+        tensors["ldrm.ema"] = ckpt.load_modules(ldm_run, ema=True)[0]["ldrm"]
+    model = from_dict(LDMConfig, saved["model"], source=f"{ldm_run} ldm config")
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "drbfr": __version__,
+        "face_size": trained_vae.config.image_size,
+        "decode_quantized": model.decode_quantized,
+        "drm": {"preset": drm_saved.get("preset"), "model": to_dict(drm_config)},
+        "vae": {
+            "preset": frozen["vae"].get("preset"),
+            "model": to_dict(trained_vae.config),
+            "latent": to_dict(trained_vae.latent),
+        },
+        "ldrm": {"preset": saved.get("preset"), "network": to_dict(ldrm.config)},
+        "schedule": to_dict(model.schedule),
+        "sampling": to_dict(model.sampling),
+        "sources": {"drm": str(drm_run), "vae": str(vae_run), "ldm": str(ldm_run)},
+    }
+    return write_bundle(out, manifest, tensors)
+
+
+def saved_has_ema(run_dir: Path) -> bool:
+    return bool(ckpt.read_config(ckpt.weights_folder(Path(run_dir))).get("ema"))
+
+
+def _same_part(name: str, trained_on: Mapping[str, Any], given: Mapping[str, Any]) -> None:
+    if dict(trained_on) != dict(given):
+        keys = sorted(k for k in set(trained_on) | set(given) if trained_on.get(k) != given.get(k))
+        raise DrbfrError(
+            f"parts disagree: the LDM was trained on another {name} (differs in {', '.join(keys)})"
+        )

@@ -1,0 +1,154 @@
+"""The package's architecture, checked: inference never loads training, layers import only
+downwards, one module asks for CUDA, and no two files import each other (lazy imports inside
+functions included)."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "drbfr_cli"
+INFERENCE = ("restore", "diffusion", "nets", "faces", "bundle.py")
+"""Inference code: none of it may import training, benchmarks or the CLI."""
+FORBIDDEN_FOR_INFERENCE = ("drbfr_cli.train", "drbfr_cli.benchmark", "drbfr_cli.cli")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imported(path: Path, known: set[str]) -> Iterator[str]:
+    """drbfr_cli modules a file imports anywhere (top level, functions, TYPE_CHECKING blocks);
+    `from pkg import name` counts as importing pkg.name when that is a module."""
+    package = module_name(path) if path.name == "__init__.py" else module_name(path.parent)
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names if a.name.startswith("drbfr_cli"))
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base_parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*base_parts, *([node.module] if node.module else [])])
+            if not base.startswith("drbfr_cli"):
+                continue
+            subs = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in known]
+            if subs and len(subs) == len(node.names):
+                yield from subs
+            else:
+                yield base
+                yield from subs
+
+
+def import_graph() -> dict[str, set[str]]:
+    known = set(modules())
+    return {
+        name: {m for m in imported(path, known) if m in known and m != name}
+        for name, path in modules().items()
+    }
+
+
+def test_importing_bundle_and_restore_loads_no_training_code() -> None:
+    """In a fresh interpreter. diffusers itself imports accelerate whenever it is installed, so
+    the check is that drbfr adds none of accelerate beyond what diffusers' own models load."""
+    probe = """
+import sys
+def loaded(prefixes):
+    return {m for m in sys.modules if m.split('.')[0] in prefixes}
+from diffusers import DDIMScheduler, UNet2DConditionModel, VQModel
+before = loaded({'accelerate'})
+import drbfr_cli.bundle, drbfr_cli.diffusion.pipeline
+import drbfr_cli.restore.run, drbfr_cli.restore.stages, drbfr_cli.restore.tools
+added = loaded({'accelerate'}) - before
+training = {m for m in sys.modules if m.startswith(
+    ('drbfr_cli.train', 'drbfr_cli.benchmark', 'drbfr_cli.cli'))}
+print(','.join(sorted(added | training)))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "", out.stdout
+
+
+@pytest.mark.parametrize("where", INFERENCE)
+def test_inference_code_imports_no_training_benchmark_or_cli(where: str) -> None:
+    known = set(modules())
+    root = PACKAGE / where
+    files = [root] if root.suffix == ".py" else sorted(root.rglob("*.py"))
+    offenders = [
+        f"{path.relative_to(PACKAGE)} imports {name}"
+        for path in files
+        for name in imported(path, known)
+        if name.startswith(FORBIDDEN_FOR_INFERENCE)
+    ]
+    assert offenders == []
+
+
+def test_only_devices_asks_for_cuda() -> None:
+    callers = [
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if "cuda.is_available" in path.read_text(encoding="utf-8") and path.name != "devices.py"
+    ]
+    assert callers == []
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycles_between_files_lazy_imports_included() -> None:
+    assert _cycles(import_graph()) == []
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycles(graph) == [["a", "b", "c"]]
+
+
+def test_in_ci_missing_shared_data_fails_the_run_in_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "CI": "true", "DRBFR_SHARED": str(tmp_path / "absent")}
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_losses.py"],
+        capture_output=True, text=True, env=env, cwd=PACKAGE.parent, timeout=300,
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert "CI=true but the shared test data is missing" in out.stdout + out.stderr
