@@ -5,7 +5,18 @@ from __future__ import annotations
 import typer
 
 from drbfr_cli import __version__
-from drbfr_cli.cli import analyze, bench, degrade, demo, doctor, export, restore, train, weights
+from drbfr_cli.cli import (
+    align,
+    analyze,
+    bench,
+    degrade,
+    demo,
+    doctor,
+    export,
+    restore,
+    train,
+    weights,
+)
 from drbfr_cli.cli import eval as eval_cli
 
 app = typer.Typer(
@@ -17,6 +28,7 @@ app = typer.Typer(
 )
 app.command(name="restore")(restore.restore)
 app.command(name="degrade")(degrade.degrade)
+app.command(name="align")(align.align)
 app.add_typer(eval_cli.app, name="eval")
 app.add_typer(weights.app, name="weights")
 app.command(name="doctor")(doctor.doctor)

@@ -1,0 +1,188 @@
+"""`drbfr align`: detect every face of whole photos and write FFHQ-aligned crops.
+
+Parses the options and builds the detector; `drbfr_cli.faces.crops.align_images` does the work.
+This module only prints (progress, per-image errors and no-face lines, the summary) and sets the
+exit code.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from drbfr_cli.cli.common import EXIT_PARTIAL, console, err_console, user_errors
+from drbfr_cli.faces.align import FACE_SIZE
+from drbfr_cli.faces.crops import AlignOptions, CropFormat, ImageOutcome, ImageStatus
+from drbfr_cli.faces.detect import DEFAULT_MAX_SIDE, DetectOptions, DetectorKind
+from drbfr_cli.imaging import max_pixels_from_env
+
+if TYPE_CHECKING:
+    from drbfr_cli.faces.crops import AlignSummary
+
+_DETECT = "Detection"
+_OUTPUT = "Output"
+
+
+def align(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Image files, folders (recursive), glob patterns, or - to read paths from stdin."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder for the face crops.")],
+    size: Annotated[
+        int,
+        typer.Option(
+            min=16,
+            help="Side of the square crops (the FFHQ 512 template, scaled).",
+            rich_help_panel=_OUTPUT,
+        ),
+    ] = FACE_SIZE,
+    detector: Annotated[
+        DetectorKind, typer.Option(help="Face detector.", rich_help_panel=_DETECT)
+    ] = DetectorKind.YUNET,
+    det_threshold: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Minimum detection score (default: 0.6 YuNet, 0.97 RetinaFace).",
+            rich_help_panel=_DETECT,
+        ),
+    ] = None,
+    det_size: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Detect on images downscaled to this longest side (0: their own size).",
+            rich_help_panel=_DETECT,
+        ),
+    ] = DEFAULT_MAX_SIDE,
+    min_face: Annotated[
+        float,
+        typer.Option(min=0.0, help="Ignore faces smaller than this (px).", rich_help_panel=_DETECT),
+    ] = 0.0,
+    max_faces: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Keep at most N faces per image, largest first.", rich_help_panel=_DETECT
+        ),
+    ] = None,
+    only_center_face: Annotated[
+        bool,
+        typer.Option(help="Keep only the face nearest the centre.", rich_help_panel=_DETECT),
+    ] = False,
+    weights_dir: Annotated[
+        Path | None, typer.Option(help="Look here first for the detector's weights.")
+    ] = None,
+    ext: Annotated[
+        CropFormat, typer.Option(help="Crop file format.", rich_help_panel=_OUTPUT)
+    ] = CropFormat.PNG,
+    quality: Annotated[
+        int, typer.Option(min=1, max=100, help="JPEG quality.", rich_help_panel=_OUTPUT)
+    ] = 95,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            help="Redo images an earlier run finished (default: skip them).",
+            rich_help_panel=_OUTPUT,
+        ),
+    ] = False,
+    workers: Annotated[int, typer.Option(min=1, help="Images processed at once (threads).")] = 1,
+    max_pixels: Annotated[
+        int, typer.Option(help="Refuse larger images (decompression-bomb guard).")
+    ] = max_pixels_from_env(),
+) -> None:
+    """Write every face of the input images, aligned to the FFHQ template, as
+    OUT/<name>_NN.<ext> (00: the largest face), and OUT/manifest.jsonl (one line per face).
+
+    Images finished by an earlier run are skipped, so an interrupted run resumes with the same
+    command. The exit code is 0 when every image was read (with or without faces), 1 when some
+    failed (each is reported), 2 for unusable options, inputs, weights or output folders.
+    """
+    try:
+        options = AlignOptions(
+            out_dir=out,
+            size=size,
+            detect=DetectOptions(
+                threshold=det_threshold,
+                min_face=min_face,
+                max_faces=max_faces,
+                only_center_face=only_center_face,
+                max_side=det_size or None,
+            ),
+            ext=ext,
+            quality=quality,
+            overwrite=overwrite,
+            max_pixels=max_pixels,
+            workers=workers,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    with user_errors():
+        summary = _run(inputs, options, detector, weights_dir)
+    _print_summary(summary)
+    if summary.failed:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _run(
+    arguments: list[str], options: AlignOptions, kind: DetectorKind, weights_dir: Path | None
+) -> AlignSummary:
+    """Find the inputs and align them with a progress bar; per-image problems are printed."""
+    import cv2
+
+    from drbfr_cli.faces.crops import align_images
+    from drbfr_cli.faces.detect import build_detector
+    from drbfr_cli.imaging import collect_images, expand_inputs
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # no DNN backend chatter
+    stdin = sys.stdin if "-" in arguments else ()
+    sources = collect_images(expand_inputs(arguments, stdin), exclude=[options.out_dir])
+    if not sources:
+        err_console.print("[yellow]no images found[/] in " + ", ".join(arguments))
+        raise typer.Exit(EXIT_PARTIAL)
+    columns = (TextColumn("aligning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    quiet = not err_console.is_terminal  # no bar in logs and pipes, only the lines below
+    with Progress(*columns, console=err_console, transient=True, disable=quiet) as progress:
+        task = progress.add_task("align", total=len(sources))
+
+        def on_outcome(outcome: ImageOutcome) -> None:
+            _print_outcome(outcome, progress)
+            progress.advance(task)
+
+        return align_images(
+            sources, options, partial(build_detector, kind, weights_dir), on_outcome=on_outcome
+        )
+
+
+def _print_outcome(outcome: ImageOutcome, progress: Progress) -> None:
+    if outcome.status is ImageStatus.FAILED:
+        progress.console.print(
+            f"[bold red]error:[/] {outcome.error}", highlight=False, soft_wrap=True
+        )
+    elif outcome.status is ImageStatus.NO_FACE:
+        progress.console.print(
+            f"[yellow]no face:[/] {outcome.source.path}", highlight=False, soft_wrap=True
+        )
+
+
+def _print_summary(summary: AlignSummary) -> None:
+    skipped = ""
+    if summary.images_skipped:
+        skipped = (
+            f", {summary.faces_skipped} kept from {summary.images_skipped} images finished before"
+        )
+    console.print(
+        f"drbfr align: {summary.images} images, {summary.faces_written} faces written{skipped}, "
+        f"{len(summary.no_face)} images with no face, {summary.failed} failed "
+        f"in {summary.seconds:.1f} s; manifest: {summary.manifest}",
+        highlight=False,
+        soft_wrap=True,
+    )
