@@ -24,7 +24,13 @@ app = typer.Typer(
 
 
 # Options every stage takes, defined once.
-DataOption = Annotated[Path, typer.Option(help="Folder of HQ faces (searched recursively).")]
+DataOption = Annotated[
+    list[str],
+    typer.Option(
+        help="Folder of HQ faces (searched recursively); repeat it to mix folders, each as "
+        "DIR or DIR:WEIGHT (a folder's faces are drawn WEIGHT times as often; default 1).",
+    ),
+]
 OutOption = Annotated[
     Path, typer.Option("-o", "--out", help="Run folder (checkpoints, logs, samples).")
 ]
@@ -103,7 +109,7 @@ def train_drm(
             log_every=log_every,
         )
         task = DRMTask(
-            DRMTaskConfig(model=model, data=str(data), preset=preset, ablation=ablation, seed=seed)
+            DRMTaskConfig(model=model, data=",".join(data), preset=preset, ablation=ablation, seed=seed)
         )
         result = train(task, loop, out, resume=resume)
     print_result("drm", result)
@@ -141,7 +147,7 @@ def train_vae_command(
             find_unused_parameters=True if model.loss.disc_weight > 0 else None,
         )  # fmt: skip
         settings = VAETaskConfig(
-            model=model, data=str(data), preset=preset, seed=seed,
+            model=model, data=",".join(data), preset=preset, seed=seed,
             weights_dir=str(weights_dir) if weights_dir else None,
         )  # fmt: skip
         task = VAETask(settings)
@@ -194,7 +200,7 @@ def train_ldm_command(
             sample_every=sample_every, log_every=log_every,
         )  # fmt: skip
         settings = LDMTaskConfig(
-            model=model, data=str(data), preset=preset, drm=str(drm), vae=str(vae),
+            model=model, data=",".join(data), preset=preset, drm=str(drm), vae=str(vae),
             use_dr=not no_dr, seed=seed,
         )  # fmt: skip
         result = train(LDMTask(settings), loop, out, resume=resume)

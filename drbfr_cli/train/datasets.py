@@ -1,5 +1,9 @@
 """Training samples: degraded patch pairs for the DRM (paper Eqs. 1-2), HQ patches for the VAE.
 
+Faces are read from disk when an item needs them (`FaceFiles`): only the list of files is
+kept, so memory does not grow with the number of faces, and decoding runs in the data-loader
+workers. `--data` takes one folder or a weighted mixture, `DIR[:WEIGHT],...`.
+
 `PatchPairDataset`: each item draws its own Eq. (11) parameters phi_i, degrades one crop of one
 HQ face with them, and returns two non-overlapping patches of that LQ crop (p1, p2) with the HQ
 patches at the same positions (r1, r2). `FacePatchDataset`: random crops of HQ faces at random
@@ -11,6 +15,7 @@ an item is the same in every worker, process count and resumed run.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -28,22 +33,77 @@ VIRTUAL_LENGTH = 100_000
 draws new degradations."""
 
 
-def load_faces(folder: Path, size: int) -> list[np.ndarray]:
-    """All readable images under `folder` as uint8 RGB size x size faces (unreadable ones skipped).
+@dataclass(frozen=True)
+class FolderShare:
+    """One folder of a training mixture and its weight (items drawn per face, relative)."""
 
-    Raises DrbfrError when the folder is missing, empty, or holds no readable image.
-    """
-    sources = collect_images([folder])
-    faces: list[np.ndarray] = []
-    for source in sources:
-        try:
-            faces.append(to_uint8(prepare_hq(read_image(source.path).rgb, size)))
-        except DrbfrError:
+    folder: Path
+    weight: float = 1.0
+
+
+def parse_mixture(spec: str | Sequence[str]) -> list[FolderShare]:
+    """'DIR' or 'DIR:WEIGHT' entries (a comma-separated string, or a list) -> FolderShares.
+
+    A suffix after the last ':' that is not a number belongs to the path."""
+    entries = spec.split(",") if isinstance(spec, str) else list(spec)
+    shares = []
+    for entry in (e.strip() for e in entries):
+        if not entry:
             continue
-    if not faces:
-        what = "no images" if not sources else "no readable image"
-        raise DrbfrError(f"{folder}: {what} to train on")
-    return faces
+        path, _, tail = entry.rpartition(":")
+        try:
+            weight = float(tail) if path else None
+        except ValueError:
+            weight = None
+        if weight is None:
+            shares.append(FolderShare(Path(entry)))
+        elif weight <= 0:
+            raise DrbfrError(f"{entry}: a folder's weight must be positive")
+        else:
+            shares.append(FolderShare(Path(path), weight))
+    if not shares:
+        raise DrbfrError("no training folder given")
+    return shares
+
+
+class FaceFiles(Sequence[np.ndarray]):
+    """Training faces read from disk when indexed: uint8 RGB size x size (prepare_hq).
+
+    Only the file list is held (the mixture's weights repeat a folder's files in the index), so
+    host memory does not grow with the number of faces; decoding happens in the data-loader
+    workers that index it. A file that cannot be read is replaced by the next readable one.
+    """
+
+    def __init__(self, shares: Sequence[FolderShare], size: int) -> None:
+        self.size = size
+        self.paths: list[Path] = []
+        for share in shares:
+            files = [s.path for s in collect_images([share.folder])]
+            if not files:
+                raise DrbfrError(f"{share.folder}: no images to train on")
+            count = max(1, round(share.weight * len(files)))
+            self.paths += [files[i % len(files)] for i in range(count)]
+        self[0]  # at least one file must decode: fail now, not in a worker
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> np.ndarray:  # type: ignore[override]
+        for step in range(len(self.paths)):
+            path = self.paths[(index + step) % len(self.paths)]
+            try:
+                return to_uint8(prepare_hq(read_image(path).rgb, self.size))
+            except DrbfrError:
+                continue
+        folders = ", ".join(sorted({str(p.parent) for p in self.paths}))
+        raise DrbfrError(f"{folders}: no readable image to train on")
+
+
+def load_faces(data: str | Path | Sequence[str], size: int) -> FaceFiles:
+    """The training faces of a folder or mixture ('DIR[:WEIGHT],...'), read lazily at `size`.
+
+    Raises DrbfrError when a folder is missing or holds no image."""
+    return FaceFiles(parse_mixture(str(data) if isinstance(data, Path) else data), size)
 
 
 def patch_positions(

@@ -38,7 +38,7 @@ class DRMTask:
         self.settings = config
         self.model_config = config.model
         self.faces = (
-            faces if faces is not None else load_faces(Path(config.data), config.model.face_size)
+            faces if faces is not None else load_faces(config.data, config.model.face_size)
         )
         with torch.random.fork_rng():  # weights depend on the seed only, not on global state
             torch.manual_seed(config.seed)

@@ -111,7 +111,7 @@ class LDMTask:
         )
         check_geometry(config.model, vae, self.network_config)
         sides = config.model.data.face_sides
-        self.faces = faces if faces is not None else load_faces(Path(config.data), sides[1])
+        self.faces = faces if faces is not None else load_faces(config.data, sides[1])
         with torch.random.fork_rng():  # weights depend on the seed only, not on global state
             torch.manual_seed(config.seed)
             ldrm = LDRM(self.network_config)

@@ -85,7 +85,7 @@ class VAETask:
     def __init__(self, config: VAETaskConfig, faces: list | None = None) -> None:
         self.settings, self.model_config = config, config.model
         sides = config.model.data.face_sides
-        self.faces = faces if faces is not None else load_faces(Path(config.data), sides[1])
+        self.faces = faces if faces is not None else load_faces(config.data, sides[1])
         with torch.random.fork_rng():  # weights depend on the seed only, not on global state
             torch.manual_seed(config.seed)
             self._modules: dict[str, nn.Module] = {"vae": VQAutoencoder(config.model.network)}
