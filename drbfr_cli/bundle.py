@@ -4,14 +4,17 @@
       bundle.json             format, version, the three parts' configs, the noise schedule,
                               the default sampling, and the sha256 of every weights file
       drm_encoder.safetensors E_DR of the DRM run
-      vae.safetensors         the VQ autoencoder (its latent scaling factor is in bundle.json)
+      vae.safetensors         the VQ autoencoder (its latent scaling factor is in bundle.json),
+                              or nothing: bundle.json's `first_stage` names the pretrained TAEF2
+                              by registry name and sha256 (fetched like any other weight) with
+                              its per-channel latent statistics
       ldrm.safetensors        the denoiser; ldrm.ema.safetensors its EMA (preferred) when kept
 
 Loading checks the hashes and that the parts agree (face size, latent channels, DR tokens and
 width), so a bundle assembled from mismatched runs fails with one line, not a shape error.
 This module is the bundle format and its loading only: it imports no training code (bundles
 are written from runs by train/export.py; random bundles for benchmarks are in benchmark/, the
-FaceRestorer over a bundle in restore/tools.py).
+FaceRestorer over a bundle in restore/restorer.py).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from typing import Any
 import safetensors.torch
 import torch
 
+from drbfr_cli import weights
+from drbfr_cli.choices import FirstStageKind
 from drbfr_cli.config import from_dict, to_dict
 from drbfr_cli.diffusion.pipeline import FrozenParts, restore_faces
 from drbfr_cli.diffusion.sampling import SamplingConfig
@@ -36,7 +41,8 @@ from drbfr_cli.errors import DrbfrError
 from drbfr_cli.nets.autoencoder import FirstStage, LatentStats, VQAutoencoder
 from drbfr_cli.nets.drm import DRMConfig, build_drm
 from drbfr_cli.nets.ldrm import LDRM, LDRMConfig
-from drbfr_cli.presets import VAEConfig
+from drbfr_cli.nets.taef2 import ChannelLatentStats, TAEF2FirstStage, load_taef2
+from drbfr_cli.presets import VAEConfig, first_stage_geometry
 from drbfr_cli.weights import home_dirs, sha256_bytes
 
 FORMAT = "drbfr-bundle"
@@ -86,13 +92,12 @@ class Bundle:
 # Agreement of the parts, and writing (train/export.py gathers the parts from runs)
 
 
-def check_agreement(vae: VAEConfig, drm: DRMConfig, network: LDRMConfig) -> None:
-    """One-line error unless the LDRM's widths are those of this VAE and DRM."""
-    latent_channels = vae.network.latent_channels
+def check_agreement(latent_channels: int, drm: DRMConfig, network: LDRMConfig) -> None:
+    """One-line error unless the LDRM's widths are those of the first stage and the DRM."""
     if network.latent_channels != latent_channels:
         raise DrbfrError(
             f"parts disagree: the denoiser expects {network.latent_channels} latent channels, "
-            f"the VAE makes {latent_channels}"
+            f"the first stage makes {latent_channels}"
         )
     if network.use_dr and (network.dr_tokens, network.dr_width) != (drm.tokens, drm.token_dim):
         raise DrbfrError(
@@ -146,7 +151,10 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
-def read_part(path: Path, manifest: Mapping[str, Any], name: str) -> dict[str, torch.Tensor]:
+def read_part(
+    path: Path, manifest: Mapping[str, Any], name: str, *, parse: bool = True
+) -> dict[str, torch.Tensor]:
+    """The tensors of bundle part `name`, after its sha256 check ({} when not `parse`)."""
     file = f"{name}.safetensors"
     expected = manifest.get("files", {}).get(file)
     if expected is None:
@@ -157,7 +165,7 @@ def read_part(path: Path, manifest: Mapping[str, Any], name: str) -> dict[str, t
         raise DrbfrError(f"{path}: bundle part {file} is missing") from None
     if sha256_bytes(data) != expected:
         raise DrbfrError(f"{path / file}: corrupt bundle part (sha256 mismatch)")
-    return safetensors.torch.load(data)
+    return safetensors.torch.load(data) if parse else {}
 
 
 def _load_state(module: torch.nn.Module, state: dict, what: str, path: Path) -> None:
@@ -170,42 +178,77 @@ def _load_state(module: torch.nn.Module, state: dict, what: str, path: Path) -> 
         ) from None
 
 
-def load_bundle(path: Path, *, ema: bool = True) -> Bundle:
-    """A bundle folder, checked, on the CPU in eval mode (the EMA denoiser when present)."""
+def load_bundle(path: Path, *, ema: bool = True, weights_dir: Path | None = None) -> Bundle:
+    """A bundle folder, checked, on the CPU in eval mode (the EMA denoiser when present).
+
+    Every file the manifest lists is hashed, used or not. A TAEF2 first stage is resolved
+    through the weights registry (`weights_dir` first; downloaded unless DRBFR_OFFLINE is set).
+    """
     path = Path(path)
     manifest = read_manifest(path)
     try:
         drm_config = from_dict(DRMConfig, manifest["drm"]["model"], source=f"{path} drm")
-        vae_config = from_dict(VAEConfig, manifest["vae"]["model"], source=f"{path} vae")
-        latent = from_dict(LatentStats, manifest["vae"]["latent"], source=f"{path} latent")
         network = from_dict(LDRMConfig, manifest["ldrm"]["network"], source=f"{path} ldrm")
         schedule = from_dict(NoiseSchedule, manifest["schedule"], source=f"{path} schedule")
         sampling = from_dict(SamplingConfig, manifest["sampling"], source=f"{path} sampling")
         face_size = int(manifest["face_size"])
+        first_stage, record = _load_first_stage(path, manifest, weights_dir)
     except (KeyError, TypeError) as exc:
         raise DrbfrError(f"{path}: incomplete bundle manifest (missing {exc})") from None
-    check_agreement(vae_config, drm_config, network)
-    if face_size != vae_config.image_size:
-        raise DrbfrError(f"{path}: face_size {face_size} is not the VAE's {vae_config.image_size}")
+    geometry = first_stage_geometry(record)
+    check_agreement(geometry.latent_channels, drm_config, network)
+    if face_size != geometry.face_size:
+        raise DrbfrError(
+            f"{path}: face_size {face_size} is not the first stage's {geometry.face_size}"
+        )
+    verify_files(path, manifest)
     encoder = build_drm(drm_config)["encoder"]
     _load_state(encoder, read_part(path, manifest, "drm_encoder"), "drm_encoder", path)
-    vae = VQAutoencoder(vae_config.network)
-    _load_state(vae, read_part(path, manifest, "vae"), "vae", path)
     ldrm = LDRM(network)
     has_ema = "ldrm.ema.safetensors" in manifest.get("files", {})
     _load_state(ldrm, read_part(path, manifest, "ldrm.ema" if ema and has_ema else "ldrm"),
                 "ldrm", path)  # fmt: skip
-    for module in (encoder, vae, ldrm):
+    for module in (encoder, first_stage.model, ldrm):
         module.requires_grad_(False).eval()
     parts = FrozenParts(
-        first_stage=FirstStage(
-            vae, latent.scaling_factor, bool(manifest.get("decode_quantized", True))
-        ),
+        first_stage=first_stage,
         encoder=encoder,
-        vae_config={"model": to_dict(vae_config), "latent": to_dict(latent)},
+        vae_config=record,
         drm_config={"model": to_dict(drm_config), "preset": manifest["drm"].get("preset")},
     )
     return Bundle(parts, ldrm, schedule, sampling, face_size, path)
+
+
+def _load_first_stage(
+    path: Path, manifest: Mapping[str, Any], weights_dir: Path | None
+) -> tuple[FirstStage | TAEF2FirstStage, dict[str, Any]]:
+    """The bundle's first stage and its record: TAEF2 by registry name and sha256, or the VQ
+    autoencoder stored in the bundle (`vae.safetensors`)."""
+    record = manifest.get("first_stage")
+    if record is not None and record.get("kind") == FirstStageKind.TAEF2:
+        for half in ("encoder", "decoder"):
+            name, sha256 = record[half]["name"], record[half]["sha256"]
+            if weights.spec(name).sha256 != sha256:
+                raise DrbfrError(
+                    f"{path}: made with another {name} file (sha256 {sha256[:12]}...) than "
+                    "this drbfr's registry names"
+                )
+            weights.ensure(name, weights_dir)
+        stats = from_dict(ChannelLatentStats, record["latent"], source=f"{path} latent")
+        return load_taef2(weights_dir, stats), dict(record)
+    vae_config = from_dict(VAEConfig, manifest["vae"]["model"], source=f"{path} vae")
+    latent = from_dict(LatentStats, manifest["vae"]["latent"], source=f"{path} latent")
+    vae = VQAutoencoder(vae_config.network)
+    _load_state(vae, read_part(path, manifest, "vae"), "vae", path)
+    quantize = bool(manifest.get("decode_quantized", True))
+    record = {"model": to_dict(vae_config), "latent": to_dict(latent)}
+    return FirstStage(vae, latent.scaling_factor, quantize), record
+
+
+def verify_files(path: Path, manifest: Mapping[str, Any]) -> None:
+    """Every file the manifest lists exists and has its sha256 (one-line error otherwise)."""
+    for file in manifest.get("files", {}):
+        read_part(path, manifest, file.removesuffix(".safetensors"), parse=False)
 
 
 def bundle_search_dirs(weights_dir: Path | None = None) -> list[Path]:

@@ -41,6 +41,15 @@ class Sampler(StrEnum):
     DPMSOLVER = "dpmsolver++"
 
 
+class FirstStageKind(StrEnum):
+    """The autoencoder whose latent space the LDRM diffuses in."""
+
+    VQ = "vq"
+    """A VQ autoencoder trained by `drbfr train vae` (the paper's first stage)."""
+    TAEF2 = "taef2"
+    """The pretrained TAEF2 (nets/taef2.py), fetched by the weights registry."""
+
+
 class Precision(StrEnum):
     """Floating-point precision of the restoration networks."""
 

@@ -24,7 +24,7 @@ import numpy as np
 from drbfr_cli import devices, weights
 from drbfr_cli.degradations import DegradationParams, add_gaussian_noise, degrade
 from drbfr_cli.faces.detect import DetectOptions, DetectorKind, build_detector, detect_faces
-from drbfr_cli.imaging import from_uint8, image_to_tensor, tensor_to_image
+from drbfr_cli.imaging import faces_to_tensor, from_uint8, tensor_to_faces
 
 YUNET = "yunet-2023mar"
 
@@ -223,9 +223,8 @@ def check_restore(model: str | None = None, weights_dir: Path | None = None) -> 
     restorer = load_restorer(str(path), device=devices.best_device(), weights_dir=weights_dir)
     face = _doctor_face(restorer.face_size)
     start = time.perf_counter()
-    restored = restorer.restore(image_to_tensor(face)[None], [0])[0]
+    out = tensor_to_faces(restorer.restore(faces_to_tensor([face]), [0]))[0]
     seconds = time.perf_counter() - start
-    out = tensor_to_image(restored)
     ok = out.shape == face.shape and bool(np.isfinite(out).all())
     detail = (
         f"{path.name}: one {restorer.face_size} px face on {restorer.device} in {seconds:.1f} s, "

@@ -12,16 +12,21 @@ Inference (bundles) reads these too, so this module imports no training code.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from drbfr_cli.choices import FirstStageKind
 from drbfr_cli.config import from_dict, load_preset
 from drbfr_cli.degradations import DegradationRanges
 from drbfr_cli.diffusion.sampling import SamplingConfig
 from drbfr_cli.diffusion.schedule import NoiseSchedule
+from drbfr_cli.faces.align import FACE_SIZE
 from drbfr_cli.nets.autoencoder import VQConfig
 from drbfr_cli.nets.drm import DRMConfig
 from drbfr_cli.nets.ldrm import LDRMConfig
+from drbfr_cli.nets.taef2 import DOWNSAMPLING as TAEF2_DOWNSAMPLING
+from drbfr_cli.nets.taef2 import LATENT_CHANNELS as TAEF2_CHANNELS
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,9 @@ class LDMConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     """Default sampling of the bundle (each field overridable at restore time)."""
     condition_dropout: float = 0.1
+    first_stage: FirstStageKind = FirstStageKind.VQ
+    """vq: the VQ autoencoder of a `train vae` run (patches of its image size); taef2: the
+    pretrained TAEF2 (patches are crops of FACE_SIZE faces, any multiple of 8)."""
     decode_quantized: bool = False
     """Decode restored latents through the VAE's codebook (LDM's convention for VQ first
     stages; base and paper presets). False decodes the continuous latent (tiny preset)."""
@@ -101,6 +109,7 @@ class LDMConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.condition_dropout < 1.0:
             raise ValueError("condition_dropout must lie in [0, 1)")
+        object.__setattr__(self, "first_stage", FirstStageKind(self.first_stage))
 
     def network_for(
         self, *, latent_channels: int, dr_tokens: int, dr_width: int, use_dr: bool
@@ -113,6 +122,31 @@ class LDMConfig:
             dr_width=dr_width,
             use_dr=use_dr,
         )
+
+
+@dataclass(frozen=True)
+class FirstStageGeometry:
+    """What the LDRM needs to know of its first stage."""
+
+    latent_channels: int
+    downsampling: int
+    """Image side / latent side."""
+    face_size: int
+    """Side of the faces a bundle restores."""
+    fixed_patch: bool
+    """True: training patches must be whole faces of face_size (VQ); False: any crop whose
+    side is a multiple of `downsampling` (TAEF2, a convolutional codec trained elsewhere)."""
+
+
+def first_stage_geometry(frozen_vae: Mapping[str, Any]) -> FirstStageGeometry:
+    """The geometry of a frozen first stage from its record ({"kind": ..., ...}; records
+    without a kind are VQ autoencoders: {"model": VAEConfig dict, "latent": ...})."""
+    if frozen_vae.get("kind", FirstStageKind.VQ) == FirstStageKind.TAEF2:
+        return FirstStageGeometry(TAEF2_CHANNELS, TAEF2_DOWNSAMPLING, FACE_SIZE, False)
+    vae = from_dict(VAEConfig, frozen_vae["model"], source="frozen VAE")
+    return FirstStageGeometry(
+        vae.network.latent_channels, vae.network.downsampling, vae.image_size, True
+    )
 
 
 _SAMPLING_FIELDS = tuple(f"sampling.{f.name}" for f in fields(SamplingConfig))

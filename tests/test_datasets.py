@@ -42,6 +42,9 @@ def test_faces_are_decoded_only_when_indexed(
     assert len(faces) == 30 and len(calls) == 1  # one probe at start, nothing kept in memory
     face = faces[7]
     assert face.shape == (32, 32, 3) and face.dtype == np.uint8 and len(calls) == 2
+    with pytest.raises(IndexError):
+        faces[30]
+    assert len(list(load_faces(folder, 8))) == 30  # iteration ends
 
 
 def test_weights_repeat_a_folders_faces(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from drbfr_cli import doctor
 from drbfr_cli.bundle import load_bundle, resolve_bundle
 from drbfr_cli.choices import Precision
 from drbfr_cli.cli.main import app
@@ -335,6 +336,31 @@ def test_a_prior_skip_run_learns_its_prior_and_its_bundle_restores_like_memory(
     )
     got = load_bundle(tmp_path / "b").restore(lq, [4, 5], sampling)
     assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_init_from_starts_a_run_from_a_bundle_or_a_run(
+    bundle_dir: Path, ldm_run: Path, faces_dir: Path, frozen_runs: tuple[Path, Path]
+) -> None:
+    expected = load_bundle(bundle_dir).ldrm.state_dict()  # the EMA weights
+    for source in (bundle_dir, ldm_run):
+        task = _ldm_task(faces_dir, frozen_runs, init_from=str(source))
+        for name, value in task.modules()["ldrm"].state_dict().items():
+            assert torch.equal(value, expected[name]), (source, name)
+    other = replace(SMALL_LDM, network=replace(SMALL_LDM.network, block_out_channels=(8, 16)))
+    drm, vae = frozen_runs
+    config = LDMTaskConfig(
+        model=other, data=str(faces_dir), preset="x", drm=str(drm), vae=str(vae),
+        init_from=str(bundle_dir),
+    )  # fmt: skip
+    with pytest.raises(DrbfrError, match="does not fit"):
+        LDMTask(config)
+
+
+def test_doctor_restores_one_face_with_a_named_bundle(bundle_dir: Path) -> None:
+    finding = doctor.check_restore(str(bundle_dir))
+    assert finding.level is doctor.Level.OK and "one 32 px face" in finding.detail
+    result = runner.invoke(app, ["doctor", "--model", str(bundle_dir)])
+    assert result.exit_code == 0 and "all checks passed" in result.output
 
 
 def test_restorer_options_override_the_bundle_defaults(bundle_dir: Path) -> None:

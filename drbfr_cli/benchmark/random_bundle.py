@@ -8,6 +8,7 @@ from dataclasses import replace
 import torch
 
 from drbfr_cli.bundle import Bundle
+from drbfr_cli.choices import FirstStageKind
 from drbfr_cli.config import from_dict, to_dict
 from drbfr_cli.diffusion.pipeline import FrozenParts
 from drbfr_cli.diffusion.sampling import SamplingConfig
@@ -15,9 +16,11 @@ from drbfr_cli.diffusion.schedule import NoiseSchedule
 from drbfr_cli.nets.autoencoder import FirstStage, LatentStats, VQAutoencoder
 from drbfr_cli.nets.drm import DREncoder, DRMConfig
 from drbfr_cli.nets.ldrm import LDRM, LDRMConfig
+from drbfr_cli.nets.taef2 import TAEF2, TAEF2FirstStage
 from drbfr_cli.presets import (
     VAEConfig,
     drm_config_from_preset,
+    first_stage_geometry,
     ldm_config_from_preset,
     vae_config_from_preset,
 )
@@ -30,20 +33,24 @@ def random_bundle(
     """A bundle of the networks of `preset` (models/presets, the same name for every part) with
     random weights, in eval mode: no training needed.
 
-    For benchmarks, whose speed and memory do not depend on the weights. The VAE's codebook
-    counts as initialised and its latent scaling factor is 1; the sampling defaults are the
-    preset's. device="meta" builds shapes without storage (for FLOP counts).
+    For benchmarks, whose speed and memory do not depend on the weights. A VQ first stage's
+    codebook counts as initialised and its latent scaling factor is 1; TAEF2 has random weights
+    and no latent statistics; the sampling defaults are the preset's. device="meta" builds
+    shapes without storage (for FLOP counts).
     """
     drm_config, _ = drm_config_from_preset(preset)
-    vae_config, _ = vae_config_from_preset(preset)
     ldm_config, _ = ldm_config_from_preset(preset)
+    vae_config = None
+    if ldm_config.first_stage is FirstStageKind.VQ:
+        vae_config = vae_config_from_preset(preset)[0]
+    geometry = first_stage_geometry(_record(vae_config, preset))
     network = ldm_config.network_for(
-        latent_channels=vae_config.network.latent_channels,
+        latent_channels=geometry.latent_channels,
         dr_tokens=drm_config.tokens,
         dr_width=drm_config.token_dim,
         use_dr=use_dr,
     )
-    check_geometry(ldm_config, vae_config, network)
+    check_geometry(ldm_config, geometry, network)
     bundle = _random_bundle(
         drm_config, vae_config, network, ldm_config.schedule, seed=seed, device=device,
         preset=preset, quantize=ldm_config.decode_quantized,
@@ -54,17 +61,28 @@ def random_bundle(
 def shape_copy(bundle: Bundle) -> Bundle:
     """A bundle of the same networks on the meta device (shapes only, no weights or memory)."""
     drm = from_dict(DRMConfig, bundle.parts.drm_config["model"], source="bundle drm")
-    vae = from_dict(VAEConfig, bundle.parts.vae_config["model"], source="bundle vae")
+    record = bundle.parts.vae_config
+    vae = None
+    if record.get("kind", FirstStageKind.VQ) == FirstStageKind.VQ:
+        vae = from_dict(VAEConfig, record["model"], source="bundle vae")
     copy = _random_bundle(
         drm, vae, bundle.ldrm.config, bundle.schedule, seed=0, device="meta",
-        quantize=bundle.parts.first_stage.quantize,
+        quantize=getattr(bundle.parts.first_stage, "quantize", False),
     )  # fmt: skip
     return replace(copy, sampling=bundle.sampling)
 
 
+def _record(vae_config: VAEConfig | None, preset: str | None) -> dict:
+    """The first-stage record of a random bundle (TAEF2 when `vae_config` is None)."""
+    if vae_config is None:
+        return {"kind": FirstStageKind.TAEF2.value, "preset": preset}
+    latent = LatentStats(scaling_factor=1.0, mean=0.0, std=1.0, samples=0)
+    return {"model": to_dict(vae_config), "latent": to_dict(latent), "preset": preset}
+
+
 def _random_bundle(
     drm_config: DRMConfig,
-    vae_config: VAEConfig,
+    vae_config: VAEConfig | None,
     network: LDRMConfig,
     schedule: NoiseSchedule,
     *,
@@ -80,16 +98,21 @@ def _random_bundle(
             tokens=drm_config.tokens,
             token_dim=drm_config.token_dim,
         )
-        vae = VQAutoencoder(vae_config.network)
+        codec = TAEF2() if vae_config is None else VQAutoencoder(vae_config.network)
         ldrm = LDRM(network)
-    vae.quantizer.initialised.fill_(True)
-    for module in (encoder, vae, ldrm):
+    for module in (encoder, codec, ldrm):
         module.requires_grad_(False).eval()
-    latent = LatentStats(scaling_factor=1.0, mean=0.0, std=1.0, samples=0)
+    record = _record(vae_config, preset)
+    if isinstance(codec, VQAutoencoder):
+        codec.quantizer.initialised.fill_(True)
+        first_stage = FirstStage(codec, 1.0, quantize)
+    else:
+        first_stage = TAEF2FirstStage(codec, None)
     parts = FrozenParts(
-        first_stage=FirstStage(vae, latent.scaling_factor, quantize),
+        first_stage=first_stage,
         encoder=encoder,
-        vae_config={"model": to_dict(vae_config), "latent": to_dict(latent), "preset": preset},
+        vae_config=record,
         drm_config={"model": to_dict(drm_config), "preset": preset},
     )
-    return Bundle(parts, ldrm, schedule, SamplingConfig(), vae_config.image_size)
+    face_size = first_stage_geometry(record).face_size
+    return Bundle(parts, ldrm, schedule, SamplingConfig(), face_size)

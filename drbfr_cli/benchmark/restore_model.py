@@ -23,6 +23,7 @@ from drbfr_cli.bundle import Bundle
 from drbfr_cli.diffusion.pipeline import Condition, LDRMDenoiser, condition
 from drbfr_cli.diffusion.sampling import SamplingConfig, network_calls, restore_latents
 from drbfr_cli.imaging import faces_to_tensor
+from drbfr_cli.nets.autoencoder import VQAutoencoder
 from drbfr_cli.restore.restorer import BundleRestorer
 from drbfr_cli.restore.stages import resize_square
 
@@ -89,9 +90,12 @@ def model_facts(bundle: Bundle) -> dict[str, Any]:
     denoiser = LDRMDenoiser(meta.ldrm, cond, meta.schedule)
     t = torch.zeros(1, dtype=torch.int64, device="meta")
     vae = parts.first_stage.model
-    decode = count_flops(lambda: vae.decode_quantized(f_lq))
-    codes = vae.config.num_codes  # the nearest-code search before decoding, counted by hand
-    search = 2.0 * f_lq.shape[2] * f_lq.shape[3] * codes * vae.config.latent_channels
+    if isinstance(vae, VQAutoencoder):
+        decode = count_flops(lambda: vae.decode_quantized(f_lq))
+        codes = vae.config.num_codes  # the nearest-code search before decoding, by hand
+        search = 2.0 * f_lq.shape[2] * f_lq.shape[3] * codes * vae.config.latent_channels
+    else:  # TAEF2: no codebook
+        decode, search = count_flops(lambda: parts.first_stage.decode(f_lq)), 0.0
     flops = {
         "dr": count_flops(lambda: parts.encoder(lq)) if meta.use_dr else 0.0,
         "vae_encode": count_flops(lambda: parts.first_stage.encode(lq)),

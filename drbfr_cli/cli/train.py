@@ -109,7 +109,9 @@ def train_drm(
             log_every=log_every,
         )
         task = DRMTask(
-            DRMTaskConfig(model=model, data=",".join(data), preset=preset, ablation=ablation, seed=seed)
+            DRMTaskConfig(
+                model=model, data=",".join(data), preset=preset, ablation=ablation, seed=seed
+            )
         )
         result = train(task, loop, out, resume=resume)
     print_result("drm", result)
@@ -169,7 +171,18 @@ def train_ldm_command(
     data: DataOption,
     out: OutOption,
     drm: Path = typer.Option(..., help="Run folder of the trained DRM (frozen)."),
-    vae: Path = typer.Option(..., help="Run folder of the trained VQ autoencoder (frozen)."),
+    vae: Path | None = typer.Option(
+        None, help="Run folder of the trained VQ autoencoder (frozen); not for TAEF2 presets."
+    ),
+    weights_dir: Path | None = typer.Option(
+        None, "--weights-dir", file_okay=False, help="Weights folder to look in first (TAEF2)."
+    ),
+    init_from: Path | None = typer.Option(
+        None,
+        "--init-from",
+        exists=True,
+        help="Bundle or LDM run whose denoiser starts this run (fine-tuning, new optimizer).",
+    ),
     preset: str = typer.Option(
         "tiny", help="Preset: tiny, base or paper (models/presets/ldm.toml)."
     ),
@@ -200,8 +213,10 @@ def train_ldm_command(
             sample_every=sample_every, log_every=log_every,
         )  # fmt: skip
         settings = LDMTaskConfig(
-            model=model, data=",".join(data), preset=preset, drm=str(drm), vae=str(vae),
-            use_dr=not no_dr, seed=seed,
+            model=model, data=",".join(data), preset=preset, drm=str(drm),
+            vae=str(vae) if vae else "", use_dr=not no_dr, seed=seed,
+            weights_dir=str(weights_dir) if weights_dir else None,
+            init_from=str(init_from) if init_from else None,
         )  # fmt: skip
         result = train(LDMTask(settings), loop, out, resume=resume)
     print_result("ldm", result)

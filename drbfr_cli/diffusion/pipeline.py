@@ -43,10 +43,13 @@ class Condition:
     """E_DR(y): B x l x d DR tokens, or None for DR-None."""
 
 
-def condition(parts: FrozenParts, lq: torch.Tensor, *, use_dr: bool) -> Condition:
-    """f_LQ = s E_VAE(y) and f_DR = E_DR(y) (None unless use_dr) of LQ images in [-1, 1]."""
+def condition(
+    parts: FrozenParts, lq: torch.Tensor, *, use_dr: bool, f_lq: torch.Tensor | None = None
+) -> Condition:
+    """f_LQ = s E_VAE(y) and f_DR = E_DR(y) (None unless use_dr) of LQ images in [-1, 1];
+    `f_lq`: the latent when already encoded (by data-loader workers in training)."""
     with torch.no_grad():
-        f_lq = parts.first_stage.encode(lq)
+        f_lq = parts.first_stage.encode(lq) if f_lq is None else f_lq
         f_dr = parts.encoder(lq) if use_dr else None
     return Condition(f_lq, f_dr)
 

@@ -87,7 +87,7 @@ def load_restorer(
     (a SamplingConfig, or a mapping of the fields to change; None values are ignored)."""
     chosen = resolve_device(device)
     dtype = autocast_dtype(Precision(precision), chosen)
-    bundle = load_bundle(resolve_bundle(model, weights_dir))
+    bundle = load_bundle(resolve_bundle(model, weights_dir), weights_dir=weights_dir)
     if isinstance(sampling, SamplingConfig):
         config = sampling
     else:

@@ -89,6 +89,8 @@ class FaceFiles(Sequence[np.ndarray]):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> np.ndarray:  # type: ignore[override]
+        if not -len(self.paths) <= index < len(self.paths):
+            raise IndexError(f"face {index} of {len(self.paths)}")
         for step in range(len(self.paths)):
             path = self.paths[(index + step) % len(self.paths)]
             try:
@@ -97,6 +99,16 @@ class FaceFiles(Sequence[np.ndarray]):
                 continue
         folders = ", ".join(sorted({str(p.parent) for p in self.paths}))
         raise DrbfrError(f"{folders}: no readable image to train on")
+
+
+def _face_shape(faces: Sequence[np.ndarray]) -> tuple[int, int]:
+    """(height, width) shared by all faces: FaceFiles knows it without decoding them."""
+    if isinstance(faces, FaceFiles):
+        return faces.size, faces.size
+    sizes = {face.shape[:2] for face in faces}
+    if len(sizes) != 1:
+        raise DrbfrError("training faces must all have one size (load them with load_faces)")
+    return sizes.pop()
 
 
 def load_faces(data: str | Path | Sequence[str], size: int) -> FaceFiles:
@@ -134,9 +146,9 @@ class PatchPairDataset(Dataset):
         ranges: DegradationRanges | None = None,
         seed: int = 0,
     ) -> None:
-        if any(min(face.shape[:2]) < crop_size for face in faces):
+        if min(_face_shape(faces)) < crop_size:
             raise DrbfrError(f"faces must be at least {crop_size} px for crop_size {crop_size}")
-        self.faces = list(faces)
+        self.faces = faces
         self.crop_size, self.patch_size = crop_size, patch_size
         self.ranges = ranges or DegradationRanges()
         self.seed = seed
@@ -190,9 +202,9 @@ class FacePatchDataset(Dataset):
             raise DrbfrError(
                 f"face sides {low}-{high} must be at least the patch size {patch_size}"
             )
-        if any(face.shape[:2] != (high, high) for face in faces):
+        if _face_shape(faces) != (high, high):
             raise DrbfrError(f"faces must be {high} x {high} (load them with load_faces)")
-        self.faces, self.patch_size, self.sides, self.seed = list(faces), patch_size, sides, seed
+        self.faces, self.patch_size, self.sides, self.seed = faces, patch_size, sides, seed
         self.color_augment = color_augment
 
     def __len__(self) -> int:

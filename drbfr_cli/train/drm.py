@@ -37,9 +37,7 @@ class DRMTask:
     def __init__(self, config: DRMTaskConfig, faces: list | None = None) -> None:
         self.settings = config
         self.model_config = config.model
-        self.faces = (
-            faces if faces is not None else load_faces(config.data, config.model.face_size)
-        )
+        self.faces = faces if faces is not None else load_faces(config.data, config.model.face_size)
         with torch.random.fork_rng():  # weights depend on the seed only, not on global state
             torch.manual_seed(config.seed)
             networks = build_drm(config.model)

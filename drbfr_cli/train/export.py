@@ -1,5 +1,6 @@
 """`drbfr export`: a bundle (bundle.py's format) from an LDM run and the DRM / VAE runs it was
-trained on. Runs written before configs were nested export too: every config is read through
+trained on (a VQ run, or TAEF2 by registry name). Runs written before configs were nested
+export too: every config is read through
 its typed class and written in the current layout."""
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from typing import Any
 
 from drbfr_cli import __version__
 from drbfr_cli.bundle import FORMAT, VERSION, check_agreement, write_bundle
+from drbfr_cli.choices import FirstStageKind
 from drbfr_cli.config import from_dict, normalised, to_dict
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.nets.autoencoder import LatentStats
 from drbfr_cli.nets.drm import DRMConfig
-from drbfr_cli.presets import LDMConfig, VAEConfig
+from drbfr_cli.presets import LDMConfig, VAEConfig, first_stage_geometry
 from drbfr_cli.train import checkpoint as ckpt
 from drbfr_cli.train.drm import load_drm
 from drbfr_cli.train.ldm import load_ldm
@@ -28,46 +30,59 @@ def export_bundle(
     recorded in the LDM run). Refuses an existing non-empty `out`; written atomically."""
     ldrm, saved = load_ldm(ldm_run, ema=False)
     drm_run = drm_run or Path(saved["drm"])
-    vae_run = vae_run or Path(saved["vae"])
     drm_modules, drm_saved = load_drm(drm_run)
-    trained_vae = load_vae(vae_run)
-    if trained_vae.latent is None:
-        raise DrbfrError(f"{vae_run}: no latent scaling factor (finish the VAE run first)")
     frozen = saved["frozen"]
     drm_config = from_dict(DRMConfig, drm_saved["model"], source=f"{drm_run} drm config")
-    _same_part("VAE", normalised(VAEConfig, frozen["vae"]["model"]), to_dict(trained_vae.config))
-    _same_part(
-        "VAE latent scaling", normalised(LatentStats, frozen["vae"]["latent"]),
-        to_dict(trained_vae.latent),
-    )  # fmt: skip
     _same_part("DRM", normalised(DRMConfig, frozen["drm"]["model"]), to_dict(drm_config))
-    check_agreement(trained_vae.config, drm_config, ldrm.config)
-    tensors = {
-        "drm_encoder": drm_modules["encoder"].state_dict(),
-        "vae": trained_vae.model.state_dict(),
-        "ldrm": ldrm.state_dict(),
-    }
+    model = from_dict(LDMConfig, saved["model"], source=f"{ldm_run} ldm config")
+    tensors = {"drm_encoder": drm_modules["encoder"].state_dict(), "ldrm": ldrm.state_dict()}
     if saved_has_ema(ldm_run):
         tensors["ldrm.ema"] = ckpt.load_modules(ldm_run, ema=True)[0]["ldrm"]
-    model = from_dict(LDMConfig, saved["model"], source=f"{ldm_run} ldm config")
+    if frozen["vae"].get("kind") == FirstStageKind.TAEF2:
+        first_stage = {"first_stage": frozen["vae"]}
+    else:
+        first_stage = _vq_part(vae_run or Path(saved["vae"]), frozen["vae"], tensors)
+    geometry = first_stage_geometry(first_stage.get("first_stage") or first_stage["vae"])
+    check_agreement(geometry.latent_channels, drm_config, ldrm.config)
     manifest = {
         "format": FORMAT,
         "version": VERSION,
         "drbfr": __version__,
-        "face_size": trained_vae.config.image_size,
+        "face_size": geometry.face_size,
         "decode_quantized": model.decode_quantized,
         "drm": {"preset": drm_saved.get("preset"), "model": to_dict(drm_config)},
-        "vae": {
-            "preset": frozen["vae"].get("preset"),
-            "model": to_dict(trained_vae.config),
-            "latent": to_dict(trained_vae.latent),
-        },
+        **first_stage,
         "ldrm": {"preset": saved.get("preset"), "network": to_dict(ldrm.config)},
         "schedule": to_dict(model.schedule),
         "sampling": to_dict(model.sampling),
-        "sources": {"drm": str(drm_run), "vae": str(vae_run), "ldm": str(ldm_run)},
+        "sources": {
+            "drm": str(drm_run),
+            "vae": str(vae_run or saved.get("vae", "")),
+            "ldm": str(ldm_run),
+        },
     }
     return write_bundle(out, manifest, tensors)
+
+
+def _vq_part(vae_run: Path, frozen_vae: dict[str, Any], tensors: dict[str, dict]) -> dict:
+    """The bundle's `vae` entry (and its weights into `tensors`) from the VQ run the LDM was
+    trained on, checked to be that run."""
+    trained_vae = load_vae(vae_run)
+    if trained_vae.latent is None:
+        raise DrbfrError(f"{vae_run}: no latent scaling factor (finish the VAE run first)")
+    _same_part("VAE", normalised(VAEConfig, frozen_vae["model"]), to_dict(trained_vae.config))
+    _same_part(
+        "VAE latent scaling", normalised(LatentStats, frozen_vae["latent"]),
+        to_dict(trained_vae.latent),
+    )  # fmt: skip
+    tensors["vae"] = trained_vae.model.state_dict()
+    return {
+        "vae": {
+            "preset": frozen_vae.get("preset"),
+            "model": to_dict(trained_vae.config),
+            "latent": to_dict(trained_vae.latent),
+        }
+    }
 
 
 def saved_has_ema(run_dir: Path) -> bool:

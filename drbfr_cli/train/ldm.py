@@ -15,14 +15,30 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset
 
+from drbfr_cli import weights
+from drbfr_cli.bundle import MANIFEST, read_manifest, read_part
+from drbfr_cli.choices import FirstStageKind
 from drbfr_cli.config import from_dict, to_dict
 from drbfr_cli.diffusion.pipeline import FrozenParts, condition, restore_faces
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.nets.autoencoder import FirstStage
 from drbfr_cli.nets.drm import DRMConfig
 from drbfr_cli.nets.ldrm import LDRM, LDRMConfig
-from drbfr_cli.presets import INFERENCE_ONLY_FIELDS, LDMConfig, VAEConfig
+from drbfr_cli.nets.taef2 import (
+    DECODER_WEIGHTS,
+    ENCODER_WEIGHTS,
+    TAEF2FirstStage,
+    load_taef2,
+    shipped_latent_stats,
+)
+from drbfr_cli.presets import (
+    INFERENCE_ONLY_FIELDS,
+    FirstStageGeometry,
+    LDMConfig,
+    first_stage_geometry,
+)
 from drbfr_cli.train import checkpoint as ckpt
 from drbfr_cli.train.checkpoint import load_modules
 from drbfr_cli.train.datasets import RestorationPairDataset, load_faces
@@ -40,17 +56,36 @@ class LDMTaskConfig:
     preset: str
     drm: str
     """The frozen DRM's run folder."""
-    vae: str
-    """The frozen VQ autoencoder's run folder."""
+    vae: str = ""
+    """The frozen VQ autoencoder's run folder (first_stage vq; unused for taef2)."""
     use_dr: bool = True
     """False: the paper's DR-None ablation."""
     seed: int = 0
+    weights_dir: str | None = None
+    """Where registry weights (TAEF2) are looked for first."""
+    init_from: str | None = None
+    """A bundle or LDM run whose denoiser weights start this run (fine-tuning; the optimizer
+    starts afresh)."""
 
 
-def load_frozen_parts(drm_run: Path, vae_run: Path, *, quantize: bool = True) -> FrozenParts:
-    """E_DR of a DRM run and the VAE (with its latent scaling) of a VAE run, frozen; `quantize`:
-    whether decoding goes through the codebook."""
+def load_frozen_parts(
+    drm_run: Path,
+    vae_run: Path | None,
+    *,
+    first_stage: FirstStageKind = FirstStageKind.VQ,
+    quantize: bool = True,
+    weights_dir: Path | None = None,
+) -> FrozenParts:
+    """E_DR of a DRM run and the first stage, frozen: the VAE (with its latent scaling) of a VAE
+    run (`quantize`: whether decoding goes through the codebook), or the pretrained TAEF2."""
     drm_modules, drm_saved = load_drm(drm_run)
+    drm_modules["encoder"].requires_grad_(False).eval()
+    drm_config = {"model": drm_saved["model"], "preset": drm_saved.get("preset")}
+    if first_stage is FirstStageKind.TAEF2:
+        codec = load_taef2(weights_dir, shipped_latent_stats())
+        return FrozenParts(codec, drm_modules["encoder"], taef2_record(codec), drm_config)
+    if vae_run is None:
+        raise DrbfrError("the vq first stage needs the run folder of a trained VAE (--vae)")
     trained_vae = load_vae(vae_run)
     if trained_vae.latent is None:
         raise DrbfrError(f"{vae_run}: no latent scaling factor (finish the VAE run first)")
@@ -59,25 +94,27 @@ def load_frozen_parts(drm_run: Path, vae_run: Path, *, quantize: bool = True) ->
         "latent": to_dict(trained_vae.latent),
         "preset": ckpt.read_config(ckpt.weights_folder(vae_run))["task_config"].get("preset"),
     }
-    for module in (drm_modules["encoder"], trained_vae.model):
-        module.requires_grad_(False).eval()
+    trained_vae.model.requires_grad_(False).eval()
     return FrozenParts(
         first_stage=FirstStage(trained_vae.model, trained_vae.latent.scaling_factor, quantize),
         encoder=drm_modules["encoder"],
         vae_config=vae_saved,
-        drm_config={"model": drm_saved["model"], "preset": drm_saved.get("preset")},
+        drm_config=drm_config,
     )
 
 
-def check_geometry(model: LDMConfig, vae: VAEConfig, ldrm: LDRMConfig) -> None:
-    """The training patch must be the VAE's face size and fit the U-Net's downsampling."""
+def check_geometry(model: LDMConfig, first: FirstStageGeometry, ldrm: LDRMConfig) -> None:
+    """The training patch must suit the first stage (a VQ autoencoder's face size, or a
+    multiple of TAEF2's downsampling) and its latent the U-Net's downsampling."""
     patch = model.data.patch_size
-    if patch != vae.image_size:
+    if first.fixed_patch and patch != first.face_size:
         raise DrbfrError(
             f"the ldm preset trains on {patch} px patches but the VAE codes "
-            f"{vae.image_size} px faces: pick presets of the same size"
+            f"{first.face_size} px faces: pick presets of the same size"
         )
-    latent_side = patch // vae.network.downsampling
+    if patch % first.downsampling:
+        raise DrbfrError(f"patch_size {patch} is not a multiple of {first.downsampling}")
+    latent_side = patch // first.downsampling
     if latent_side % ldrm.downsampling:
         raise DrbfrError(
             f"the {latent_side} px latent does not fit the U-Net's "
@@ -91,7 +128,8 @@ class LDMTask:
     name = STAGE
     # paths may move; the sampling defaults and the decoding choice do not touch training
     resume_may_change = frozenset(
-        {"data", "drm", "vae"} | {f"model.{k}" for k in INFERENCE_ONLY_FIELDS}
+        {"data", "drm", "vae", "weights_dir", "init_from"}
+        | {f"model.{k}" for k in INFERENCE_ONLY_FIELDS}
     )
 
     def __init__(
@@ -99,30 +137,38 @@ class LDMTask:
     ) -> None:
         self.settings, self.model_config = config, config.model
         self.parts = parts or load_frozen_parts(
-            Path(config.drm), Path(config.vae), quantize=config.model.decode_quantized
+            Path(config.drm),
+            Path(config.vae) if config.vae else None,
+            first_stage=config.model.first_stage,
+            quantize=config.model.decode_quantized,
+            weights_dir=Path(config.weights_dir) if config.weights_dir else None,
         )
-        vae = from_dict(VAEConfig, self.parts.vae_config["model"], source="frozen VAE")
+        geometry = first_stage_geometry(self.parts.vae_config)
         drm = from_dict(DRMConfig, self.parts.drm_config["model"], source="frozen DRM")
         self.network_config = config.model.network_for(
-            latent_channels=vae.network.latent_channels,
+            latent_channels=geometry.latent_channels,
             dr_tokens=drm.tokens,
             dr_width=drm.token_dim,
             use_dr=config.use_dr,
         )
-        check_geometry(config.model, vae, self.network_config)
+        check_geometry(config.model, geometry, self.network_config)
         sides = config.model.data.face_sides
         self.faces = faces if faces is not None else load_faces(config.data, sides[1])
         with torch.random.fork_rng():  # weights depend on the seed only, not on global state
             torch.manual_seed(config.seed)
             ldrm = LDRM(self.network_config)
             self._modules: dict[str, nn.Module] = {"ldrm": ldrm}
+        if config.init_from:
+            load_denoiser_weights(ldrm, Path(config.init_from))
 
     def modules(self) -> dict[str, nn.Module]:
         return self._modules
 
-    def dataset(self) -> RestorationPairDataset:
+    def dataset(self) -> Dataset:
+        """Pairs of HQ / LQ patches; with TAEF2 also their latents, encoded where the items are
+        made (data-loader workers), so encoding overlaps the denoiser's step."""
         cfg = self.model_config
-        return RestorationPairDataset(
+        pairs = RestorationPairDataset(
             self.faces,
             patch_size=cfg.data.patch_size,
             sides=cfg.data.face_sides,
@@ -130,6 +176,9 @@ class LDMTask:
             seed=self.settings.seed,
             color_augment=cfg.data.color_augment,
         )
+        if cfg.first_stage is FirstStageKind.TAEF2:
+            return LatentPairs(pairs, self.parts.first_stage)
+        return pairs
 
     def _frozen_on(self, device: torch.device) -> FrozenParts:
         """The frozen parts on `device` (moved once)."""
@@ -143,9 +192,9 @@ class LDMTask:
     ) -> LossOutput:
         hq, lq = batch["hq"], batch["lq"]
         parts = self._frozen_on(hq.device)
-        cond = condition(parts, lq, use_dr=self.settings.use_dr)
+        cond = condition(parts, lq, use_dr=self.settings.use_dr, f_lq=batch.get("f_lq"))
         with torch.no_grad():
-            z0 = parts.first_stage.encode(hq)
+            z0 = batch["z0"] if "z0" in batch else parts.first_stage.encode(hq)
         schedule = self.model_config.schedule
         noise = torch.randn_like(z0)
         t = torch.randint(0, schedule.num_train_timesteps, (z0.shape[0],), device=z0.device)
@@ -182,10 +231,58 @@ class LDMTask:
             "vae": self.settings.vae,
             "use_dr": self.settings.use_dr,
             "seed": self.settings.seed,
+            "weights_dir": self.settings.weights_dir,
+            "init_from": self.settings.init_from,
             "model": to_dict(self.model_config),
             "network": to_dict(self.network_config),
             "frozen": {"drm": self.parts.drm_config, "vae": self.parts.vae_config},
         }
+
+
+class LatentPairs(Dataset):
+    """Items of a pair dataset with their first-stage latents: hq, lq (images, for E_DR and
+    sample grids), z0 = E(hq) and f_lq = E(lq). Encoding is deterministic, so an item is the
+    same whichever process makes it."""
+
+    def __init__(self, pairs: Dataset, first_stage: TAEF2FirstStage) -> None:
+        self.pairs, self.first_stage = pairs, first_stage
+
+    def __len__(self) -> int:
+        return len(self.pairs)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = self.pairs[index]
+        with torch.no_grad():
+            latents = self.first_stage.encode(torch.stack([item["hq"], item["lq"]]))
+        return {**item, "z0": latents[0], "f_lq": latents[1]}
+
+
+def load_denoiser_weights(ldrm: LDRM, source: Path) -> None:
+    """Start `ldrm` from the denoiser of a bundle (its EMA weights when kept) or of an LDM run;
+    one-line error unless the two have the same shape."""
+    if (source / MANIFEST).is_file():
+        manifest = read_manifest(source)
+        has_ema = "ldrm.ema.safetensors" in manifest.get("files", {})
+        state = read_part(source, manifest, "ldrm.ema" if has_ema else "ldrm")
+    else:
+        state = load_ldm(source)[0].state_dict()
+    try:
+        ldrm.load_state_dict(state)
+    except RuntimeError as exc:
+        first_line = str(exc).splitlines()[0]
+        raise DrbfrError(
+            f"{source}: its denoiser does not fit this preset's ({first_line})"
+        ) from None
+
+
+def taef2_record(codec: TAEF2FirstStage) -> dict[str, Any]:
+    """How a run or bundle names its TAEF2 first stage: registry names, sha256, statistics."""
+    return {
+        "kind": FirstStageKind.TAEF2.value,
+        "encoder": {"name": ENCODER_WEIGHTS, "sha256": weights.spec(ENCODER_WEIGHTS).sha256},
+        "decoder": {"name": DECODER_WEIGHTS, "sha256": weights.spec(DECODER_WEIGHTS).sha256},
+        "latent": to_dict(codec.stats),
+    }
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,118 @@
+"""The LDRM on the pretrained TAEF2 first stage: training on latent crops encoded where the
+items are made, export by registry name, and a bundle that resolves TAEF2 like any weight."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from drbfr_cli.bundle import load_bundle
+from drbfr_cli.diffusion.pipeline import restore_faces
+from drbfr_cli.diffusion.sampling import SamplingConfig
+from drbfr_cli.errors import DrbfrError
+from drbfr_cli.imaging import write_image
+from drbfr_cli.nets.drm import DRMConfig
+from drbfr_cli.nets.ldrm import LDRMConfig
+from drbfr_cli.presets import LDMConfig, PatchConfig, ldm_config_from_preset
+from drbfr_cli.train.drm import DRMTask, DRMTaskConfig
+from drbfr_cli.train.export import export_bundle
+from drbfr_cli.train.ldm import LatentPairs, LDMTask, LDMTaskConfig, load_ldm
+from drbfr_cli.train.loop import LoopConfig, train
+
+SMALL_DRM = DRMConfig(
+    face_size=64, crop_size=32, patch_size=16, encoder_channels=(8, 16), tokens=2, token_dim=16,
+    generator_channels=(8, 16), projection_dim=16,
+)  # fmt: skip
+TAEF2_LDM = LDMConfig(
+    first_stage="taef2",
+    data=PatchConfig(patch_size=64, face_sides=(64, 96)),
+    network=LDRMConfig(
+        block_out_channels=(16, 32), attention_levels=(False, True), head_dim=8, norm_num_groups=8,
+        time_embedding_dim=32, prior_skip=True,
+    ),
+    sampling=SamplingConfig(steps=4, start_t=0.5),
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread_per_worker():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, shared_weights_dir: Path) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("taef2")
+    rng = np.random.default_rng(1)
+    for i in range(6):
+        low = rng.random((6, 6, 3)).astype(np.float32)
+        write_image(root / "faces" / f"f{i}.png", np.kron(low, np.ones((16, 16, 1), np.float32)))
+    faces = root / "faces"
+    loop = {"batch_size": 2, "lr": 1e-3, "log_every": 1, "checkpoint_every": 100}
+    train(DRMTask(DRMTaskConfig(model=SMALL_DRM, data=str(faces), preset="t")),
+          LoopConfig(steps=2, **loop), root / "drm")  # fmt: skip
+    config = LDMTaskConfig(
+        model=TAEF2_LDM, data=str(faces), preset="t", drm=str(root / "drm"),
+        weights_dir=str(shared_weights_dir),
+    )  # fmt: skip
+    train(LDMTask(config), LoopConfig(steps=3, ema_decay=0.5, **loop), root / "ldm")
+    return {"faces": faces, "ldm": root / "ldm", "config": root / "ldm", "root": root}
+
+
+def test_items_carry_the_latents_of_their_patches(runs: dict[str, Path], shared_weights_dir):
+    config = LDMTaskConfig(
+        model=TAEF2_LDM, data=str(runs["faces"]), preset="t", drm=str(runs["root"] / "drm"),
+        weights_dir=str(shared_weights_dir),
+    )  # fmt: skip
+    task = LDMTask(config)
+    dataset = task.dataset()
+    assert isinstance(dataset, LatentPairs)
+    item = dataset[3]
+    assert item["z0"].shape == (32, 8, 8) and item["f_lq"].shape == (32, 8, 8)
+    encode = task.parts.first_stage.encode
+    torch.testing.assert_close(item["z0"], encode(item["hq"][None])[0])
+    torch.testing.assert_close(item["f_lq"], encode(item["lq"][None])[0])
+
+
+def test_a_taef2_bundle_names_its_first_stage_and_restores_like_memory(
+    runs: dict[str, Path], shared_weights_dir: Path, tmp_path: Path
+) -> None:
+    out = export_bundle(runs["ldm"], tmp_path / "bundle")
+    files = sorted(p.name for p in out.iterdir())
+    assert "vae.safetensors" not in files and "bundle.json" in files
+    manifest = json.loads((out / "bundle.json").read_text())
+    record = manifest["first_stage"]
+    assert record["kind"] == "taef2" and record["encoder"]["name"] == "taef2-encoder"
+    assert len(record["latent"]["mean"]) == 32 and manifest["face_size"] == 512
+    bundle = load_bundle(out, weights_dir=shared_weights_dir)
+    ldrm, _ = load_ldm(runs["ldm"])
+    lq = torch.rand(1, 3, 512, 512) * 2 - 1
+    sampling = SamplingConfig(steps=2, start_t=0.5)
+    expected = restore_faces(
+        ldrm, bundle.parts, lq, seeds=[3], schedule=TAEF2_LDM.schedule, sampling=sampling
+    )
+    got = bundle.restore(lq, [3], sampling)
+    assert got.shape == lq.shape and torch.allclose(got, expected, atol=1e-5)
+
+
+def test_a_taef2_bundle_without_its_weights_offline_is_one_line(
+    runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = export_bundle(runs["ldm"], tmp_path / "bundle")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("DRBFR_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DRBFR_OFFLINE", "1")
+    with pytest.raises(DrbfrError, match="taef2-encoder") as caught:
+        load_bundle(out)
+    assert "\n" not in str(caught.value)
+
+
+def test_the_small_preset_is_taef2_at_512_px() -> None:
+    small = ldm_config_from_preset("small")[0]
+    assert small.first_stage == "taef2" and small.data.patch_size % 8 == 0
