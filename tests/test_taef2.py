@@ -231,5 +231,5 @@ def test_stats_files_round_trip_and_bad_ones_are_refused(tmp_path: Path) -> None
 def test_the_shipped_statistics_fit_taef2() -> None:
     stats = shipped_latent_stats()
     assert stats.channels == LATENT_CHANNELS
-    assert stats.samples >= 64  # 64 training faces at 512 px (the file says which)
+    assert stats.samples >= 100
     assert all(0.05 < s < 5.0 for s in stats.std)

@@ -35,13 +35,13 @@ def _row(output: str, name: str) -> str:
     )
 
 
-def test_verify_reports_the_shared_detectors_valid(shared_weights_dir: Path) -> None:
+def test_verify_reports_the_shared_detectors_and_taef2_valid(shared_weights_dir: Path) -> None:
     result = runner.invoke(app, ["weights", "verify", "--weights-dir", str(shared_weights_dir)])
     assert result.exit_code == 0, result.output
-    for name in ("yunet-2023mar", "retinaface-mobilenet0.25"):
+    for name in ("yunet-2023mar", "retinaface-mobilenet0.25", "taef2-encoder", "taef2-decoder"):
         assert " valid " in _row(result.output, name)
     assert " missing " in _row(result.output, "realesrgan-x2plus")
-    assert "valid 2, unverified 0, corrupt 0" in result.output
+    assert "valid 4, unverified 0, corrupt 0" in result.output
 
 
 def test_verify_reports_a_flipped_byte_as_corrupt(shared_weights_dir: Path, tmp_path) -> None:
