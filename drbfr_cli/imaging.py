@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from drbfr_cli.errors import ImageReadError, ImageWriteError
+from drbfr_cli.errors import DrbfrError, ImageReadError, ImageWriteError
 
 if TYPE_CHECKING:
     import torch
@@ -323,6 +323,18 @@ def open_atomic(path: Path) -> Iterator[BinaryIO]:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def make_output_folder(out_dir: Path) -> None:
+    """Create an output folder (and its parents); one-line DrbfrError unless it is writable."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DrbfrError(
+            f"{out_dir}: cannot create the output folder ({exc.strerror or exc})"
+        ) from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise DrbfrError(f"{out_dir}: output folder is not writable")
 
 
 def is_temporary(path: Path) -> bool:

@@ -14,7 +14,6 @@ applied). Images are float32 RGB HxWx3 in [0, 1], as everywhere in drbfr.
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 import time
@@ -37,6 +36,7 @@ from drbfr_cli.imaging import (
     ImageData,
     ImageSource,
     is_temporary,
+    make_output_folder,
     open_atomic,
     read_image,
     write_image,
@@ -491,14 +491,7 @@ def _remove_crops(out_dir: Path, crops: Iterable[str], *, keep: set[Path]) -> No
 def _prepare_folder(out_dir: Path, sources: Sequence[ImageSource]) -> None:
     """Create the output folder, check it is writable, and delete the temporaries a killed run
     left in the folders crops go to (nothing else)."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DrbfrError(
-            f"{out_dir}: cannot create the output folder ({exc.strerror or exc})"
-        ) from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise DrbfrError(f"{out_dir}: output folder is not writable")
+    make_output_folder(out_dir)
     folders = {out_dir} | {out_dir / source.relative.parent for source in sources}
     for folder in folders:
         if folder.is_dir():

@@ -12,7 +12,6 @@ given to `on_record` are in the order of the sources. The stages themselves are 
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from drbfr_cli import devices
 from drbfr_cli.errors import DrbfrError
-from drbfr_cli.imaging import ImageSource, is_temporary
+from drbfr_cli.imaging import ImageSource, is_temporary, make_output_folder
 from drbfr_cli.restore.report import REPORT_NAME, ImageRecord, ReportWriter, RunSummary
 from drbfr_cli.restore.stages import (
     OUTPUT_FOLDERS,
@@ -110,14 +109,7 @@ def excluded_inputs(out_dir: Path) -> list[Path]:
 def prepare_output_folder(out_dir: Path) -> int:
     """Create OUT, check that it is writable, and delete the temporaries of atomic writes an
     interrupted run left in it (nothing else); returns how many were deleted."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DrbfrError(
-            f"{out_dir}: cannot create the output folder ({exc.strerror or exc})"
-        ) from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise DrbfrError(f"{out_dir}: output folder is not writable")
+    make_output_folder(out_dir)
     candidates = [path for path in out_dir.iterdir() if is_temporary(path)]
     for folder in OUTPUT_FOLDERS:
         if (out_dir / folder).is_dir():
