@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ from drbfr_cli.errors import DrbfrError
 from drbfr_cli.imaging import (
     DEFAULT_MAX_PIXELS,
     ImageSource,
+    make_output_folder,
     read_image,
     write_bytes_atomic,
     write_image,
@@ -240,11 +240,4 @@ def _check_output_folder(out_dir: Path, sources: Sequence[ImageSource]) -> None:
     clash = next((s.path for s in sources if s.path.resolve() in targets), None)
     if clash is not None:
         raise DrbfrError(f"{out_dir}: output would overwrite the input {clash}; choose another -o")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DrbfrError(
-            f"{out_dir}: cannot create the output folder ({exc.strerror or exc})"
-        ) from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise DrbfrError(f"{out_dir}: output folder is not writable")
+    make_output_folder(out_dir)

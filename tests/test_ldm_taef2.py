@@ -62,7 +62,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, shared_weights_dir: Path) -> 
         weights_dir=str(shared_weights_dir),
     )  # fmt: skip
     train(LDMTask(config), LoopConfig(steps=3, ema_decay=0.5, **loop), root / "ldm")
-    return {"faces": faces, "ldm": root / "ldm", "config": root / "ldm", "root": root}
+    return {"faces": faces, "ldm": root / "ldm", "root": root}
 
 
 def test_items_carry_the_latents_of_their_patches(runs: dict[str, Path], shared_weights_dir):
