@@ -62,6 +62,8 @@ class Bundle:
     sampling: SamplingConfig
     face_size: int
     path: Path | None = None
+    train_t_max: float = 1.0
+    """The largest start_t the denoiser was trained for (presets.LDMConfig.train_t_max)."""
 
     @property
     def use_dr(self) -> bool:
@@ -81,6 +83,15 @@ class Bundle:
             sampling=sampling or self.sampling,
             use_dr=self.use_dr,
         )
+
+    def check_sampling(self, sampling: SamplingConfig) -> None:
+        """One-line error for sampling that starts at noise levels the denoiser never saw."""
+        if sampling.start_t > self.train_t_max:
+            where = self.path or "this bundle"
+            raise DrbfrError(
+                f"{where} was trained for start_t <= {self.train_t_max}; "
+                f"start_t {sampling.start_t} is beyond it"
+            )
 
     def to(self, device: torch.device | str) -> Bundle:
         for module in (self.parts.encoder, self.parts.first_stage.model, self.ldrm):
@@ -192,6 +203,7 @@ def load_bundle(path: Path, *, ema: bool = True, weights_dir: Path | None = None
         schedule = from_dict(NoiseSchedule, manifest["schedule"], source=f"{path} schedule")
         sampling = from_dict(SamplingConfig, manifest["sampling"], source=f"{path} sampling")
         face_size = int(manifest["face_size"])
+        train_t_max = float(manifest.get("train_t_max", 1.0))
         first_stage, record = _load_first_stage(path, manifest, weights_dir)
     except (KeyError, TypeError) as exc:
         raise DrbfrError(f"{path}: incomplete bundle manifest (missing {exc})") from None
@@ -216,7 +228,9 @@ def load_bundle(path: Path, *, ema: bool = True, weights_dir: Path | None = None
         vae_config=record,
         drm_config={"model": to_dict(drm_config), "preset": manifest["drm"].get("preset")},
     )
-    return Bundle(parts, ldrm, schedule, sampling, face_size, path)
+    bundle = Bundle(parts, ldrm, schedule, sampling, face_size, path, train_t_max)
+    bundle.check_sampling(sampling)
+    return bundle
 
 
 def _load_first_stage(

@@ -99,6 +99,10 @@ class LDMConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     """Default sampling of the bundle (each field overridable at restore time)."""
     condition_dropout: float = 0.1
+    train_t_max: float = 1.0
+    """Training draws t ~ U{0, ..., round(train_t_max (T - 1))} (Eq. 8 uses the whole schedule,
+    1.0). A model that only ever samples truncated (DiffBFR, start_t < 1) may train on the
+    steps it samples; its bundles then refuse a start_t above train_t_max."""
     first_stage: FirstStageKind = FirstStageKind.VQ
     """vq: the VQ autoencoder of a `train vae` run (patches of its image size); taef2: the
     pretrained TAEF2 (patches are crops of FACE_SIZE faces, any multiple of 8)."""
@@ -109,6 +113,13 @@ class LDMConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.condition_dropout < 1.0:
             raise ValueError("condition_dropout must lie in [0, 1)")
+        if not 0.0 < self.train_t_max <= 1.0:
+            raise ValueError(f"train_t_max must lie in (0, 1], got {self.train_t_max}")
+        if self.sampling.start_t > self.train_t_max:
+            raise ValueError(
+                f"sampling starts at start_t {self.sampling.start_t}, beyond the trained "
+                f"train_t_max {self.train_t_max}"
+            )
         object.__setattr__(self, "first_stage", FirstStageKind(self.first_stage))
 
     def network_for(

@@ -12,15 +12,23 @@ import torch
 
 from drbfr_cli.bundle import load_bundle
 from drbfr_cli.diffusion.pipeline import restore_faces
-from drbfr_cli.diffusion.sampling import SamplingConfig
+from drbfr_cli.diffusion.sampling import SamplingConfig, run_timesteps
+from drbfr_cli.diffusion.schedule import make_scheduler
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.imaging import write_image
 from drbfr_cli.nets.drm import DRMConfig
 from drbfr_cli.nets.ldrm import LDRMConfig
 from drbfr_cli.presets import LDMConfig, PatchConfig, ldm_config_from_preset
+from drbfr_cli.restore.restorer import load_restorer
 from drbfr_cli.train.drm import DRMTask, DRMTaskConfig
 from drbfr_cli.train.export import export_bundle
-from drbfr_cli.train.ldm import LatentPairs, LDMTask, LDMTaskConfig, load_ldm
+from drbfr_cli.train.ldm import (
+    LatentPairs,
+    LDMTask,
+    LDMTaskConfig,
+    load_ldm,
+    training_t_end,
+)
 from drbfr_cli.train.loop import LoopConfig, train
 
 SMALL_DRM = DRMConfig(
@@ -35,6 +43,7 @@ TAEF2_LDM = LDMConfig(
         time_embedding_dim=32, prior_skip=True,
     ),
     sampling=SamplingConfig(steps=4, start_t=0.5),
+    train_t_max=0.5,
 )  # fmt: skip
 
 
@@ -116,3 +125,47 @@ def test_a_taef2_bundle_without_its_weights_offline_is_one_line(
 def test_the_small_preset_is_taef2_at_512_px() -> None:
     small = ldm_config_from_preset("small")[0]
     assert small.first_stage == "taef2" and small.data.patch_size % 8 == 0
+    assert small.train_t_max == small.sampling.start_t == 0.5
+
+
+def test_training_draws_only_the_timesteps_that_truncated_sampling_uses(
+    runs: dict[str, Path], shared_weights_dir: Path
+) -> None:
+    config = LDMTaskConfig(
+        model=TAEF2_LDM, data=str(runs["faces"]), preset="t", drm=str(runs["root"] / "drm"),
+        weights_dir=str(shared_weights_dir),
+    )  # fmt: skip
+    task = LDMTask(config)
+    drawn: list[torch.Tensor] = []
+
+    def denoiser(z_t, t, f_lq, f_dr, keep, abar):
+        drawn.append(t)
+        return torch.zeros_like(z_t, requires_grad=True)
+
+    n = 512
+    batch = {
+        "hq": torch.zeros(n, 3, 64, 64), "lq": torch.zeros(n, 3, 64, 64),
+        "z0": torch.zeros(n, 32, 8, 8), "f_lq": torch.zeros(n, 32, 8, 8),
+    }  # fmt: skip
+    torch.manual_seed(0)
+    task.compute_loss({"ldrm": denoiser}, batch, step=0)
+    t = drawn[0]
+    assert int(t.min()) >= 0 and int(t.max()) == training_t_end(1000, 0.5) - 1 == 500
+    scheduler = make_scheduler(TAEF2_LDM.schedule, TAEF2_LDM.sampling.sampler)
+    used = run_timesteps(scheduler, 10, TAEF2_LDM.sampling.start_t)
+    assert int(used.max()) <= 500
+
+
+def test_a_bundle_refuses_sampling_beyond_its_trained_noise_levels(
+    runs: dict[str, Path], shared_weights_dir: Path, tmp_path: Path
+) -> None:
+    out = export_bundle(runs["ldm"], tmp_path / "bundle")
+    assert json.loads((out / "bundle.json").read_text())["train_t_max"] == 0.5
+    load_restorer(str(out), device="cpu", sampling={"start_t": 0.5}, weights_dir=shared_weights_dir)
+    with pytest.raises(DrbfrError, match=r"trained for start_t <= 0\.5") as caught:
+        load_restorer(
+            str(out), device="cpu", sampling={"start_t": 0.8}, weights_dir=shared_weights_dir
+        )
+    assert "\n" not in str(caught.value)
+    with pytest.raises(ValueError, match="beyond the trained"):
+        LDMConfig(sampling=SamplingConfig(start_t=0.8), train_t_max=0.5)

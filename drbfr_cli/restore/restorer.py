@@ -96,4 +96,5 @@ def load_restorer(
             config = replace(bundle.sampling, **changes)
         except (TypeError, ValueError) as exc:
             raise DrbfrError(f"invalid sampling options ({exc})") from None
+    bundle.check_sampling(config)
     return BundleRestorer(bundle, chosen, dtype, config)

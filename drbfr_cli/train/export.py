@@ -55,6 +55,7 @@ def export_bundle(
         "ldrm": {"preset": saved.get("preset"), "network": to_dict(ldrm.config)},
         "schedule": to_dict(model.schedule),
         "sampling": to_dict(model.sampling),
+        "train_t_max": model.train_t_max,
         "sources": {
             "drm": str(drm_run),
             "vae": str(vae_run or saved.get("vae", "")),

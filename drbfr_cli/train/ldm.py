@@ -197,7 +197,8 @@ class LDMTask:
             z0 = batch["z0"] if "z0" in batch else parts.first_stage.encode(hq)
         schedule = self.model_config.schedule
         noise = torch.randn_like(z0)
-        t = torch.randint(0, schedule.num_train_timesteps, (z0.shape[0],), device=z0.device)
+        t_end = training_t_end(schedule.num_train_timesteps, self.model_config.train_t_max)
+        t = torch.randint(0, t_end, (z0.shape[0],), device=z0.device)
         z_t = schedule.add_noise(z0, noise, t)
         keep = torch.rand(z0.shape[0], device=z0.device) >= self.model_config.condition_dropout
         eps = modules["ldrm"](z_t, t, cond.f_lq, cond.f_dr, keep, schedule.abar_at(t))
@@ -237,6 +238,12 @@ class LDMTask:
             "network": to_dict(self.network_config),
             "frozen": {"drm": self.parts.drm_config, "vae": self.parts.vae_config},
         }
+
+
+def training_t_end(num_train_timesteps: int, train_t_max: float) -> int:
+    """One past the largest training timestep: t_max = round(train_t_max (T - 1)), the index
+    that sampling's start_t maps to (diffusion/sampling.py run_timesteps)."""
+    return round(train_t_max * (num_train_timesteps - 1)) + 1
 
 
 class LatentPairs(Dataset):
