@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -306,9 +306,7 @@ def open_atomic(path: Path) -> Iterator[BinaryIO]:
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(
-            dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX
-        )
+        fd, tmp_name = _create_temporary(path)
     except OSError as exc:
         raise ImageWriteError(path, f"cannot write ({exc.strerror or exc})") from None
     try:
@@ -323,6 +321,21 @@ def open_atomic(path: Path) -> Iterator[BinaryIO]:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """Create `.NAME.XXXX.tmp` beside `path` for writing; returns (descriptor, name).
+
+    Unlike tempfile.mkstemp (always 0600), the file gets 0666 less the process umask, as any
+    file the user creates: 0644 under the usual umask 022.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        name = path.parent / f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        try:
+            return os.open(name, flags, 0o666), str(name)
+        except FileExistsError:
+            continue
 
 
 def make_output_folder(out_dir: Path) -> None:
