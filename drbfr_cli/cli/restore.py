@@ -377,9 +377,11 @@ class _Printer:
             ("restored", summary.restored),
             ("skipped (finished before)", summary.skipped),
             ("failed", summary.failed),
-            ("faces restored", summary.faces),
+            ("faces restored", summary.faces_restored),
             ("faces / s", f"{summary.faces_per_second:.2f}"),
         ]
+        if summary.faces != summary.faces_restored:
+            rows.insert(4, ("faces in the report (with skipped images)", summary.faces))
         if summary.niqe_means is not None:
             before, after = summary.niqe_means
             rows.append(("mean NIQE input -> restored", f"{before:.3f} -> {after:.3f}"))
