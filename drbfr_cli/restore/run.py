@@ -39,6 +39,7 @@ from drbfr_cli.restore.stages import (
     ImageJob,
     RestoreOptions,
     RestoreTools,
+    drops_alpha,
     finish_job,
     plan_outputs,
     prepare_job,
@@ -121,7 +122,7 @@ def _restore_into(
 
     runner = BatchRunner(tools.restorer, options.batch_size, notice)
     start = time.perf_counter()
-    _run_stages(sources, outputs, tools, options, runner, sink, log)
+    _run_stages(sources, outputs, tools, options, runner, sink, log, notice)
     summary.seconds = time.perf_counter() - start
     report.close(summary)
     return summary
@@ -253,6 +254,7 @@ def _run_stages(
     runner: BatchRunner,
     sink: Callable[[ImageRecord], None],
     log: RecordLog,
+    notice: Notice,
 ) -> None:
     """Reader and writer threads around the restore loop in the calling thread."""
     stop = threading.Event()
@@ -267,7 +269,14 @@ def _run_stages(
         _put(decoded, _END, stop)
 
     def write() -> None:
+        noted = False
         while (job := _get(finished, stop)) is not _END:
+            if not noted and drops_alpha(job):
+                noted = True
+                notice(
+                    f"{job.source.path} has transparency, which {job.output.suffix} cannot hold: "
+                    "it is dropped (--ext png keeps it; later such images are not listed)"
+                )
             sink(finish_job(job, tools, options, log))
 
     stages = [_Stage("drbfr-read", stop, read), _Stage("drbfr-write", stop, write)]

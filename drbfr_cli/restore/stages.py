@@ -28,6 +28,7 @@ from drbfr_cli.faces.align import FACE_SIZE, AlignedFace, align_face
 from drbfr_cli.faces.detect import DetectOptions, detect_faces
 from drbfr_cli.faces.paste import PasteFace, match_color, paste_faces, to_grayscale
 from drbfr_cli.imaging import (
+    ALPHA_EXTENSIONS,
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     ImageData,
@@ -387,6 +388,12 @@ def encode_outputs(job: ImageJob, result: np.ndarray, options: RestoreOptions) -
                 files[path] = encode(path, pixels)
     files[job.output] = encode(job.output, result, alpha=resized_alpha(image, result.shape))
     return files
+
+
+def drops_alpha(job: ImageJob) -> bool:
+    """True when the image has transparency that its output format cannot hold (--ext jpg)."""
+    has_alpha = job.image is not None and job.image.alpha is not None
+    return has_alpha and job.output.suffix.lower() not in ALPHA_EXTENSIONS
 
 
 def resized_alpha(image: ImageData, shape: tuple[int, ...]) -> np.ndarray | None:
