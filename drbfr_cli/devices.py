@@ -80,6 +80,15 @@ def autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | 
     return {Precision.FP16: torch.float16, Precision.BF16: torch.bfloat16}.get(precision)
 
 
+def precision_of(dtype: torch.dtype | None) -> Precision:
+    """The precision an autocast dtype (see `autocast_dtype`) runs at; None: fp32."""
+    import torch
+
+    return {torch.float16: Precision.FP16, torch.bfloat16: Precision.BF16}.get(
+        dtype, Precision.FP32
+    )
+
+
 def has_accelerator() -> bool:
     """Whether training has any accelerator (torch.accelerator where torch has it)."""
     import torch

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +36,8 @@ DEFAULT_MAX_PIXELS = 200_000_000
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".tif", ".tiff"}
 )
+ALPHA_EXTENSIONS = frozenset({".png", ".webp", ".tif", ".tiff"})
+"""Formats that keep an alpha channel when drbfr writes them."""
 
 TEMP_PREFIX = "."
 TEMP_SUFFIX = ".tmp"
@@ -220,13 +222,16 @@ def encode_image(
     """Encode float32 RGB HxWx3 in [0, 1] for the format named by `path`'s extension.
 
     `grayscale` writes one channel (the RGB mean); `alpha` is kept where the format has one
-    (PNG, WebP, TIFF); 16-bit output is written where the format has it (PNG, TIFF), else 8-bit.
-    `quality` applies to JPEG and WebP.
+    (PNG, WebP, TIFF; gray with alpha as gray+alpha, except in WebP and 16-bit files, which
+    have no such mode and get RGBA); 16-bit output is written where the format has it (PNG,
+    TIFF), else 8-bit. `quality` applies to JPEG and WebP.
     """
     ext = Path(path).suffix.lower()
     if ext not in IMAGE_EXTENSIONS:
         raise ImageWriteError(path, f"unknown image extension {ext!r}")
     depth16 = bit_depth == 16 and ext in {".png", ".tif", ".tiff"}
+    if grayscale and alpha is not None and not depth16 and ext in {".png", ".tif", ".tiff"}:
+        return _encode_gray_alpha(rgb, alpha, ext)
     pixels = _to_integer(_compose_channels(rgb, alpha, grayscale, ext), depth16)
     params: list[int] = []
     if ext in {".jpg", ".jpeg", ".jpe", ".jfif"}:
@@ -242,11 +247,19 @@ def encode_image(
     return buffer.tobytes()
 
 
+def _encode_gray_alpha(rgb: np.ndarray, alpha: np.ndarray, ext: str) -> bytes:
+    """8-bit gray+alpha PNG or TIFF (OpenCV writes 1, 3 or 4 channels only)."""
+    pixels = _to_integer(np.stack([rgb.mean(axis=2), alpha], axis=2), depth16=False)
+    buffer = BytesIO()
+    Image.fromarray(pixels, mode="LA").save(buffer, format="PNG" if ext == ".png" else "TIFF")
+    return buffer.getvalue()
+
+
 def _compose_channels(
     rgb: np.ndarray, alpha: np.ndarray | None, grayscale: bool, ext: str
 ) -> np.ndarray:
     """float RGB (+alpha) -> float array in OpenCV channel order for the target format."""
-    keep_alpha = alpha is not None and ext in {".png", ".webp", ".tif", ".tiff"}
+    keep_alpha = alpha is not None and ext in ALPHA_EXTENSIONS
     if grayscale:
         gray = rgb.mean(axis=2, keepdims=True)
         if not keep_alpha:
@@ -306,9 +319,7 @@ def open_atomic(path: Path) -> Iterator[BinaryIO]:
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(
-            dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX
-        )
+        fd, tmp_name = _create_temporary(path)
     except OSError as exc:
         raise ImageWriteError(path, f"cannot write ({exc.strerror or exc})") from None
     try:
@@ -323,6 +334,21 @@ def open_atomic(path: Path) -> Iterator[BinaryIO]:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """Create `.NAME.XXXX.tmp` beside `path` for writing; returns (descriptor, name).
+
+    Unlike tempfile.mkstemp (always 0600), the file gets 0666 less the process umask, as any
+    file the user creates: 0644 under the usual umask 022.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        name = path.parent / f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        try:
+            return os.open(name, flags, 0o666), str(name)
+        except FileExistsError:
+            continue
 
 
 def make_output_folder(out_dir: Path) -> None:

@@ -206,7 +206,7 @@ def test_missing_input_and_empty_folder(tmp_path: Path) -> None:
     assert missing.exit_code == 2 and "no such file or folder" in missing.stderr
     (tmp_path / "empty").mkdir()
     empty = _degrade(tmp_path / "empty", "-o", tmp_path / "out")
-    assert empty.exit_code == 1 and "no images found" in empty.stderr
+    assert empty.exit_code == 2 and empty.stderr.startswith("error: no images found")
 
 
 @pytest.mark.parametrize("kind", ["gray", "rgba"])

@@ -463,6 +463,7 @@ def test_restore_real_photos_with_a_bundle(
     assert len(list((out / "restored_imgs").iterdir())) == 5
     assert report["settings"]["sampling"]["guidance_scale"] == 2.0
     assert report["settings"]["sampling"]["samples"] == 2
+    assert report["settings"]["precision"] == "fp32"  # what `auto` runs on a CPU
 
 
 def test_eval_restores_with_a_bundle_and_scores_it(bundle_dir: Path, tmp_path: Path) -> None:
@@ -485,6 +486,9 @@ def test_eval_restores_with_a_bundle_and_scores_it(bundle_dir: Path, tmp_path: P
     ]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["inputs"]["restored"].endswith("restored_imgs")
+    settings = json.loads((out / "restored" / "report.json").read_text())["settings"]
+    assert settings["model"] == str(bundle_dir) and settings["sampling"]["steps"] == 2
+    assert settings["precision"] == "fp32" and settings["aligned"] is True
     assert summary["images"] == 2
 
 

@@ -1,4 +1,5 @@
-"""A restore killed with SIGKILL in the middle of 50 images, then the same command again."""
+"""A restore killed with SIGKILL in the middle of 50 images, then the same command again: no
+image is redone or left partial, and the rerun's report holds every face of every image."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 
 from drbfr_cli.cli.main import app
 from drbfr_cli.imaging import read_image
+from drbfr_cli.restore.records import RECORDS_NAME
 from tests.conftest import PROJECT_ROOT
 from tests.test_restore_cli import small_copies
 
@@ -68,6 +70,10 @@ def test_kill_then_rerun_completes_without_redoing_or_partial_files(
     for name in before:  # whatever the kill left is complete
         assert read_image(out / "restored_imgs" / name).size == (490, 324)
     assert not (out / "report.json").exists()
+    kept = [json.loads(line) for line in (out / RECORDS_NAME).read_text().splitlines()]
+    finished = {r["relative"]: r for r in kept}
+    assert set(before) <= set(finished)  # every finished image has its record
+    assert all(len(r["faces"]) == 2 and r["output_size"] == [490, 324] for r in finished.values())
 
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
@@ -82,5 +88,10 @@ def test_kill_then_rerun_completes_without_redoing_or_partial_files(
     statuses = {r["relative"]: r["status"] for r in report["images"]}
     assert {n for n, s in statuses.items() if s == "skipped"} == set(before)
     assert report["summary"]["restored"] == IMAGES - len(before)
+    for record in report["images"]:  # the skipped images keep their records
+        assert len(record["faces"]) == 2 and record["output_size"] == [490, 324], record["relative"]
+        if record["status"] == "skipped":
+            assert record["faces"] == finished[record["relative"]]["faces"]
+    assert report["summary"]["faces"] == 2 * IMAGES
     for folder in ("cropped_faces", "restored_faces", "cmp"):
         assert len(list((out / folder).iterdir())) == 2 * IMAGES

@@ -184,10 +184,10 @@ def pipeline_row(
     return {
         "batch": batch,
         "images": images,
-        "faces": summary.faces,
+        "faces": summary.faces_restored,
         "failed": summary.failed,
         "images_per_s": images / measurement.seconds,
-        "faces_per_s": summary.faces / measurement.seconds,
+        "faces_per_s": summary.faces_restored / measurement.seconds,
         "stage_seconds_per_image": {
             k: v / max(images, 1) for k, v in summary.stage_seconds.items()
         },

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from drbfr_cli.cli.common import EXIT_PARTIAL, console, err_console, user_errors
+from drbfr_cli.cli.common import EXIT_PARTIAL, console, err_console, fail, user_errors
 from drbfr_cli.faces.align import FACE_SIZE
 from drbfr_cli.faces.crops import AlignOptions, CropFormat, ImageOutcome, ImageStatus
 from drbfr_cli.faces.detect import DEFAULT_MAX_SIDE, DetectOptions, DetectorKind
@@ -146,8 +146,8 @@ def _run(
     stdin = sys.stdin if "-" in arguments else ()
     sources = collect_images(expand_inputs(arguments, stdin), exclude=[options.out_dir])
     if not sources:
-        err_console.print("[yellow]no images found[/] in " + ", ".join(arguments))
-        raise typer.Exit(EXIT_PARTIAL)
+        where = ", ".join("stdin" if a == "-" else a for a in arguments)
+        raise fail(f"no images found in {where}")
     columns = (TextColumn("aligning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     quiet = not err_console.is_terminal  # no bar in logs and pipes, only the lines below
     with Progress(*columns, console=err_console, transient=True, disable=quiet) as progress:

@@ -10,7 +10,14 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from drbfr_cli.cli.common import EXIT_PARTIAL, console, err_console, parse_range, user_errors
+from drbfr_cli.cli.common import (
+    EXIT_PARTIAL,
+    console,
+    err_console,
+    fail,
+    parse_range,
+    user_errors,
+)
 from drbfr_cli.degradations import DegradationRanges
 from drbfr_cli.imaging import collect_images, max_pixels_from_env
 from drbfr_cli.synthetic import MANIFEST_NAME, DegradeConfig, DegradeOutcome, Status, make_lq_set
@@ -65,8 +72,7 @@ def degrade(
         exclude = [out] + ([hq_out] if hq_out else [])
         sources = collect_images(inputs, exclude=exclude)
         if not sources:
-            err_console.print("[yellow]no images found[/] in " + ", ".join(map(str, inputs)))
-            raise typer.Exit(EXIT_PARTIAL)
+            raise fail("no images found in " + ", ".join(map(str, inputs)))
         start = time.perf_counter()
         outcomes = _run_with_progress(sources, out, config, workers)
     _print_summary(outcomes, out, time.perf_counter() - start)

@@ -148,17 +148,23 @@ def _restore_with(
 ) -> Path:
     """Restore the aligned LQ faces with a bundle (as `drbfr restore --aligned`); the folder of
     restorations, named as their LQ inputs so that they pair with the ground truth."""
-    from drbfr_cli.restore.restorer import load_restorer
     from drbfr_cli.restore.run import restore_images
-    from drbfr_cli.restore.stages import RestoreOptions, RestoreTools
+    from drbfr_cli.restore.stages import RestoreOptions
+    from drbfr_cli.restore.tools import ToolChoices, build_tools
 
-    restorer = load_restorer(model, device=device, sampling=sampling, weights_dir=weights_dir)
     sources = collect_images([lq])
     if not sources:
         raise fail(f"{lq}: no images to restore")
     options = RestoreOptions(out_dir=out / "restored", aligned=True, batch_size=batch_size)
+    choices = ToolChoices(
+        model=model,
+        device=device,
+        sampling={key: value for key, value in sampling.items() if value is not None},
+        weights_dir=weights_dir,
+    )
+    tools, settings = build_tools(options, choices, notice=lambda _message: None)
     with err_console.status(f"restoring {len(sources)} faces with {model}"):
-        summary = restore_images(sources, options, RestoreTools(restorer=restorer))
+        summary = restore_images(sources, options, tools, settings=settings)
     err_console.print(
         f"restored {summary.restored} faces ({summary.skipped} done before, {summary.failed} "
         f"failed) into {options.out_dir}",

@@ -7,6 +7,7 @@ this module only prints (progress, errors, --json lines, the summary) and sets t
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,11 +25,12 @@ from rich.progress import (
 from rich.table import Table
 
 from drbfr_cli.choices import Background, Metric, OutputFormat, Precision, Sampler
-from drbfr_cli.cli.common import EXIT_PARTIAL, console, err_console, user_errors
+from drbfr_cli.cli.common import EXIT_PARTIAL, console, err_console, fail, user_errors
 from drbfr_cli.faces.detect import DEFAULT_MAX_SIDE, DetectorKind
 from drbfr_cli.imaging import max_pixels_from_env
 
 if TYPE_CHECKING:  # torch and the models load when the command runs
+    from drbfr_cli.imaging import ImageSource
     from drbfr_cli.restore.report import ImageRecord, RunSummary
     from drbfr_cli.restore.run import RestoreOptions
     from drbfr_cli.restore.tools import ToolChoices
@@ -311,17 +313,11 @@ def _run(
     """Find the inputs, build the models, restore, print the summary, set the exit code."""
     import cv2
 
-    from drbfr_cli.imaging import collect_images, expand_inputs
-    from drbfr_cli.restore.run import excluded_inputs, restore_images
+    from drbfr_cli.restore.run import restore_images
     from drbfr_cli.restore.tools import build_tools
 
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # no DNN backend chatter
-    stdin = sys.stdin if "-" in arguments else ()
-    paths = expand_inputs(arguments, stdin)
-    sources = collect_images(paths, exclude=excluded_inputs(options.out_dir))
-    if not sources:
-        err_console.print("[yellow]no images found[/] in " + ", ".join(arguments))
-        raise typer.Exit(EXIT_PARTIAL)
+    sources = _find_sources(arguments, options.out_dir)
     tools, settings = build_tools(options, choices, printer.notice)
     with printer.progress(len(sources)) as on_record:
         summary = restore_images(
@@ -335,6 +331,24 @@ def _run(
     printer.summary(summary, options.out_dir)
     if summary.failed:
         raise typer.Exit(EXIT_PARTIAL)
+
+
+def _find_sources(arguments: list[str], out_dir: Path) -> list[ImageSource]:
+    """The images to restore, in a fixed order; a path read from stdin that does not exist is
+    kept (it fails as an image, with its record) so that the others still run. No image at
+    all is a one-line error (exit code 2)."""
+    from drbfr_cli.imaging import STDIN_ARGUMENT, ImageSource, collect_images, expand_inputs
+    from drbfr_cli.restore.run import excluded_inputs
+
+    named = [argument for argument in arguments if argument != STDIN_ARGUMENT]
+    listed = expand_inputs([STDIN_ARGUMENT], sys.stdin) if STDIN_ARGUMENT in arguments else []
+    present = [path for path in listed if os.path.lexists(path)]
+    found = collect_images(expand_inputs(named) + present, exclude=excluded_inputs(out_dir))
+    missing = [ImageSource(path, Path(path.name)) for path in listed if path not in present]
+    if not found and not missing:
+        where = ", ".join("stdin" if a == STDIN_ARGUMENT else a for a in arguments)
+        raise fail(f"no images found in {where}")
+    return sorted(found + missing, key=lambda source: source.relative.as_posix())
 
 
 # --------------------------------------------------------------------------- printing
@@ -377,9 +391,11 @@ class _Printer:
             ("restored", summary.restored),
             ("skipped (finished before)", summary.skipped),
             ("failed", summary.failed),
-            ("faces restored", summary.faces),
+            ("faces restored", summary.faces_restored),
             ("faces / s", f"{summary.faces_per_second:.2f}"),
         ]
+        if summary.faces != summary.faces_restored:
+            rows.insert(4, ("faces in the report (with skipped images)", summary.faces))
         if summary.niqe_means is not None:
             before, after = summary.niqe_means
             rows.append(("mean NIQE input -> restored", f"{before:.3f} -> {after:.3f}"))

@@ -1,7 +1,8 @@
 """What `drbfr restore` reports: one record per image, a run summary, report.json and CSV.
 
 Records are spooled to an anonymous temporary file as they arrive (memory stays flat on any
-number of images) and the report files are written atomically at the end of the run.
+number of images) and the report files are written atomically at the end of the run. The lasting
+record of each finished image is OUT/report.records.jsonl (`records.py`), written as it finishes.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from drbfr_cli import __version__
+from drbfr_cli.errors import DrbfrError
 from drbfr_cli.imaging import open_atomic
 
 REPORT_NAME = "report.json"
@@ -38,9 +41,11 @@ class ImageStatus(StrEnum):
     OK = "ok"
     """Restored and written by this run."""
     SKIPPED = "skipped"
-    """Its output existed already (a finished earlier run); not redone without --overwrite."""
+    """Its output was written by an earlier run (its record is that run's); not redone
+    without --overwrite."""
     FAILED = "failed"
-    """Could not be read or written; `error` says why."""
+    """Could not be read or written, or a file drbfr did not write is in the way; `error`
+    says why."""
 
 
 @dataclass(frozen=True)
@@ -73,10 +78,24 @@ class ImageRecord:
     faces: tuple[FaceRecord, ...] = ()
     timings: Mapping[str, float] = field(default_factory=dict)
     """Seconds per stage: read, detect, align, restore (this image's share of its batches),
-    paste, write, metrics."""
+    paste, metrics, write (encoding the files)."""
+    files: Mapping[str, str] = field(default_factory=dict)
+    """sha256 of every file written for this image, by path relative to OUT."""
 
     def to_dict(self) -> dict[str, Any]:
         return _rounded(asdict(self))
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> ImageRecord:
+        """The inverse of `to_dict` (for records read back from the record file)."""
+        faces = tuple(_face_from_dict(face) for face in record["faces"])
+        changes = {
+            "status": ImageStatus(record["status"]),
+            "size": _tuple(record["size"]),
+            "output_size": _tuple(record["output_size"]),
+            "faces": faces,
+        }
+        return cls(**(dict(record) | changes))
 
     @property
     def seconds(self) -> float:
@@ -94,6 +113,21 @@ def _rounded(value: Any) -> Any:
     return value
 
 
+def _tuple(value: list | None) -> tuple | None:
+    return None if value is None else tuple(value)
+
+
+def _face_from_dict(face: Mapping[str, Any]) -> FaceRecord:
+    landmarks = face["landmarks"]
+    return FaceRecord(
+        **dict(face)
+        | {
+            "box": _tuple(face["box"]),
+            "landmarks": None if landmarks is None else tuple(map(tuple, landmarks)),
+        }
+    )
+
+
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -107,20 +141,26 @@ class RunSummary:
     skipped: int = 0
     failed: int = 0
     faces: int = 0
+    """Faces in the records: restored by this run or by the earlier run of a skipped image."""
+    faces_restored: int = 0
+    """Faces restored by this run."""
     seconds: float = 0.0
     """Wall time of the run."""
     stage_seconds: dict[str, float] = field(default_factory=dict)
-    """Summed per-image stage times (stages overlap, so they can exceed `seconds`)."""
+    """Summed per-image stage times of this run (stages overlap, so they can exceed
+    `seconds`)."""
     niqe_input: list[float] = field(default_factory=list)
     niqe_restored: list[float] = field(default_factory=list)
 
     def add(self, record: ImageRecord) -> None:
         self.images += 1
+        self.faces += len(record.faces)
         if record.status is ImageStatus.OK:
             self.restored += 1
-            self.faces += len(record.faces)
+            self.faces_restored += len(record.faces)
         elif record.status is ImageStatus.SKIPPED:
             self.skipped += 1
+            return  # its timings are the earlier run's
         else:
             self.failed += 1
         for stage, seconds in record.timings.items():
@@ -138,7 +178,7 @@ class RunSummary:
 
     @property
     def faces_per_second(self) -> float:
-        return self.faces / self.seconds if self.seconds > 0 else 0.0
+        return self.faces_restored / self.seconds if self.seconds > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return _rounded(
@@ -148,12 +188,32 @@ class RunSummary:
                 "skipped": self.skipped,
                 "failed": self.failed,
                 "faces": self.faces,
+                "faces_restored": self.faces_restored,
                 "seconds": self.seconds,
                 "faces_per_second": self.faces_per_second,
                 "stage_seconds": self.stage_seconds,
                 "niqe_input_mean": _mean(self.niqe_input),
                 "niqe_restored_mean": _mean(self.niqe_restored),
             }
+        )
+
+
+_REPORT_HEAD = re.compile(rb'^\{\s*"drbfr":\s*"[^"]*",\s*"report_version":')
+"""How every report.json drbfr writes begins."""
+
+
+def check_report_path(path: Path) -> None:
+    """DrbfrError when a file drbfr did not write (by its first bytes) sits at `path`."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(200)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise DrbfrError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not _REPORT_HEAD.match(head):
+        raise DrbfrError(
+            f"{path}: not a drbfr report, so it is not replaced; move it away or choose another -o"
         )
 
 

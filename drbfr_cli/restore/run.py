@@ -2,12 +2,14 @@
 
     reader   plan, skip finished outputs, decode, detect, align        -> ImageJob
     caller   gather faces across images into batches, restore them     (halving on OOM)
-    writer   upscale the background, paste, encode, write, score       -> ImageRecord
+    writer   upscale the background, paste, score, encode, record, write -> ImageRecord
 
 The stages pass jobs through bounded queues, so a fixed number of images is in memory however
 many files there are; jobs leave every stage in input order, so the report and the records
 given to `on_record` are in the order of the sources. The stages themselves are in
-`stages.py`; this module runs them and writes the report.
+`stages.py`; this module runs them and writes the report. Each image's record is appended to
+OUT/report.records.jsonl as it finishes (`records.py`); report.json, written at the end, holds
+the records of this run's images, those of skipped images taken from the run that made them.
 """
 
 from __future__ import annotations
@@ -23,13 +25,21 @@ from typing import TYPE_CHECKING, Any
 from drbfr_cli import devices
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.imaging import ImageSource, is_temporary, make_output_folder
-from drbfr_cli.restore.report import REPORT_NAME, ImageRecord, ReportWriter, RunSummary
+from drbfr_cli.restore.records import RecordLog
+from drbfr_cli.restore.report import (
+    REPORT_NAME,
+    ImageRecord,
+    ReportWriter,
+    RunSummary,
+    check_report_path,
+)
 from drbfr_cli.restore.stages import (
     OUTPUT_FOLDERS,
     FaceJob,
     ImageJob,
     RestoreOptions,
     RestoreTools,
+    drops_alpha,
     finish_job,
     plan_outputs,
     prepare_job,
@@ -60,9 +70,10 @@ def restore_images(
     """Restore every source into options.out_dir, write report.json, return the totals.
 
     A bad image is a record with status `failed`, never an exception. Exceptions are problems of
-    the whole run (an unusable output folder, clashing outputs, a failing restorer, out of GPU
-    memory with one face per batch). `settings` are copied into the report; `on_record` is
-    called (from the writer thread) with each image's record, in input order.
+    the whole run (an unusable output folder, clashing outputs, a report.json or record file
+    drbfr did not write, a failing restorer, out of GPU memory with one face per batch).
+    `settings` are copied into the report; `on_record` is called (from the writer thread) with
+    each image's record, in input order.
     """
     check_tools(tools, options)
     notice = on_notice or (lambda _message: None)
@@ -70,6 +81,34 @@ def restore_images(
     removed = prepare_output_folder(options.out_dir)
     if removed:
         notice(f"removed {removed} unfinished temporary file(s) left by an interrupted run")
+    check_report_path(options.out_dir / REPORT_NAME)
+    log = open_log(options.out_dir)
+    try:
+        return _restore_into(sources, outputs, options, tools, log, settings, on_record, notice)
+    finally:
+        log.close()
+
+
+def open_log(out_dir: Path) -> RecordLog:
+    """The record file of OUT (one-line DrbfrError when it cannot be opened)."""
+    try:
+        return RecordLog(out_dir)
+    except OSError as exc:
+        raise DrbfrError(
+            f"{out_dir}: cannot open the record file ({exc.strerror or exc})"
+        ) from None
+
+
+def _restore_into(
+    sources: Sequence[ImageSource],
+    outputs: Sequence[Path],
+    options: RestoreOptions,
+    tools: RestoreTools,
+    log: RecordLog,
+    settings: Mapping[str, Any] | None,
+    on_record: Callable[[ImageRecord], None] | None,
+    notice: Notice,
+) -> RunSummary:
     report = ReportWriter(
         options.out_dir / REPORT_NAME, csv_path=options.report_csv, settings=settings or {}
     )
@@ -83,7 +122,7 @@ def restore_images(
 
     runner = BatchRunner(tools.restorer, options.batch_size, notice)
     start = time.perf_counter()
-    _run_stages(sources, outputs, tools, options, runner, sink)
+    _run_stages(sources, outputs, tools, options, runner, sink, log, notice)
     summary.seconds = time.perf_counter() - start
     report.close(summary)
     return summary
@@ -214,6 +253,8 @@ def _run_stages(
     options: RestoreOptions,
     runner: BatchRunner,
     sink: Callable[[ImageRecord], None],
+    log: RecordLog,
+    notice: Notice,
 ) -> None:
     """Reader and writer threads around the restore loop in the calling thread."""
     stop = threading.Event()
@@ -224,12 +265,19 @@ def _run_stages(
         for source, output in zip(sources, outputs, strict=True):
             if stop.is_set():
                 return
-            _put(decoded, prepare_job(source, output, options, tools.detector), stop)
+            _put(decoded, prepare_job(source, output, options, tools.detector, log), stop)
         _put(decoded, _END, stop)
 
     def write() -> None:
+        noted = False
         while (job := _get(finished, stop)) is not _END:
-            sink(finish_job(job, tools, options))
+            if not noted and drops_alpha(job):
+                noted = True
+                notice(
+                    f"{job.source.path} has transparency, which {job.output.suffix} cannot hold: "
+                    "it is dropped (--ext png keeps it; later such images are not listed)"
+                )
+            sink(finish_job(job, tools, options, log))
 
     stages = [_Stage("drbfr-read", stop, read), _Stage("drbfr-write", stop, write)]
     for stage in stages:

@@ -1,8 +1,10 @@
 """The stages of `drbfr restore`, as functions over small job objects.
 
 plan (output paths, clashes) -> prepare (skip finished, read, detect, align) -> restore
-(aligned crops through a FaceRestorer, in batches) -> finish (background, paste, write, score,
-record). `run.py` runs them in threads; every stage here also works on its own.
+(aligned crops through a FaceRestorer, in batches) -> finish (background, paste, score, encode,
+record, write). `run.py` runs them in threads; every stage here also works on its own.
+Which outputs are finished, and which files at output paths drbfr wrote, the record file says
+(`records.py`): a file it does not list is never replaced and never counts as finished.
 Images are float32 RGB HxWx3 in [0, 1]; aligned crops are FACE_SIZE x FACE_SIZE.
 """
 
@@ -12,7 +14,7 @@ import hashlib
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,15 +28,18 @@ from drbfr_cli.faces.align import FACE_SIZE, AlignedFace, align_face
 from drbfr_cli.faces.detect import DetectOptions, detect_faces
 from drbfr_cli.faces.paste import PasteFace, match_color, paste_faces, to_grayscale
 from drbfr_cli.imaging import (
+    ALPHA_EXTENSIONS,
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     ImageData,
     ImageSource,
+    encode_image,
     faces_to_tensor,
     read_image,
     tensor_to_faces,
-    write_image,
+    write_bytes_atomic,
 )
+from drbfr_cli.restore.records import RECORDS_NAME, RecordLog, sha256_bytes
 from drbfr_cli.restore.report import FaceRecord, ImageRecord, ImageStatus
 
 if TYPE_CHECKING:
@@ -122,6 +127,8 @@ class ImageJob:
     image: ImageData | None = None
     faces: list[FaceJob] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    earlier: ImageRecord | None = None
+    """A skipped image's record, from the run that wrote its output."""
 
     @property
     def ready(self) -> bool:
@@ -186,13 +193,23 @@ def face_seed(run_seed: int, relative: str, index: int) -> int:
 
 
 def prepare_job(
-    source: ImageSource, output: Path, options: RestoreOptions, detector: Detector | None
+    source: ImageSource,
+    output: Path,
+    options: RestoreOptions,
+    detector: Detector | None,
+    log: RecordLog,
 ) -> ImageJob:
-    """Skip a finished image, or read it and align its faces; failures become the job's error."""
+    """Skip a finished image, or read it and align its faces; failures become the job's error.
+    An output path holding a file drbfr did not write fails the image (the file is kept)."""
     job = ImageJob(source=source, output=output)
-    if output.exists() and not options.overwrite:
-        job.status = ImageStatus.SKIPPED
-        return job
+    if output.exists():
+        earlier = log.finished(output)
+        if earlier is None:
+            job.status, job.error = ImageStatus.FAILED, not_ours(output)
+            return job
+        if not options.overwrite:
+            job.status, job.earlier = ImageStatus.SKIPPED, ImageRecord.from_dict(earlier)
+            return job
     try:
         with timed(job.timings, "read"):
             job.image = read_image(source.path, max_pixels=options.max_pixels)
@@ -265,23 +282,57 @@ def restore_crops(
 # --------------------------------------------------------------------------- finish
 
 
-def finish_job(job: ImageJob, tools: RestoreTools, options: RestoreOptions) -> ImageRecord:
-    """Compose, write and score a restored image; a failure becomes the record's error."""
+def finish_job(
+    job: ImageJob, tools: RestoreTools, options: RestoreOptions, log: RecordLog
+) -> ImageRecord:
+    """Compose, score and write a restored image; a failure becomes the record's error.
+
+    The record of every image this run tried goes to the record file; a finished image's goes
+    there before its files appear, so a kill never leaves an output that the file lacks.
+    """
+    if job.status is ImageStatus.SKIPPED and job.earlier is not None:
+        here = {"input": str(job.source.path), "relative": job.source.relative.as_posix()}
+        return replace(job.earlier, **here, output=str(job.output), status=ImageStatus.SKIPPED)
     if job.status is not ImageStatus.OK or job.image is None:
-        return make_record(job)
+        return logged(make_record(job), log)
     try:
         with timed(job.timings, "paste"):
             result = compose(job.image, job.faces, tools, options)
-        with timed(job.timings, "write"):
-            write_outputs(job, result, options)
         scores = None
         if options.niqe:
             with timed(job.timings, "metrics"):
                 scores = niqe_scores(job.faces)
+        with timed(job.timings, "write"):
+            files = encode_outputs(job, result, options)
+            check_replaceable(files, log)
+        digests = {log.key(path): sha256_bytes(data) for path, data in files.items()}
+        record = logged(make_record(job, (result.shape[1], result.shape[0]), scores, digests), log)
+        for path, data in files.items():  # the image last: its presence marks it finished
+            write_bytes_atomic(path, data)
     except (DrbfrError, cv2.error) as exc:
         job.status, job.error = ImageStatus.FAILED, failure(job.source.path, exc)
-        return make_record(job)
-    return make_record(job, (result.shape[1], result.shape[0]), scores)
+        return logged(make_record(job), log)
+    return record
+
+
+def logged(record: ImageRecord, log: RecordLog) -> ImageRecord:
+    log.append(record.to_dict())
+    return record
+
+
+def not_ours(path: Path) -> str:
+    """The error of an image whose output path holds a file drbfr did not write."""
+    return (
+        f"{path}: a file drbfr did not write (or that changed since; see {RECORDS_NAME}) is "
+        "in the way; it is kept: move it away to restore this image"
+    )
+
+
+def check_replaceable(files: dict[Path, bytes], log: RecordLog) -> None:
+    """DrbfrError when a file drbfr did not write sits at one of the paths."""
+    for path in files:
+        if path.exists() and not log.owns(path):
+            raise DrbfrError(not_ours(path))
 
 
 def failure(path: Path, exc: Exception) -> str:
@@ -318,20 +369,31 @@ def compose(
     )
 
 
-def write_outputs(job: ImageJob, result: np.ndarray, options: RestoreOptions) -> None:
-    """Write the face crops (--save-faces) and then the image: its presence marks it finished."""
+def encode_outputs(job: ImageJob, result: np.ndarray, options: RestoreOptions) -> dict[Path, bytes]:
+    """The encoded files of an image: the face crops (--save-faces), then the image."""
     image = job.image
-    write = partial(
-        write_image, grayscale=image.grayscale, bit_depth=image.bit_depth, quality=options.quality
+    encode = partial(
+        encode_image, grayscale=image.grayscale, bit_depth=image.bit_depth, quality=options.quality
     )
+    files: dict[Path, bytes] = {}
     if options.save_faces:
         for index, face in enumerate(job.faces):
             crop, restored = face.aligned.crop, face.restored
-            write(face_path(job.output, options, CROPPED_FACES, index), crop)
-            write(face_path(job.output, options, RESTORED_FACES, index), restored)
-            side_by_side = np.concatenate([crop, restored], axis=1)
-            write(face_path(job.output, options, CMP, index), side_by_side)
-    write(job.output, result, alpha=resized_alpha(image, result.shape))
+            for folder, pixels in (
+                (CROPPED_FACES, crop),
+                (RESTORED_FACES, restored),
+                (CMP, np.concatenate([crop, restored], axis=1)),
+            ):
+                path = face_path(job.output, options, folder, index)
+                files[path] = encode(path, pixels)
+    files[job.output] = encode(job.output, result, alpha=resized_alpha(image, result.shape))
+    return files
+
+
+def drops_alpha(job: ImageJob) -> bool:
+    """True when the image has transparency that its output format cannot hold (--ext jpg)."""
+    has_alpha = job.image is not None and job.image.alpha is not None
+    return has_alpha and job.output.suffix.lower() not in ALPHA_EXTENSIONS
 
 
 def resized_alpha(image: ImageData, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -355,6 +417,7 @@ def make_record(
     job: ImageJob,
     output_size: tuple[int, int] | None = None,
     scores: Sequence[tuple[float, float]] | None = None,
+    files: dict[str, str] | None = None,
 ) -> ImageRecord:
     """The report record of a job in its current state."""
     faces = tuple(
@@ -374,6 +437,7 @@ def make_record(
         output_size=output_size,
         faces=faces,
         timings=timings,
+        files=files or {},
     )
 
 

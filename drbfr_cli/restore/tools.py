@@ -11,6 +11,7 @@ from typing import Any
 
 from drbfr_cli import weights
 from drbfr_cli.choices import Background, Precision
+from drbfr_cli.devices import precision_of
 from drbfr_cli.faces.detect import WEIGHT_NAMES, Detector, DetectorKind, build_detector
 from drbfr_cli.faces.paste import build_parser
 from drbfr_cli.restore.background import (
@@ -50,12 +51,13 @@ def build_tools(
     options: RestoreOptions, choices: ToolChoices, notice: Notice
 ) -> tuple[RestoreTools, dict[str, Any]]:
     """The restorer, and for whole images the detector, background upsampler and face parser
-    (when its weights are present); with the settings the report records."""
+    (when its weights are present); with the settings the report records (the precision is the
+    one the restorer runs at: `auto` resolved, fp32 for the identity)."""
     restorer = build_restorer(choices)
     settings: dict[str, Any] = {
         "model": choices.model or "default",
         "device": choices.device,
-        "precision": choices.precision.value,
+        "precision": precision_of(getattr(restorer, "dtype", None)).value,
         "sampling": _effective_sampling(restorer, choices),
         "aligned": options.aligned,
         "batch_size": options.batch_size,
