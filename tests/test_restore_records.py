@@ -136,3 +136,49 @@ def test_a_user_report_json_or_record_file_is_never_replaced(faces, tmp_path):
         assert "not a drbfr" in result.stderr
         assert (out / name).read_text() == '{"mine": true}\n'
         assert not (out / "restored_imgs").exists()
+
+
+LEGACY_REPORT = Path(__file__).parent / "fixtures" / "legacy" / "restore_report.json"
+"""report.json of `drbfr restore faces -o out --aligned --model identity` by drbfr 0.1.0 (no
+record file then) on the first two real aligned faces; its paths are relative to that run's
+directory."""
+
+
+def test_a_rerun_adopts_the_outputs_a_legacy_report_lists(faces, tmp_path):
+    first, second, third = sorted(p.name for p in faces.iterdir())
+    out = tmp_path / "out"
+    (out / "restored_imgs").mkdir(parents=True)
+    shutil.copy(LEGACY_REPORT, out / "report.json")
+    legacy = {r["relative"]: r for r in json.loads(LEGACY_REPORT.read_text())["images"]}
+    assert sorted(legacy) == [first, second]
+    for name in (first, second):
+        shutil.copy(faces / name, out / "restored_imgs" / name)  # what that run wrote
+    (out / "restored_imgs" / third).write_text("mine")  # not in the report: stays foreign
+    result = _restore(faces, "-o", out, "--aligned", *IDENTITY)
+    assert result.exit_code == 1, result.output
+    assert "adopted 2 output(s)" in result.stderr
+    assert "drbfr did not write" in result.stderr
+    assert (out / "restored_imgs" / third).read_text() == "mine"
+    images = {r["relative"]: r for r in _report(out)["images"]}
+    assert images[third]["status"] == "failed"
+    for name in (first, second):
+        assert images[name]["status"] == "skipped"
+        assert images[name]["faces"] == legacy[name]["faces"]
+        assert images[name]["size"] == legacy[name]["size"] == [512, 512]
+    assert [r["relative"] for r in _records(out)] == [first, second, third]
+    again = _restore(faces, "-o", out, "--aligned", *IDENTITY)
+    assert "adopted" not in again.stderr and _report(out)["summary"]["skipped"] == 2
+
+
+def test_a_legacy_output_removed_since_is_restored_again(faces, tmp_path):
+    kept = sorted(p.name for p in faces.iterdir())[0]
+    out = tmp_path / "out"
+    (out / "restored_imgs").mkdir(parents=True)
+    shutil.copy(LEGACY_REPORT, out / "report.json")
+    shutil.copy(faces / kept, out / "restored_imgs" / kept)  # the other listed one is gone
+    result = _restore(faces, "-o", out, "--aligned", *IDENTITY)
+    assert result.exit_code == 0, result.output
+    assert "adopted 1 output(s)" in result.stderr
+    statuses = {r["relative"]: r["status"] for r in _report(out)["images"]}
+    assert [name for name, status in statuses.items() if status == "skipped"] == [kept]
+    assert _report(out)["summary"]["restored"] == 2

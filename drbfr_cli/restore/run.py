@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from drbfr_cli import devices
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.imaging import ImageSource, is_temporary, make_output_folder
+from drbfr_cli.restore.legacy import adopt_legacy_report
 from drbfr_cli.restore.records import RecordLog
 from drbfr_cli.restore.report import (
     REPORT_NAME,
@@ -82,6 +83,9 @@ def restore_images(
     if removed:
         notice(f"removed {removed} unfinished temporary file(s) left by an interrupted run")
     check_report_path(options.out_dir / REPORT_NAME)
+    adopted = adopt_legacy_report(options.out_dir)
+    if adopted is not None:
+        notice(f"adopted {adopted} output(s) listed in {REPORT_NAME} by an earlier drbfr version")
     log = open_log(options.out_dir)
     try:
         return _restore_into(sources, outputs, options, tools, log, settings, on_record, notice)
