@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from drbfr_cli.diffusion.pipeline import FrozenParts, restore_faces
 from drbfr_cli.diffusion.sampling import SamplingConfig
 from drbfr_cli.diffusion.schedule import NoiseSchedule
 from drbfr_cli.errors import DrbfrError
+from drbfr_cli.imaging import make_temporary_folder
 from drbfr_cli.nets.autoencoder import FirstStage, LatentStats, VQAutoencoder
 from drbfr_cli.nets.drm import DRMConfig, build_drm
 from drbfr_cli.nets.ldrm import LDRM, LDRMConfig
@@ -121,7 +121,7 @@ def write_bundle(out: Path, manifest: dict[str, Any], tensors: dict[str, dict]) 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DrbfrError(f"{out}: already exists and is not empty; choose a new folder")
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staging = make_temporary_folder(out)
     try:
         hashes = {}
         for name, state in tensors.items():

@@ -344,11 +344,30 @@ def _create_temporary(path: Path) -> tuple[int, str]:
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     while True:
-        name = path.parent / f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        name = _temporary_name(path)
         try:
             return os.open(name, flags, 0o666), str(name)
         except FileExistsError:
             continue
+
+
+def make_temporary_folder(path: Path) -> Path:
+    """Create the empty folder `.NAME.XXXX.tmp` beside `path`, to fill and rename to `path`.
+
+    Unlike tempfile.mkdtemp (always 0700), it gets 0777 less the process umask, as any folder
+    the user creates: 0755 under the usual umask 022.
+    """
+    while True:
+        name = _temporary_name(path)
+        try:
+            name.mkdir(0o777)
+            return name
+        except FileExistsError:
+            continue
+
+
+def _temporary_name(path: Path) -> Path:
+    return path.parent / f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
 
 
 def make_output_folder(out_dir: Path) -> None:

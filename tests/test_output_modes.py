@@ -1,19 +1,23 @@
 """Outputs are created with the permissions of the process umask (0644 under umask 022), as
-any file the user makes, never 0600: restored photos must be readable by other users."""
+any file the user makes, never 0600: restored photos must be readable by other users. So are
+the folders of bundles and checkpoints (0755 under 022), never mkdtemp's 0700."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
+from drbfr_cli.bundle import write_bundle
 from drbfr_cli.cli.main import app
 from drbfr_cli.imaging import write_bytes_atomic
+from drbfr_cli.train.checkpoint import CheckpointContent, write_folder
 
 runner = CliRunner()
 
@@ -69,3 +73,29 @@ def test_restore_degrade_and_align_outputs_are_0644(
         modes = _modes(tmp_path / folder)
         assert modes and set(modes.values()) == {0o644}, (folder, modes)
     assert {"report.json", "report.csv"} <= set(_modes(restored))
+
+
+def _write_bundle(target: Path) -> None:
+    write_bundle(target, {"format": "test"}, {"drm": {"weight": torch.zeros(2)}})
+
+
+def _write_checkpoint(target: Path) -> None:
+    weights = {"drm": {"weight": torch.zeros(2)}}
+    write_folder(target, CheckpointContent(weights=weights, ema=weights, config={"task": "drm"}))
+
+
+@pytest.mark.parametrize(("umask", "folder_mode"), [(0o022, 0o755), (0o027, 0o750)])
+@pytest.mark.parametrize("write", [_write_bundle, _write_checkpoint])
+def test_bundle_and_checkpoint_folders_follow_the_umask(
+    write: Callable[[Path], None], umask: int, folder_mode: int, tmp_path: Path
+) -> None:
+    target = tmp_path / "made"
+    previous = os.umask(umask)
+    try:
+        write(target)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(target.stat().st_mode) == folder_mode
+    modes = _modes(target)
+    assert len(modes) >= 2 and set(modes.values()) == {folder_mode & 0o666}, modes
+    assert [p.name for p in tmp_path.iterdir()] == ["made"]  # no temporary left beside it

@@ -22,7 +22,6 @@ import os
 import random
 import re
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch
 
 from drbfr_cli import __version__, devices
 from drbfr_cli.errors import DrbfrError
+from drbfr_cli.imaging import make_temporary_folder
 from drbfr_cli.weights import sha256_bytes
 
 CHECKPOINTS = "checkpoints"
@@ -130,7 +130,7 @@ def write_folder(target: Path, content: CheckpointContent) -> None:
     }
     files[CONFIG_FILE] = (json.dumps(config, indent=2, default=str) + "\n").encode()
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    tmp = make_temporary_folder(target)
     try:
         for name, data in files.items():
             _write_synced(tmp / name, data)
