@@ -44,6 +44,12 @@ GLOB_CHARACTERS = frozenset("*?[")
 STDIN_ARGUMENT = "-"
 """An input argument that stands for paths read from stdin, one per line."""
 
+GRAY_TOLERANCE = 1.5 / 255.0
+"""Largest channel spread (max - min of R, G, B, in [0, 1]) of a pixel that counts as gray: one
+8-bit level, for encoders and colour pipelines that round YCbCr <-> RGB differently. libjpeg
+round trips of RGB-gray faces are exact; the least colourful colour photo of the test data
+differs by 42 levels."""
+_GRAY_ROWS = 256  # rows checked at a time by is_gray (bounded memory, early exit on colour)
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N"})
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _EXIF_ORIENTATION = 0x0112
@@ -57,6 +63,7 @@ class ImageData:
     rgb: np.ndarray
     alpha: np.ndarray | None
     grayscale: bool
+    """A gray file, or RGB pixels that are gray (see `is_gray`); `rgb` then has R = G = B."""
     bit_depth: int
     format: str
 
@@ -132,7 +139,27 @@ def decode_image(data: bytes, *, source: Path | str, max_pixels: int) -> ImageDa
             raise ImageReadError(source, f"corrupt or truncated image ({exc})") from None
     pixels = apply_exif_orientation(pixels, orientation)
     rgb, alpha = _split_channels(pixels, bit_depth)
+    if not grayscale and is_gray(rgb):
+        rgb, grayscale = exact_gray(rgb), True
     return ImageData(rgb=rgb, alpha=alpha, grayscale=grayscale, bit_depth=bit_depth, format=fmt)
+
+
+def is_gray(rgb: np.ndarray, tolerance: float = GRAY_TOLERANCE) -> bool:
+    """True when R, G and B of every pixel (float HxWx3 in [0, 1]) lie within `tolerance`.
+
+    Gray-ness comes from the pixels, not the file mode: most scanned black-and-white photos are
+    stored as RGB with equal channels. restore, align and degrade all decide it here.
+    """
+    for top in range(0, rgb.shape[0], _GRAY_ROWS):
+        block = rgb[top : top + _GRAY_ROWS]
+        if (block.max(axis=2) - block.min(axis=2)).max() > tolerance:
+            return False
+    return True
+
+
+def exact_gray(rgb: np.ndarray) -> np.ndarray:
+    """float RGB HxWx3 -> the channel mean in all three channels (R = G = B exactly)."""
+    return np.ascontiguousarray(np.repeat(rgb.mean(axis=2, keepdims=True), 3, axis=2))
 
 
 def _is_16bit(pil: Image.Image, data: bytes) -> bool:

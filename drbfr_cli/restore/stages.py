@@ -31,6 +31,7 @@ from drbfr_cli.imaging import (
     ImageData,
     ImageSource,
     faces_to_tensor,
+    is_gray,
     read_image,
     tensor_to_faces,
     write_image,
@@ -271,6 +272,7 @@ def finish_job(job: ImageJob, tools: RestoreTools, options: RestoreOptions) -> I
         return make_record(job)
     try:
         with timed(job.timings, "paste"):
+            gray_faces(job.faces)
             result = compose(job.image, job.faces, tools, options)
         with timed(job.timings, "write"):
             write_outputs(job, result, options)
@@ -291,6 +293,14 @@ def failure(path: Path, exc: Exception) -> str:
     return str(exc)
 
 
+def gray_faces(faces: Sequence[FaceJob]) -> None:
+    """Make a restored face gray where its input crop is gray (a gray photo, or a black-and-white
+    photo inside a colour one): models may invent colour; gray faces must come back gray."""
+    for face in faces:
+        if face.restored is not None and is_gray(face.aligned.crop):
+            face.restored = to_grayscale(face.restored)
+
+
 def compose(
     image: ImageData, faces: Sequence[FaceJob], tools: RestoreTools, options: RestoreOptions
 ) -> np.ndarray:
@@ -305,7 +315,13 @@ def compose(
     if tools.upsampler is None:
         raise ValueError("whole images need a background upsampler")
     pastes = [
-        PasteFace(f.restored, f.aligned.affine, f.aligned.size, reference=f.aligned.crop)
+        PasteFace(
+            f.restored,
+            f.aligned.affine,
+            f.aligned.size,
+            reference=f.aligned.crop,
+            gray=is_gray(f.aligned.crop),
+        )
         for f in faces
     ]
     return paste_faces(
