@@ -318,6 +318,20 @@ def write_image(
     write_bytes_atomic(Path(path), data)
 
 
+def as_written(
+    path: Path | str,
+    rgb: np.ndarray,
+    *,
+    grayscale: bool = False,
+    bit_depth: int = 8,
+    quality: int = 95,
+) -> np.ndarray:
+    """The float32 RGB a reader gets back from the file `write_image` would write at `path`
+    (quantised to 8 or 16 bits, gray, JPEG/WebP-compressed): metrics on outputs score these."""
+    data = encode_image(path, rgb, grayscale=grayscale, bit_depth=bit_depth, quality=quality)
+    return decode_image(data, source=path, max_pixels=rgb.shape[0] * rgb.shape[1]).rgb
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary name in the target folder, fsync, then rename over `path`."""
     with open_atomic(path) as handle:

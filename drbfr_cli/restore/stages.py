@@ -30,6 +30,7 @@ from drbfr_cli.imaging import (
     IMAGE_EXTENSIONS,
     ImageData,
     ImageSource,
+    as_written,
     faces_to_tensor,
     is_gray,
     read_image,
@@ -279,7 +280,7 @@ def finish_job(job: ImageJob, tools: RestoreTools, options: RestoreOptions) -> I
         scores = None
         if options.niqe:
             with timed(job.timings, "metrics"):
-                scores = niqe_scores(job.faces)
+                scores = niqe_scores(job, result, options)
     except (DrbfrError, cv2.error) as exc:
         job.status, job.error = ImageStatus.FAILED, failure(job.source.path, exc)
         return make_record(job)
@@ -337,9 +338,7 @@ def compose(
 def write_outputs(job: ImageJob, result: np.ndarray, options: RestoreOptions) -> None:
     """Write the face crops (--save-faces) and then the image: its presence marks it finished."""
     image = job.image
-    write = partial(
-        write_image, grayscale=image.grayscale, bit_depth=image.bit_depth, quality=options.quality
-    )
+    write = partial(write_image, **file_settings(image, options))
     if options.save_faces:
         for index, face in enumerate(job.faces):
             crop, restored = face.aligned.crop, face.restored
@@ -348,6 +347,11 @@ def write_outputs(job: ImageJob, result: np.ndarray, options: RestoreOptions) ->
             side_by_side = np.concatenate([crop, restored], axis=1)
             write(face_path(job.output, options, CMP, index), side_by_side)
     write(job.output, result, alpha=resized_alpha(image, result.shape))
+
+
+def file_settings(image: ImageData, options: RestoreOptions) -> dict[str, bool | int]:
+    """How the outputs of `image` are encoded (write_image / as_written keywords)."""
+    return {"grayscale": image.grayscale, "bit_depth": image.bit_depth, "quality": options.quality}
 
 
 def resized_alpha(image: ImageData, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -360,11 +364,25 @@ def resized_alpha(image: ImageData, shape: tuple[int, ...]) -> np.ndarray | None
     return np.clip(cv2.resize(image.alpha, size, interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
 
 
-def niqe_scores(faces: Sequence[FaceJob]) -> list[tuple[float, float]]:
-    """(input, restored) NIQE of every face, on the aligned FACE_SIZE crops."""
+def niqe_scores(
+    job: ImageJob, result: np.ndarray, options: RestoreOptions
+) -> list[tuple[float, float]]:
+    """(input, restored) NIQE of every face, scored on the pixels of its files as written: the
+    aligned crop as in cropped_faces/, the restoration as in restored_faces/ (whole images) or
+    restored_imgs/ (--aligned). `drbfr eval` on those files reads the same pixels, and both
+    score them with `niqe_rgb`, so the two agree."""
     from drbfr_cli.metrics.niqe import niqe_rgb
 
-    return [(niqe_rgb(face.aligned.crop), niqe_rgb(face.restored)) for face in faces]
+    written = partial(as_written, **file_settings(job.image, options))
+    scores = []
+    for index, face in enumerate(job.faces):
+        crop = written(face_path(job.output, options, CROPPED_FACES, index), face.aligned.crop)
+        if options.aligned:
+            restored = written(job.output, result)
+        else:
+            restored = written(face_path(job.output, options, RESTORED_FACES, index), face.restored)
+        scores.append((niqe_rgb(crop), niqe_rgb(restored)))
+    return scores
 
 
 def make_record(
