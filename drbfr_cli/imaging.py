@@ -8,6 +8,7 @@ batches of face crops to/from the restorer's NCHW layout in [0, 1] (`drbfr_cli.r
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import tempfile
@@ -104,10 +105,18 @@ def read_image(path: Path | str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise ImageReadError(path, "file not found") from None
+        raise ImageReadError(path, _missing_reason(path)) from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageReadError(path, "symbolic link loop (it leads back to itself)") from None
         raise ImageReadError(path, f"cannot read file ({exc.strerror or exc})") from None
     return decode_image(data, source=path, max_pixels=max_pixels)
+
+
+def _missing_reason(path: Path) -> str:
+    if path.is_symlink():
+        return f"broken symbolic link (its target {os.readlink(path)} does not exist)"
+    return "file not found"
 
 
 def decode_image(data: bytes, *, source: Path | str, max_pixels: int) -> ImageData:
@@ -417,38 +426,50 @@ def collect_images(inputs: Sequence[Path], *, exclude: Iterable[Path] = ()) -> l
     Outputs are named by `relative`: the path below the folder when one folder is given, below
     the folder's name when several are, the bare file name for files given directly. Anything
     under an `exclude` folder (e.g. an output folder inside the input) is skipped, unless that
-    folder is itself one of the inputs.
+    folder is itself one of the inputs. Broken symbolic links (dangling, or loops), named or
+    found in a folder, are kept: reading them fails with the reason, so they are reported.
     """
-    roots = {p.resolve() for p in inputs}
+    roots = {real_path(p) for p in inputs}
     # An excluded folder that *is* an input is kept, so that callers can refuse the clash.
-    excluded = [p.resolve() for p in exclude if p.resolve() not in roots]
+    excluded = [real_path(p) for p in exclude if real_path(p) not in roots]
     prefix_with_root = sum(1 for p in inputs if p.is_dir()) > 1
     found: dict[Path, ImageSource] = {}
     for root in inputs:
         for path in _walk(root):
-            resolved = path.resolve()
+            resolved = real_path(path)
             if any(resolved.is_relative_to(x) for x in excluded):
                 continue
             relative = _relative_name(path, root, prefix_with_root)
-            if relative in found and found[relative].path.resolve() != resolved:
+            if relative in found and real_path(found[relative].path) != resolved:
                 raise ImageReadError(path, f"has the same output name as {found[relative].path}")
             found[relative] = ImageSource(path=path, relative=relative)
     return sorted(found.values(), key=lambda s: s.relative.as_posix())
 
 
+def real_path(path: Path) -> Path:
+    """The absolute path with symbolic links resolved as far as they go; unlike Path.resolve
+    (before Python 3.13), no error for a link loop."""
+    return Path(os.path.realpath(path))
+
+
+def is_broken_link(path: Path) -> bool:
+    """True for a symbolic link whose target is missing or that loops back on itself."""
+    return path.is_symlink() and not path.exists()
+
+
 def _walk(root: Path) -> list[Path]:
-    if root.is_file():
+    if root.is_file() or is_broken_link(root):
         return [root]
     if not root.is_dir():
         raise ImageReadError(root, "no such file or folder")
-    return [p for p in root.rglob("*") if p.is_file() and is_image_path(p)]
+    return [p for p in root.rglob("*") if (p.is_file() and is_image_path(p)) or is_broken_link(p)]
 
 
 def _relative_name(path: Path, root: Path, prefix_with_root: bool) -> Path:
-    if root.is_file():
+    if not root.is_dir():
         return Path(path.name)
     relative = path.relative_to(root)
-    return Path(root.resolve().name) / relative if prefix_with_root else relative
+    return Path(real_path(root).name) / relative if prefix_with_root else relative
 
 
 # ---------------------------------------------------------------------------------------------

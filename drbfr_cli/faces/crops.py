@@ -38,6 +38,7 @@ from drbfr_cli.imaging import (
     make_output_folder,
     open_atomic,
     read_image,
+    real_path,
     write_image,
 )
 
@@ -211,7 +212,7 @@ def check_outputs(sources: Sequence[ImageSource], options: AlignOptions) -> None
         owners[key] = source.path
     out_dir = options.out_dir.resolve()
     for source in sources:
-        path = source.path.resolve()
+        path = real_path(source.path)
         if not path.is_relative_to(out_dir) or path.suffix.lower() != f".{options.ext.value}":
             continue
         match = _CROP_STEM.match(path.relative_to(out_dir).with_suffix("").as_posix())
@@ -366,7 +367,7 @@ def align_images(
     _prepare_folder(options.out_dir, sources)
     plan = plan_resume(read_manifest(options.manifest), sources, options)
     write_manifest(options.manifest, [*plan.others, *chain.from_iterable(plan.finished.values())])
-    inputs = {source.path.resolve() for source in sources}
+    inputs = {real_path(source.path) for source in sources}
     outcomes: list[ImageOutcome] = []
     with options.manifest.open("a", encoding="utf-8") as manifest:
         for outcome in _outcomes(sources, options, plan.finished, (first, make_detector)):

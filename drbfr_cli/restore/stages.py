@@ -34,6 +34,7 @@ from drbfr_cli.imaging import (
     faces_to_tensor,
     is_gray,
     read_image,
+    real_path,
     tensor_to_faces,
     write_image,
 )
@@ -162,7 +163,7 @@ def face_path(output: Path, options: RestoreOptions, folder: str, index: int) ->
 
 def plan_outputs(sources: Sequence[ImageSource], options: RestoreOptions) -> list[Path]:
     """The output path of every source; DrbfrError when two share one or one is an input."""
-    inputs = {source.path.resolve() for source in sources}
+    inputs = {real_path(source.path) for source in sources}
     owners: dict[Path, Path] = {}
     for source in sources:
         output = output_path(source.relative, options)
@@ -171,7 +172,7 @@ def plan_outputs(sources: Sequence[ImageSource], options: RestoreOptions) -> lis
                 f"{owners[output]} and {source.path} would both be written to {output}; "
                 "use --ext same or rename one"
             )
-        if output.resolve() in inputs:
+        if real_path(output) in inputs:
             raise DrbfrError(f"{output}: output would overwrite an input; choose another -o")
         owners[output] = source.path
     return list(owners)
