@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from drbfr_cli.cli.main import app
 from drbfr_cli.imaging import collect_images, read_image
+from drbfr_cli.metrics.report import TILE
 
 runner = CliRunner()
 
@@ -76,3 +77,17 @@ def test_degrade_reports_broken_links_and_degrades_the_rest(linked, tmp_path) ->
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert sorted(p.name for p in out.rglob("*.png")) == ["a.png", "link.png"]
     assert result.stderr.count(LOOP) == 4 and result.stderr.count(DANGLING) == 1
+
+
+def test_eval_fails_broken_links_alone_and_its_grid_skips_a_broken_lq(linked, tmp_path) -> None:
+    folder, _ = linked
+    lq = tmp_path / "lq"
+    lq.mkdir()
+    (lq / "a.png").symlink_to(lq / "a.png")  # the LQ of an image that is fine: a loop
+    out = tmp_path / "eval"
+    args = ["eval", "--restored", folder, "--lq", lq, "--metrics", "niqe", "--out", out]
+    result = runner.invoke(app, [*map(str, args)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.count(LOOP) == 3 and result.stderr.count(DANGLING) == 1
+    assert (out / "comparison.png").is_file()
+    assert read_image(out / "comparison.png").size[0] == TILE  # the restored column alone
