@@ -8,6 +8,7 @@ batches of face crops to/from the restorer's NCHW layout in [0, 1] (`drbfr_cli.r
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import secrets
@@ -46,6 +47,12 @@ GLOB_CHARACTERS = frozenset("*?[")
 STDIN_ARGUMENT = "-"
 """An input argument that stands for paths read from stdin, one per line."""
 
+GRAY_TOLERANCE = 1.5 / 255.0
+"""Largest channel spread (max - min of R, G, B, in [0, 1]) of a pixel that counts as gray: one
+8-bit level, for encoders and colour pipelines that round YCbCr <-> RGB differently. libjpeg
+round trips of RGB-gray faces are exact; the least colourful colour photo of the test data
+differs by 42 levels."""
+_GRAY_ROWS = 256  # rows checked at a time by is_gray (bounded memory, early exit on colour)
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N"})
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _EXIF_ORIENTATION = 0x0112
@@ -59,6 +66,7 @@ class ImageData:
     rgb: np.ndarray
     alpha: np.ndarray | None
     grayscale: bool
+    """A gray file, or RGB pixels that are gray (see `is_gray`); `rgb` then has R = G = B."""
     bit_depth: int
     format: str
 
@@ -99,10 +107,18 @@ def read_image(path: Path | str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise ImageReadError(path, "file not found") from None
+        raise ImageReadError(path, _missing_reason(path)) from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageReadError(path, "symbolic link loop (it leads back to itself)") from None
         raise ImageReadError(path, f"cannot read file ({exc.strerror or exc})") from None
     return decode_image(data, source=path, max_pixels=max_pixels)
+
+
+def _missing_reason(path: Path) -> str:
+    if path.is_symlink():
+        return f"broken symbolic link (its target {os.readlink(path)} does not exist)"
+    return "file not found"
 
 
 def decode_image(data: bytes, *, source: Path | str, max_pixels: int) -> ImageData:
@@ -134,7 +150,27 @@ def decode_image(data: bytes, *, source: Path | str, max_pixels: int) -> ImageDa
             raise ImageReadError(source, f"corrupt or truncated image ({exc})") from None
     pixels = apply_exif_orientation(pixels, orientation)
     rgb, alpha = _split_channels(pixels, bit_depth)
+    if not grayscale and is_gray(rgb):
+        rgb, grayscale = exact_gray(rgb), True
     return ImageData(rgb=rgb, alpha=alpha, grayscale=grayscale, bit_depth=bit_depth, format=fmt)
+
+
+def is_gray(rgb: np.ndarray, tolerance: float = GRAY_TOLERANCE) -> bool:
+    """True when R, G and B of every pixel (float HxWx3 in [0, 1]) lie within `tolerance`.
+
+    Gray-ness comes from the pixels, not the file mode: most scanned black-and-white photos are
+    stored as RGB with equal channels. restore, align and degrade all decide it here.
+    """
+    for top in range(0, rgb.shape[0], _GRAY_ROWS):
+        block = rgb[top : top + _GRAY_ROWS]
+        if (block.max(axis=2) - block.min(axis=2)).max() > tolerance:
+            return False
+    return True
+
+
+def exact_gray(rgb: np.ndarray) -> np.ndarray:
+    """float RGB HxWx3 -> the channel mean in all three channels (R = G = B exactly)."""
+    return np.ascontiguousarray(np.repeat(rgb.mean(axis=2, keepdims=True), 3, axis=2))
 
 
 def _is_16bit(pil: Image.Image, data: bytes) -> bool:
@@ -304,6 +340,20 @@ def write_image(
     write_bytes_atomic(Path(path), data)
 
 
+def as_written(
+    path: Path | str,
+    rgb: np.ndarray,
+    *,
+    grayscale: bool = False,
+    bit_depth: int = 8,
+    quality: int = 95,
+) -> np.ndarray:
+    """The float32 RGB a reader gets back from the file `write_image` would write at `path`
+    (quantised to 8 or 16 bits, gray, JPEG/WebP-compressed): metrics on outputs score these."""
+    data = encode_image(path, rgb, grayscale=grayscale, bit_depth=bit_depth, quality=quality)
+    return decode_image(data, source=path, max_pixels=rgb.shape[0] * rgb.shape[1]).rgb
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary name in the target folder, fsync, then rename over `path`."""
     with open_atomic(path) as handle:
@@ -421,38 +471,50 @@ def collect_images(inputs: Sequence[Path], *, exclude: Iterable[Path] = ()) -> l
     Outputs are named by `relative`: the path below the folder when one folder is given, below
     the folder's name when several are, the bare file name for files given directly. Anything
     under an `exclude` folder (e.g. an output folder inside the input) is skipped, unless that
-    folder is itself one of the inputs.
+    folder is itself one of the inputs. Broken symbolic links (dangling, or loops), named or
+    found in a folder, are kept: reading them fails with the reason, so they are reported.
     """
-    roots = {p.resolve() for p in inputs}
+    roots = {real_path(p) for p in inputs}
     # An excluded folder that *is* an input is kept, so that callers can refuse the clash.
-    excluded = [p.resolve() for p in exclude if p.resolve() not in roots]
+    excluded = [real_path(p) for p in exclude if real_path(p) not in roots]
     prefix_with_root = sum(1 for p in inputs if p.is_dir()) > 1
     found: dict[Path, ImageSource] = {}
     for root in inputs:
         for path in _walk(root):
-            resolved = path.resolve()
+            resolved = real_path(path)
             if any(resolved.is_relative_to(x) for x in excluded):
                 continue
             relative = _relative_name(path, root, prefix_with_root)
-            if relative in found and found[relative].path.resolve() != resolved:
+            if relative in found and real_path(found[relative].path) != resolved:
                 raise ImageReadError(path, f"has the same output name as {found[relative].path}")
             found[relative] = ImageSource(path=path, relative=relative)
     return sorted(found.values(), key=lambda s: s.relative.as_posix())
 
 
+def real_path(path: Path) -> Path:
+    """The absolute path with symbolic links resolved as far as they go; unlike Path.resolve
+    (before Python 3.13), no error for a link loop."""
+    return Path(os.path.realpath(path))
+
+
+def is_broken_link(path: Path) -> bool:
+    """True for a symbolic link whose target is missing or that loops back on itself."""
+    return path.is_symlink() and not path.exists()
+
+
 def _walk(root: Path) -> list[Path]:
-    if root.is_file():
+    if root.is_file() or is_broken_link(root):
         return [root]
     if not root.is_dir():
         raise ImageReadError(root, "no such file or folder")
-    return [p for p in root.rglob("*") if p.is_file() and is_image_path(p)]
+    return [p for p in root.rglob("*") if (p.is_file() and is_image_path(p)) or is_broken_link(p)]
 
 
 def _relative_name(path: Path, root: Path, prefix_with_root: bool) -> Path:
-    if root.is_file():
+    if not root.is_dir():
         return Path(path.name)
     relative = path.relative_to(root)
-    return Path(root.resolve().name) / relative if prefix_with_root else relative
+    return Path(real_path(root).name) / relative if prefix_with_root else relative
 
 
 # ---------------------------------------------------------------------------------------------

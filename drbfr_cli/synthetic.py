@@ -27,6 +27,7 @@ from drbfr_cli.imaging import (
     ImageSource,
     make_output_folder,
     read_image,
+    real_path,
     write_bytes_atomic,
     write_image,
 )
@@ -236,8 +237,8 @@ def make_lq_set(
 
 def _check_output_folder(out_dir: Path, sources: Sequence[ImageSource]) -> None:
     """Refuse an output folder that would overwrite inputs, or that cannot be written."""
-    targets = {(out_dir / s.relative).resolve() for s in sources}
-    clash = next((s.path for s in sources if s.path.resolve() in targets), None)
+    targets = {real_path(out_dir / s.relative) for s in sources}
+    clash = next((s.path for s in sources if real_path(s.path) in targets), None)
     if clash is not None:
         raise DrbfrError(f"{out_dir}: output would overwrite the input {clash}; choose another -o")
     make_output_folder(out_dir)

@@ -147,7 +147,8 @@ def test_gray_photo_gives_exactly_gray_crops(real_lq_whole_dir, shared_weights_d
     photo = read_image(real_lq_whole_dir / "Blake_Lively.jpg").rgb
     gray = cv2.cvtColor(cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
     write_image(tmp_path / "in" / "gray.png", gray)  # three equal channels, not a gray PNG
-    assert not read_image(tmp_path / "in" / "gray.png").grayscale
+    assert cv2.imread(str(tmp_path / "in" / "gray.png"), cv2.IMREAD_UNCHANGED).ndim == 3
+    assert read_image(tmp_path / "in" / "gray.png").grayscale  # gray by its pixels
     for ext in ("png", "jpg"):
         out = tmp_path / ext
         args = ("--weights-dir", shared_weights_dir, "--ext", ext)

@@ -33,12 +33,12 @@ from drbfr_cli.faces.align import FACE_SIZE, AlignedFace, align_face
 from drbfr_cli.faces.detect import DetectOptions, Detector, Face, detect_faces
 from drbfr_cli.imaging import (
     DEFAULT_MAX_PIXELS,
-    ImageData,
     ImageSource,
     is_temporary,
     make_output_folder,
     open_atomic,
     read_image,
+    real_path,
     write_image,
 )
 
@@ -212,7 +212,7 @@ def check_outputs(sources: Sequence[ImageSource], options: AlignOptions) -> None
         owners[key] = source.path
     out_dir = options.out_dir.resolve()
     for source in sources:
-        path = source.path.resolve()
+        path = real_path(source.path)
         if not path.is_relative_to(out_dir) or path.suffix.lower() != f".{options.ext.value}":
             continue
         match = _CROP_STEM.match(path.relative_to(out_dir).with_suffix("").as_posix())
@@ -225,29 +225,9 @@ def check_outputs(sources: Sequence[ImageSource], options: AlignOptions) -> None
 # --------------------------------------------------------------------------- the pure stages
 
 
-def is_gray(image: ImageData) -> bool:
-    """True for a grayscale file or RGB pixels with R == G == B everywhere."""
-    rgb = image.rgb
-    return image.grayscale or bool(
-        np.array_equal(rgb[:, :, 0], rgb[:, :, 1]) and np.array_equal(rgb[:, :, 1], rgb[:, :, 2])
-    )
-
-
-def align_crops(
-    rgb: np.ndarray, faces: Sequence[Face], size: int, *, gray: bool = False
-) -> list[AlignedFace]:
-    """Each face aligned to the template at `size`; `gray` makes every crop exactly gray."""
-    aligned = [align_face(rgb, face, size) for face in faces]
-    if not gray:
-        return aligned
-    return [
-        AlignedFace(crop=_exact_gray(face.crop), affine=face.affine, face=face.face)
-        for face in aligned
-    ]
-
-
-def _exact_gray(crop: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.repeat(crop.mean(axis=2, keepdims=True), 3, axis=2))
+def align_crops(rgb: np.ndarray, faces: Sequence[Face], size: int) -> list[AlignedFace]:
+    """Each face aligned to the template at `size` (a gray image, R = G = B, gives gray crops)."""
+    return [align_face(rgb, face, size) for face in faces]
 
 
 def crop_record(
@@ -342,8 +322,7 @@ def process_image(source: ImageSource, options: AlignOptions, detector: Detector
     try:
         image = read_image(source.path, max_pixels=options.max_pixels)
         faces = detect_faces(detector, image.rgb, options.detect)
-        gray = is_gray(image)
-        aligned = align_crops(image.rgb, faces, options.size, gray=gray)
+        aligned = align_crops(image.rgb, faces, options.size)
         records = tuple(
             crop_record(source, face, index, len(aligned), image.size, options.ext)
             for index, face in enumerate(aligned)
@@ -352,7 +331,7 @@ def process_image(source: ImageSource, options: AlignOptions, detector: Detector
             write_image(
                 options.out_dir / record.crop,
                 face.crop,
-                grayscale=gray,
+                grayscale=image.grayscale,
                 bit_depth=image.bit_depth,
                 quality=options.quality,
             )
@@ -388,7 +367,7 @@ def align_images(
     _prepare_folder(options.out_dir, sources)
     plan = plan_resume(read_manifest(options.manifest), sources, options)
     write_manifest(options.manifest, [*plan.others, *chain.from_iterable(plan.finished.values())])
-    inputs = {source.path.resolve() for source in sources}
+    inputs = {real_path(source.path) for source in sources}
     outcomes: list[ImageOutcome] = []
     with options.manifest.open("a", encoding="utf-8") as manifest:
         for outcome in _outcomes(sources, options, plan.finished, (first, make_detector)):

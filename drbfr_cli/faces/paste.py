@@ -48,6 +48,8 @@ class PasteFace:
     """Side of the aligned crop `affine` maps into."""
     reference: np.ndarray | None = None
     """The aligned input crop (crop_size x crop_size x 3): the colour target of color_fix."""
+    gray: bool = False
+    """Paste the face gray (BT.601 luma), after any colour fix: its input region is gray."""
 
 
 def paste_faces(
@@ -63,7 +65,8 @@ def paste_faces(
 
     `scale`: background pixels per input-image pixel (the upscale factor). `color_fix` matches
     each face's Lab mean/std to its `reference`. `grayscale`: the result is made gray (BT.601
-    luma in all three channels), so a gray input never comes back coloured.
+    luma in all three channels), so a gray input never comes back coloured; a face marked
+    `gray` is pasted gray in a colour result.
     """
     output = np.array(background, dtype=np.float32, copy=True)
     bg_from_input = _bg_from_input(scale)
@@ -73,6 +76,8 @@ def paste_faces(
             if face.reference is None:
                 raise ValueError("color_fix needs each PasteFace's reference crop")
             restored = match_color(restored, face.reference)
+        if face.gray:
+            restored = to_grayscale(restored)
         mask = parser(restored) * square_mask(restored.shape[0]) if parser else None
         _paste_one(output, restored, mask, _restored_from_bg(face, bg_from_input))
     return to_grayscale(output) if grayscale else output

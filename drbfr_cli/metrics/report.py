@@ -14,6 +14,7 @@ import numpy as np
 from drbfr_cli.imaging import (
     collect_images,
     from_uint8,
+    is_broken_link,
     read_image,
     to_uint8,
     write_bytes_atomic,
@@ -117,7 +118,8 @@ def sample_pairs(pairs: list[Pair], count: int) -> list[Pair]:
 
 def comparison_grid(pairs: list[Pair], lq_dir: Path | None, max_pixels: int) -> np.ndarray:
     """Rows of LQ / restored / GT tiles (float32 RGB in [0, 1]); columns that exist only."""
-    lq = {s.relative.with_suffix(""): s.path for s in collect_images([lq_dir])} if lq_dir else {}
+    found = collect_images([lq_dir]) if lq_dir else []
+    lq = {s.relative.with_suffix(""): s.path for s in found if not is_broken_link(s.path)}
     rows = []
     for pair in pairs:
         key = pair.restored.relative.with_suffix("")

@@ -33,9 +33,12 @@ from drbfr_cli.imaging import (
     IMAGE_EXTENSIONS,
     ImageData,
     ImageSource,
+    as_written,
     encode_image,
     faces_to_tensor,
+    is_gray,
     read_image,
+    real_path,
     tensor_to_faces,
     write_bytes_atomic,
 )
@@ -167,7 +170,7 @@ def face_path(output: Path, options: RestoreOptions, folder: str, index: int) ->
 
 def plan_outputs(sources: Sequence[ImageSource], options: RestoreOptions) -> list[Path]:
     """The output path of every source; DrbfrError when two share one or one is an input."""
-    inputs = {source.path.resolve() for source in sources}
+    inputs = {real_path(source.path) for source in sources}
     owners: dict[Path, Path] = {}
     for source in sources:
         output = output_path(source.relative, options)
@@ -176,7 +179,7 @@ def plan_outputs(sources: Sequence[ImageSource], options: RestoreOptions) -> lis
                 f"{owners[output]} and {source.path} would both be written to {output}; "
                 "use --ext same or rename one"
             )
-        if output.resolve() in inputs:
+        if real_path(output) in inputs:
             raise DrbfrError(f"{output}: output would overwrite an input; choose another -o")
         owners[output] = source.path
     return list(owners)
@@ -297,11 +300,12 @@ def finish_job(
         return logged(make_record(job), log)
     try:
         with timed(job.timings, "paste"):
+            gray_faces(job.faces)
             result = compose(job.image, job.faces, tools, options)
         scores = None
         if options.niqe:
             with timed(job.timings, "metrics"):
-                scores = niqe_scores(job.faces)
+                scores = niqe_scores(job, result, options)
         with timed(job.timings, "write"):
             files = encode_outputs(job, result, options)
             check_replaceable(files, log)
@@ -342,6 +346,14 @@ def failure(path: Path, exc: Exception) -> str:
     return str(exc)
 
 
+def gray_faces(faces: Sequence[FaceJob]) -> None:
+    """Make a restored face gray where its input crop is gray (a gray photo, or a black-and-white
+    photo inside a colour one): models may invent colour; gray faces must come back gray."""
+    for face in faces:
+        if face.restored is not None and is_gray(face.aligned.crop):
+            face.restored = to_grayscale(face.restored)
+
+
 def compose(
     image: ImageData, faces: Sequence[FaceJob], tools: RestoreTools, options: RestoreOptions
 ) -> np.ndarray:
@@ -356,7 +368,13 @@ def compose(
     if tools.upsampler is None:
         raise ValueError("whole images need a background upsampler")
     pastes = [
-        PasteFace(f.restored, f.aligned.affine, f.aligned.size, reference=f.aligned.crop)
+        PasteFace(
+            f.restored,
+            f.aligned.affine,
+            f.aligned.size,
+            reference=f.aligned.crop,
+            gray=is_gray(f.aligned.crop),
+        )
         for f in faces
     ]
     return paste_faces(
@@ -372,9 +390,7 @@ def compose(
 def encode_outputs(job: ImageJob, result: np.ndarray, options: RestoreOptions) -> dict[Path, bytes]:
     """The encoded files of an image: the face crops (--save-faces), then the image."""
     image = job.image
-    encode = partial(
-        encode_image, grayscale=image.grayscale, bit_depth=image.bit_depth, quality=options.quality
-    )
+    encode = partial(encode_image, **file_settings(image, options))
     files: dict[Path, bytes] = {}
     if options.save_faces:
         for index, face in enumerate(job.faces):
@@ -396,6 +412,11 @@ def drops_alpha(job: ImageJob) -> bool:
     return has_alpha and job.output.suffix.lower() not in ALPHA_EXTENSIONS
 
 
+def file_settings(image: ImageData, options: RestoreOptions) -> dict[str, bool | int]:
+    """How the outputs of `image` are encoded (write_image / as_written keywords)."""
+    return {"grayscale": image.grayscale, "bit_depth": image.bit_depth, "quality": options.quality}
+
+
 def resized_alpha(image: ImageData, shape: tuple[int, ...]) -> np.ndarray | None:
     """The input's alpha channel at the output's size, or None."""
     if image.alpha is None:
@@ -406,11 +427,25 @@ def resized_alpha(image: ImageData, shape: tuple[int, ...]) -> np.ndarray | None
     return np.clip(cv2.resize(image.alpha, size, interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
 
 
-def niqe_scores(faces: Sequence[FaceJob]) -> list[tuple[float, float]]:
-    """(input, restored) NIQE of every face, on the aligned FACE_SIZE crops."""
+def niqe_scores(
+    job: ImageJob, result: np.ndarray, options: RestoreOptions
+) -> list[tuple[float, float]]:
+    """(input, restored) NIQE of every face, scored on the pixels of its files as written: the
+    aligned crop as in cropped_faces/, the restoration as in restored_faces/ (whole images) or
+    restored_imgs/ (--aligned). `drbfr eval` on those files reads the same pixels, and both
+    score them with `niqe_rgb`, so the two agree."""
     from drbfr_cli.metrics.niqe import niqe_rgb
 
-    return [(niqe_rgb(face.aligned.crop), niqe_rgb(face.restored)) for face in faces]
+    written = partial(as_written, **file_settings(job.image, options))
+    scores = []
+    for index, face in enumerate(job.faces):
+        crop = written(face_path(job.output, options, CROPPED_FACES, index), face.aligned.crop)
+        if options.aligned:
+            restored = written(job.output, result)
+        else:
+            restored = written(face_path(job.output, options, RESTORED_FACES, index), face.restored)
+        scores.append((niqe_rgb(crop), niqe_rgb(restored)))
+    return scores
 
 
 def make_record(
