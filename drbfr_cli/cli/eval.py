@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -218,11 +219,13 @@ def _print(result: EvalResult) -> None:
     from drbfr_cli.metrics.report import summary_rows
 
     for name, reason in result.skipped.items():
-        err_console.print(f"[yellow]skipped {name}:[/] {reason}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[yellow]skipped {name}:[/] {escape(reason)}", highlight=False, soft_wrap=True
+        )
     for name, images in result.unscored.items():
         shown = ", ".join(images[:5]) + (" ..." if len(images) > 5 else "")
         err_console.print(
-            f"[yellow]{name} could not score {len(images)} images:[/] {shown}",
+            f"[yellow]{name} could not score {len(images)} images:[/] {escape(shown)}",
             highlight=False,
             soft_wrap=True,
         )
