@@ -10,7 +10,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade uv
 
 install: $(BIN)/python
-	$(BIN)/uv pip install --compile-bytecode --python $(BIN)/python -e ".[test,bench]"
+	$(BIN)/uv pip install --compile-bytecode --python $(BIN)/python -e ".[test,bench,identity]"
 
 demo: install
 	rm -rf out/demo

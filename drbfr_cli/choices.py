@@ -14,6 +14,8 @@ class Metric(StrEnum):
     LPIPS = "lpips"
     NIQE = "niqe"
     FID = "fid"
+    IDS = "ids"
+    """Identity distance (dlib face ResNet) to the ground truth, or to the LQ input without one."""
 
 
 class LpipsNet(StrEnum):

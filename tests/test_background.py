@@ -14,7 +14,7 @@ from drbfr_cli import weights
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.restore.background import (
     LanczosUpsampler,
-    RealEsrganUpsampler,
+    SpandrelUpsampler,
     build_upsampler,
     load_realesrgan,
     upscale_tiled,
@@ -58,7 +58,7 @@ def test_release_layout_x2plus_loads_through_the_registry(tmp_path, register_wei
     torch.save(_release_layout(x2plus.state_dict()), path)
     register_weights("realesrgan-x2plus", path)
     upsampler = build_upsampler("realesrgan", 2, tile=0, weights_dir=tmp_path)
-    assert isinstance(upsampler, RealEsrganUpsampler) and upsampler.descriptor.scale == 2
+    assert isinstance(upsampler, SpandrelUpsampler) and upsampler.descriptor.scale == 2
     loaded = upsampler.descriptor.model.state_dict()
     assert all(torch.equal(loaded[key], value) for key, value in x2plus.state_dict().items())
     image = np.random.default_rng(0).random((9, 14, 3), dtype=np.float32)
@@ -70,8 +70,8 @@ def test_release_layout_x2plus_loads_through_the_registry(tmp_path, register_wei
 def test_tiled_equals_untiled_for_the_random_x2plus(x2plus):
     descriptor = load_realesrgan(x2plus.state_dict(), name="test")
     image = np.random.default_rng(1).random((37, 45, 3), dtype=np.float32)
-    whole = RealEsrganUpsampler(descriptor=descriptor, scale=2, tile=0)(image)
-    tiled = RealEsrganUpsampler(descriptor=descriptor, scale=2, tile=16, overlap=16)(image)
+    whole = SpandrelUpsampler(descriptor=descriptor, scale=2, tile=0)(image)
+    tiled = SpandrelUpsampler(descriptor=descriptor, scale=2, tile=16, overlap=16)(image)
     assert whole.shape == tiled.shape == (74, 90, 3)
     assert whole.std() > 0.05  # the random network is not flat: equality means something
     np.testing.assert_allclose(tiled, whole, atol=1e-4, rtol=0)
@@ -157,8 +157,8 @@ def test_bad_choices_are_one_line_errors():
 def test_fp16_on_cuda_matches_fp32(x2plus):
     descriptor = load_realesrgan(x2plus.state_dict(), name="test")
     image = np.random.default_rng(3).random((40, 48, 3), dtype=np.float32)
-    full = RealEsrganUpsampler(descriptor=descriptor, scale=2, tile=0, device="cuda")(image)
+    full = SpandrelUpsampler(descriptor=descriptor, scale=2, tile=0, device="cuda")(image)
     descriptor = load_realesrgan(x2plus.state_dict(), name="test")
-    half = RealEsrganUpsampler(descriptor=descriptor, scale=2, tile=16, device="cuda", half=True)
+    half = SpandrelUpsampler(descriptor=descriptor, scale=2, tile=16, device="cuda", half=True)
     assert half.dtype == torch.float16
     np.testing.assert_allclose(half(image), full, atol=2e-2)

@@ -15,7 +15,6 @@ from drbfr_cli.metrics.fid import (
     save_stats,
     stats_from_features,
 )
-from drbfr_cli.metrics.identity import identity_distance
 from drbfr_cli.metrics.lpips import LpipsNet, load_lpips, lpips_distance
 from drbfr_cli.weights import WeightsMissingError
 
@@ -79,14 +78,6 @@ def test_fid_stats_errors_are_one_line(tmp_path):
         frechet_distance(
             FeatureStats(np.zeros(2), np.eye(2), 2), FeatureStats(np.zeros(3), np.eye(3), 2)
         )
-
-
-def test_identity_distance_hook():
-    embed = lambda face: face.mean(axis=(0, 1))  # noqa: E731  (a toy embedder: mean colour)
-    a = np.zeros((4, 4, 3), np.float32) + np.array([1.0, 0.0, 0.0], np.float32)
-    b = np.zeros((4, 4, 3), np.float32) + np.array([0.0, 1.0, 0.0], np.float32)
-    assert identity_distance(embed, a, a) == pytest.approx(0.0)
-    assert identity_distance(embed, a, b) == pytest.approx(1.0)
 
 
 def test_lpips_missing_backbone_names_file_and_folder(tmp_path, monkeypatch):

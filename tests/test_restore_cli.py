@@ -171,7 +171,7 @@ def test_niqe_metrics_per_face_and_in_the_summary(real_lq_aligned_dir, tmp_path)
     assert mean == pytest.approx(np.mean([f["niqe_input"] for f in faces]), abs=1e-3)
     assert "NIQE" in result.stdout
     bad = _restore(folder, "-o", out, "--model", "identity", "--metrics", "psnr")
-    assert bad.exit_code == 2 and "restore computes niqe only" in bad.stderr
+    assert bad.exit_code == 2 and "restore computes niqe, ids only" in bad.stderr
 
 
 @pytest.fixture

@@ -116,13 +116,13 @@ class KnownFacesDetector:
 
 
 def random_realesrgan(scale: float, *, tile: int, device: str, half: bool, seed: int = 0):
-    """A RealEsrganUpsampler for `scale` whose network (the release x2plus or x4plus RRDBNet:
+    """A SpandrelUpsampler for `scale` whose network (the release x2plus or x4plus RRDBNet:
     64 features, 23 blocks) has random weights."""
     import torch
     from spandrel.architectures.ESRGAN import ESRGAN
 
     from drbfr_cli.restore.background import (
-        RealEsrganUpsampler,
+        SpandrelUpsampler,
         load_realesrgan,
         realesrgan_weights,
     )
@@ -140,6 +140,6 @@ def random_realesrgan(scale: float, *, tile: int, device: str, half: bool, seed:
             shuffle_factor=2 if x2 else None,
         )
     descriptor = load_realesrgan(network.state_dict(), name=name)
-    return RealEsrganUpsampler(
+    return SpandrelUpsampler(
         descriptor=descriptor, scale=scale, tile=tile, device=device, half=half
     )

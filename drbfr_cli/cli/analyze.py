@@ -62,14 +62,21 @@ def analyze_drm(
     console.print(f"report: {out / 'report.md'}")
 
 
-def _lpips_or_notice(weights_dir: Path | None) -> tuple[nn.Module | None, str]:
+def _lpips_or_notice(
+    weights_dir: Path | None, backbone: Path | None = None
+) -> tuple[nn.Module | None, str]:
+    """LPIPS VGG from the registry, or the net of a named backbone file (its sha256 noted)."""
     import torch
 
-    from drbfr_cli.metrics.lpips import LpipsNet, load_lpips
+    from drbfr_cli.metrics.lpips import LpipsNet, backbone_file, describe, load_lpips
     from drbfr_cli.weights import WeightsMissingError
 
+    cpu = torch.device("cpu")
+    if backbone is not None:
+        net, named = backbone_file(backbone, None)
+        return load_lpips(net, None, cpu, backbone=backbone), describe(net, named)
     try:
-        return load_lpips(LpipsNet.VGG, weights_dir, torch.device("cpu")), "LPIPS: VGG"
+        return load_lpips(LpipsNet.VGG, weights_dir, cpu), "LPIPS: VGG"
     except WeightsMissingError as exc:
         return None, f"LPIPS skipped (backbone weights missing): {exc}"
 
@@ -82,6 +89,9 @@ def analyze_vae(
     patches: int = typer.Option(64, min=0, help="Random patches of the faces to score too."),
     seed: int = typer.Option(0, help="Seed for the patches."),
     weights_dir: Path | None = typer.Option(None, help="Folder holding the LPIPS VGG16 backbone."),
+    lpips_backbone: Path | None = typer.Option(
+        None, help="LPIPS backbone file (torchvision AlexNet or VGG16 layout; not hash-checked)."
+    ),
 ) -> None:
     """Reconstruction PSNR/SSIM (LPIPS) of unseen faces against the bicubic codec."""
     from drbfr_cli.analysis import vae as vae_analysis
@@ -98,7 +108,7 @@ def analyze_vae(
         crops = vae_analysis.unseen_patches(
             faces_uint8, cfg.data.face_sides, cfg.data.patch_size, patches, seed
         )
-        lpips_model, lpips_note = _lpips_or_notice(weights_dir)
+        lpips_model, lpips_note = _lpips_or_notice(weights_dir, lpips_backbone)
         if lpips_model is None:
             err_console.print(f"notice: {lpips_note}", highlight=False, soft_wrap=True)
         settings = vae_analysis.AnalysisConfig(patches=patches, seed=seed)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -15,10 +16,12 @@ from drbfr_cli.imaging import collect_images, max_pixels_from_env, read_image
 from drbfr_cli.metrics import datasets
 
 if TYPE_CHECKING:  # the metric libraries load torch: imported when a command runs
+    from drbfr_cli.metrics import lpips as lpips_mod
     from drbfr_cli.metrics.evaluate import EvalConfig, EvalResult, ImageResult
 
 app = typer.Typer(
-    help="Evaluate restored faces (PSNR, SSIM, LPIPS, FID, NIQE) and build FID statistics.",
+    help="Evaluate restored faces (PSNR, SSIM, LPIPS, FID, NIQE, identity) and build FID "
+    "statistics.",
     invoke_without_command=True,
     no_args_is_help=False,
 )
@@ -56,7 +59,9 @@ def eval_command(
     gt: Path | None = typer.Option(None, help="Ground-truth folder; pairs by relative path."),
     lq: Path | None = typer.Option(None, help="LQ inputs, shown in the comparison grid."),
     metrics: str | None = typer.Option(
-        None, help="Comma list of psnr,ssim,lpips,fid,niqe (default: all that apply)."
+        None,
+        help="Comma list of psnr,ssim,lpips,fid,niqe,ids (default: all that apply but ids; "
+        "ids: identity distance to --gt, or to --lq without it; needs drbfr[identity]).",
     ),
     dataset: datasets.Dataset | None = typer.Option(
         None, help="Test-set preset: ground truth, LQ, FID reference and metrics from --data-root."
@@ -64,7 +69,14 @@ def eval_command(
     data_root: Path | None = typer.Option(None, help="Folder holding the --dataset sets."),
     y_channel: bool = typer.Option(False, help="PSNR/SSIM on the BT.601 Y channel, not RGB."),
     crop_border: int = typer.Option(0, min=0, help="Pixels cropped on each edge first."),
-    lpips_net: LpipsNet = typer.Option(LpipsNet.VGG, help="LPIPS backbone."),
+    lpips_net: LpipsNet | None = typer.Option(
+        None, help="LPIPS backbone (default: vgg, or the net of --lpips-backbone)."
+    ),
+    lpips_backbone: Path | None = typer.Option(
+        None,
+        help="LPIPS backbone file in torchvision's layout (AlexNet or VGG16), used without the "
+        "registry's hash check; its sha256 goes into the report.",
+    ),
     fid_stats: Path | None = typer.Option(None, help="FID reference statistics (.npz)."),
     weights_dir: Path | None = typer.Option(None, help="Look here first for weight files."),
     out: Path | None = typer.Option(None, help="Write summary.json, metrics.csv, report.md, grid."),
@@ -111,16 +123,18 @@ def eval_command(
                 raise fail("--model needs --lq DIR (aligned LQ faces) and --out DIR")
             sampling = {"steps": steps, "start_t": start_t, "samples": samples}
             restored = _restore_with(model, lq, out, device, weights_dir, sampling, batch_size)
+        net, backbone = _lpips_choice(lpips_net, lpips_backbone, chosen)
         config = EvalConfig(
             metrics=chosen,
             fidelity=FidelityConfig(y_channel=y_channel, crop_border=crop_border),
-            lpips_net=lpips_net,
+            lpips_net=net,
+            lpips_backbone=backbone,
             fid_stats=fid_stats,
             weights_dir=weights_dir,
             device=device,
             max_pixels=max_pixels,
         )
-        result = _run(restored, gt, config)
+        result = _run(restored, gt, config, lq)
         inputs = {
             "restored": str(restored),
             "gt": _s(gt),
@@ -133,8 +147,19 @@ def eval_command(
                 out, result, inputs, lq_dir=lq, grid_samples=grid_samples, max_pixels=max_pixels
             )
             console.print(f"reports: {', '.join(str(p) for p in written)}", highlight=False)
-    if result.skipped or any(r.error for r in result.images):
+    if result.skipped or result.unscored or any(r.error for r in result.images):
         raise typer.Exit(EXIT_PARTIAL)
+
+
+def _lpips_choice(
+    net: LpipsNet | None, backbone: Path | None, metrics: tuple[Metric, ...]
+) -> tuple[LpipsNet, lpips_mod.Backbone | None]:
+    """The LPIPS net and user-named backbone (checked, hashed) when LPIPS is computed."""
+    from drbfr_cli.metrics import lpips as lpips_mod
+
+    if backbone is None or Metric.LPIPS not in metrics:
+        return net or LpipsNet.VGG, None
+    return lpips_mod.backbone_file(backbone, net)
 
 
 def _restore_with(
@@ -177,7 +202,7 @@ def _s(path: Path | None) -> str | None:
     return str(path) if path else None
 
 
-def _run(restored: Path, gt: Path | None, config: EvalConfig) -> EvalResult:
+def _run(restored: Path, gt: Path | None, config: EvalConfig, lq: Path | None) -> EvalResult:
     from drbfr_cli.metrics.evaluate import evaluate
 
     columns = (TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -193,14 +218,23 @@ def _run(restored: Path, gt: Path | None, config: EvalConfig) -> EvalResult:
                 )
             progress.advance(task)
 
-        return evaluate(restored, gt, config, on_image=on_image)
+        return evaluate(restored, gt, config, on_image=on_image, lq=lq)
 
 
 def _print(result: EvalResult) -> None:
     from drbfr_cli.metrics.report import summary_rows
 
     for name, reason in result.skipped.items():
-        err_console.print(f"[yellow]skipped {name}:[/] {reason}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[yellow]skipped {name}:[/] {escape(reason)}", highlight=False, soft_wrap=True
+        )
+    for name, images in result.unscored.items():
+        shown = ", ".join(images[:5]) + (" ..." if len(images) > 5 else "")
+        err_console.print(
+            f"[yellow]{name} could not score {len(images)} images:[/] {escape(shown)}",
+            highlight=False,
+            soft_wrap=True,
+        )
     pairing = result.pairing
     for label, names in (
         ("restored without ground truth", pairing.unmatched_restored),

@@ -28,6 +28,7 @@ from drbfr_cli.choices import Background, Metric, OutputFormat, Precision, Sampl
 from drbfr_cli.cli.common import EXIT_PARTIAL, console, err_console, fail, user_errors
 from drbfr_cli.faces.detect import DEFAULT_MAX_SIDE, DetectorKind
 from drbfr_cli.imaging import max_pixels_from_env
+from drbfr_cli.restore.background import DEFAULT_OVERLAP, DEFAULT_TILE
 
 if TYPE_CHECKING:  # torch and the models load when the command runs
     from drbfr_cli.imaging import ImageSource
@@ -35,8 +36,9 @@ if TYPE_CHECKING:  # torch and the models load when the command runs
     from drbfr_cli.restore.run import RestoreOptions
     from drbfr_cli.restore.tools import ToolChoices
 
-RESTORE_METRICS = (Metric.NIQE,)
-"""Metrics restore can compute: no-reference only (there is no ground truth)."""
+RESTORE_METRICS = (Metric.NIQE, Metric.IDS)
+"""Metrics restore can compute: no-reference, or against the input face (there is no ground
+truth)."""
 
 _DETECT = "Detection"
 _MODEL = "Restoration model"
@@ -169,14 +171,31 @@ def restore(
             rich_help_panel=_BACKGROUND,
         ),
     ] = Background.AUTO,
+    bg_model: Annotated[
+        Path | None,
+        typer.Option(
+            help="Any single-image super-resolution model file spandrel loads (.pth, .pt, "
+            ".safetensors: Real-ESRGAN, SwinIR, ...) for the background, instead of the "
+            "registry's Real-ESRGAN; run at its own scale and resized to --upscale.",
+            rich_help_panel=_BACKGROUND,
+        ),
+    ] = None,
     bg_tile: Annotated[
         int,
         typer.Option(
             min=0,
-            help="Real-ESRGAN tile side in pixels (0: whole image).",
+            help="Background network tile side in input pixels (0: whole image).",
             rich_help_panel=_BACKGROUND,
         ),
-    ] = 400,
+    ] = DEFAULT_TILE,
+    bg_overlap: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Context pixels around each background tile (more: smaller seams, slower).",
+            rich_help_panel=_BACKGROUND,
+        ),
+    ] = DEFAULT_OVERLAP,
     color_fix: Annotated[
         bool,
         typer.Option(
@@ -209,7 +228,9 @@ def restore(
     metrics: Annotated[
         str | None,
         typer.Option(
-            help="niqe: score each input face and its restoration.", rich_help_panel=_OUTPUT
+            help="Comma list: niqe scores each input face and its restoration; ids the identity "
+            "distance of each restored face to its input face (needs drbfr[identity]).",
+            rich_help_panel=_OUTPUT,
         ),
     ] = None,
     report_csv: Annotated[
@@ -238,6 +259,7 @@ def restore(
     """
     from drbfr_cli.faces.detect import DetectOptions
 
+    chosen = parse_restore_metrics(metrics)
     options = _restore_options(
         out_dir=out,
         aligned=aligned,
@@ -258,7 +280,8 @@ def restore(
         quality=quality,
         overwrite=overwrite,
         max_pixels=max_pixels,
-        niqe=Metric.NIQE in parse_restore_metrics(metrics),
+        niqe=Metric.NIQE in chosen,
+        identity=Metric.IDS in chosen,
         report_csv=report_csv,
     )
     sampling = {
@@ -277,7 +300,9 @@ def restore(
             weights_dir=weights_dir,
             detector=detector,
             background=bg_upsampler,
+            bg_model=bg_model,
             bg_tile=bg_tile,
+            bg_overlap=bg_overlap,
         )
         _run(inputs, options, choices, _Printer(quiet=quiet, json_lines=json_lines))
 
@@ -292,7 +317,7 @@ def _restore_options(**values: Any) -> RestoreOptions:
 
 
 def parse_restore_metrics(text: str | None) -> tuple[Metric, ...]:
-    """'niqe' -> (Metric.NIQE,); restore offers no-reference metrics only."""
+    """'niqe,ids' -> (Metric.NIQE, Metric.IDS); restore has no ground truth to compare with."""
     names = [name.strip().lower() for name in (text or "").split(",") if name.strip()]
     allowed = {metric.value: metric for metric in RESTORE_METRICS}
     unknown = [name for name in names if name not in allowed]
@@ -399,6 +424,10 @@ class _Printer:
         if summary.niqe_means is not None:
             before, after = summary.niqe_means
             rows.append(("mean NIQE input -> restored", f"{before:.3f} -> {after:.3f}"))
+        if summary.identity_mean is not None:
+            rows.append(("mean identity distance to input", f"{summary.identity_mean:.3f}"))
+        if summary.identity_failed:
+            rows.append(("faces identity could not embed", summary.identity_failed))
         for label, value in rows:
             table.add_row(label, str(value))
         self._console.print(table)

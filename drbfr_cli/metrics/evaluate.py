@@ -16,14 +16,17 @@ import torch
 
 from drbfr_cli.choices import Metric
 from drbfr_cli.errors import DrbfrError
-from drbfr_cli.imaging import DEFAULT_MAX_PIXELS, ImageSource, collect_images, read_image
+from drbfr_cli.imaging import DEFAULT_MAX_PIXELS, ImageSource, collect_images, read_image, to_uint8
 from drbfr_cli.metrics import fid as fid_mod
+from drbfr_cli.metrics import identity
 from drbfr_cli.metrics import lpips as lpips_mod
 from drbfr_cli.metrics.fidelity import FidelityConfig, psnr, ssim
 from drbfr_cli.metrics.niqe import niqe_rgb
 from drbfr_cli.weights import WeightsMissingError
 
 PAIRED_METRICS = frozenset({Metric.PSNR, Metric.SSIM, Metric.LPIPS})
+REFERENCE_METRICS = frozenset({Metric.IDS})
+"""Metrics against the ground truth, or against the LQ input where there is none."""
 HIGHER_IS_BETTER = frozenset({Metric.PSNR, Metric.SSIM})
 
 
@@ -34,6 +37,8 @@ class EvalConfig:
     metrics: tuple[Metric, ...]
     fidelity: FidelityConfig = field(default_factory=FidelityConfig)
     lpips_net: lpips_mod.LpipsNet = lpips_mod.LpipsNet.VGG
+    lpips_backbone: lpips_mod.Backbone | None = None
+    """A user-named LPIPS backbone file (None: the registry's)."""
     fid_stats: Path | None = None
     weights_dir: Path | None = None
     device: str = "cpu"
@@ -42,10 +47,12 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class Pair:
-    """A restored image and its ground truth (None in no-reference mode)."""
+    """A restored image and its ground truth (None in no-reference mode), and its LQ input
+    (only looked up for identity without ground truth)."""
 
     restored: ImageSource
     gt: ImageSource | None
+    lq: ImageSource | None = None
 
     @property
     def name(self) -> str:
@@ -80,6 +87,8 @@ class EvalResult:
     skipped: dict[str, str]
     pairing: Pairing
     protocol: dict[str, str]
+    unscored: dict[str, list[str]] = field(default_factory=dict)
+    """Per metric, the images it could not score (faces identity could not embed)."""
 
 
 def pair_folders(restored: Path, gt: Path | None) -> Pairing:
@@ -105,19 +114,37 @@ def pair_folders(restored: Path, gt: Path | None) -> Pairing:
     )
 
 
-def check_metrics(metrics: tuple[Metric, ...], paired: bool) -> None:
-    """Paired metrics need ground truth: a DrbfrError naming them otherwise."""
+def with_lq(pairing: Pairing, lq: Path) -> Pairing:
+    """The pairs with their LQ inputs (same relative path without extension) where found."""
+    inputs = {s.relative.with_suffix(""): s for s in collect_images([lq])}
+    pairs = [
+        Pair(p.restored, p.gt, inputs.get(p.restored.relative.with_suffix("")))
+        for p in pairing.pairs
+    ]
+    return Pairing(pairs, pairing.unmatched_restored, pairing.unmatched_gt)
+
+
+def check_metrics(metrics: tuple[Metric, ...], paired: bool, has_lq: bool = False) -> None:
+    """Paired metrics need ground truth, identity needs ground truth or LQ inputs: a DrbfrError
+    naming them otherwise."""
     needing = [m.value for m in metrics if m in PAIRED_METRICS]
     if needing and not paired:
         raise DrbfrError(f"{', '.join(needing)} need ground truth: give --gt DIR (or a --dataset)")
+    referenced = [m.value for m in metrics if m in REFERENCE_METRICS]
+    if referenced and not (paired or has_lq):
+        raise DrbfrError(
+            f"{', '.join(referenced)} compare with a reference: give --gt DIR or --lq DIR"
+        )
 
 
-def describe_protocol(config: EvalConfig) -> dict[str, str]:
+def describe_protocol(config: EvalConfig, paired: bool = True) -> dict[str, str]:
     """One line per metric saying range, colour space, crop and network."""
+    reference = "ground truth" if paired else "LQ input"
     text = {
         Metric.PSNR: f"dB, {config.fidelity.describe()}",
         Metric.SSIM: f"Gaussian 11x11 sigma 1.5, {config.fidelity.describe()}",
-        Metric.LPIPS: lpips_mod.describe(config.lpips_net),
+        Metric.LPIPS: lpips_mod.describe(config.lpips_net, config.lpips_backbone),
+        Metric.IDS: f"{identity.DESCRIPTION}; restored vs {reference}",
         Metric.NIQE: f"BT.601 luma [0, 255], 96 px blocks, crop {config.fidelity.crop_border} px",
         Metric.FID: "InceptionV3 pool3 (torch-fidelity), "
         + (f"reference statistics {config.fid_stats}" if config.fid_stats else "vs ground truth"),
@@ -130,6 +157,7 @@ class _Models:
     lpips: torch.nn.Module | None
     extractor: fid_mod.FeatureExtractor | None
     skipped: dict[str, str]
+    embedder: identity.FaceEmbedder | None = None
 
 
 def _load_models(
@@ -139,9 +167,17 @@ def _load_models(
     models = _Models(None, extractor, {})
     if Metric.LPIPS in config.metrics:
         try:
-            models.lpips = lpips_mod.load_lpips(config.lpips_net, config.weights_dir, device)
+            backbone = config.lpips_backbone.path if config.lpips_backbone else None
+            models.lpips = lpips_mod.load_lpips(
+                config.lpips_net, config.weights_dir, device, backbone=backbone
+            )
         except WeightsMissingError as exc:
             models.skipped[Metric.LPIPS.value] = str(exc)
+    if Metric.IDS in config.metrics:
+        try:
+            models.embedder = identity.load_embedder()
+        except identity.IdentityUnavailableError as exc:
+            models.skipped[Metric.IDS.value] = str(exc)
     if Metric.FID in config.metrics:
         if config.fid_stats is None and not paired:
             models.skipped[Metric.FID.value] = "no reference: give --fid-stats FILE or --gt DIR"
@@ -170,7 +206,28 @@ def _image_values(
             values[metric.value] = lpips_mod.lpips_distance(models.lpips, restored, gt)
         elif metric is Metric.NIQE:
             values[metric.value] = niqe_rgb(restored, config.fidelity.crop_border)
+        elif metric is Metric.IDS and models.embedder is not None:
+            distance = _identity(models.embedder, restored, gt, pair.lq, config.max_pixels)
+            if distance is not None:
+                values[metric.value] = distance
     return values, restored, gt
+
+
+def _identity(
+    embedder: identity.FaceEmbedder,
+    restored: np.ndarray,
+    gt: np.ndarray | None,
+    lq: ImageSource | None,
+    max_pixels: int,
+) -> float | None:
+    """Identity distance to the ground truth, else to the LQ input; None when a face could not
+    be embedded (counted by the caller) or there is no reference."""
+    reference = gt
+    if reference is None and lq is not None:
+        reference = read_image(lq.path, max_pixels=max_pixels).rgb
+    if reference is None:
+        return None
+    return identity.embedding_distance(embedder(to_uint8(restored)), embedder(to_uint8(reference)))
 
 
 def evaluate(
@@ -180,14 +237,19 @@ def evaluate(
     *,
     extractor: fid_mod.FeatureExtractor | None = None,
     on_image: Callable[[ImageResult], None] | None = None,
+    lq: Path | None = None,
 ) -> EvalResult:
-    """Compute `config.metrics` over `restored` (paired with `gt` when given).
+    """Compute `config.metrics` over `restored` (paired with `gt` when given; identity compares
+    with the LQ inputs in `lq` when there is no ground truth).
 
     Metrics whose weights are missing are skipped (reason in `skipped`); a file that cannot be
-    read or compared fails alone (its `error`), the others go on.
+    read or compared fails alone (its `error`), the others go on; an image a metric could not
+    score (identity: a face not embedded) is listed in `unscored`.
     """
-    check_metrics(config.metrics, gt is not None)
+    check_metrics(config.metrics, gt is not None, lq is not None)
     pairing = pair_folders(restored, gt)
+    if Metric.IDS in config.metrics and gt is None and lq is not None:
+        pairing = with_lq(pairing, lq)
     models = _load_models(config, gt is not None, extractor)
     want_fid = Metric.FID in config.metrics and Metric.FID.value not in models.skipped
     reference_stats = (
@@ -214,8 +276,22 @@ def evaluate(
         fid=fid_value,
         skipped=models.skipped,
         pairing=pairing,
-        protocol=describe_protocol(config),
+        protocol=describe_protocol(config, gt is not None),
+        unscored=_unscored(results, config.metrics, models.skipped),
     )
+
+
+def _unscored(
+    results: list[ImageResult], metrics: tuple[Metric, ...], skipped: dict[str, str]
+) -> dict[str, list[str]]:
+    """Images that were read but lack a value of a per-image reference metric that ran."""
+    unscored = {}
+    for metric in metrics:
+        if metric in REFERENCE_METRICS and metric.value not in skipped:
+            names = [r.name for r in results if not r.error and metric.value not in r.values]
+            if names:
+                unscored[metric.value] = names
+    return unscored
 
 
 def _features(extractor, image: np.ndarray, device: str) -> np.ndarray:

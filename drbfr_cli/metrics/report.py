@@ -42,6 +42,10 @@ def summary_dict(result: EvalResult, inputs: dict[str, str | None]) -> dict:
         "images": len(result.images),
         "failed": failed,
         "skipped_metrics": result.skipped,
+        "unscored": {
+            metric: {"count": len(names), "images": names}
+            for metric, names in result.unscored.items()
+        },
         "unmatched_restored": result.pairing.unmatched_restored,
         "unmatched_gt": result.pairing.unmatched_gt,
     }
@@ -94,6 +98,8 @@ def markdown_text(result: EvalResult, inputs: dict[str, str | None], grid: bool)
     if result.skipped:
         lines += ["", "## Skipped metrics", ""]
         lines += [f"- {k}: {v}" for k, v in result.skipped.items()]
+    for metric, names in result.unscored.items():
+        lines += ["", f"## Not scored by {metric} ({len(names)})", ""] + [f"- {n}" for n in names]
     failed = [r for r in result.images if r.error]
     if failed:
         lines += ["", "## Failed images", ""] + [f"- {r.name}: {r.error}" for r in failed]

@@ -1,7 +1,9 @@
-"""Background upscaling: Real-ESRGAN (RRDBNet weights run through spandrel), Lanczos, or a plain
-bilinear resize (`none`: no upsampler at all; at scale 1 the image is returned unchanged).
+"""Background upscaling: Real-ESRGAN from the registry or any single-image super-resolution
+model file spandrel loads (`--bg-model`), Lanczos, or a plain bilinear resize (`none`: no
+upsampler at all; at scale 1 the image is returned unchanged).
 
-An upsampler maps a float32 RGB HxWx3 image in [0, 1] to one `scale` times larger. Real-ESRGAN
+An upsampler maps a float32 RGB HxWx3 image in [0, 1] to one `scale` times larger. A network
+runs at its own scale and its output is resized (Lanczos) to `scale` when the two differ. It
 runs tile by tile when asked: every tile is processed with `overlap` pixels of real context on
 each side and only its core is kept, so tiles meet without seams (exactly so when the overlap
 covers the network's receptive field).
@@ -24,9 +26,12 @@ from drbfr_cli.errors import DrbfrError
 if TYPE_CHECKING:
     import torch
 
-DEFAULT_TILE = 400
+MODEL_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
+"""File types `--bg-model` reads (torch files with weights_only=True, or safetensors)."""
+
+DEFAULT_TILE = 512
 """Tile side in input pixels (0: the whole image at once)."""
-DEFAULT_OVERLAP = 16
+DEFAULT_OVERLAP = 64
 """Context pixels around each tile, in input pixels."""
 MODEL_NAMES = {2: "realesrgan-x2plus", 4: "realesrgan-x4plus"}
 """Registry names of the Real-ESRGAN weights by model scale."""
@@ -121,31 +126,108 @@ def _round_up(value: int, multiple: int) -> int:
 # --------------------------------------------------------------------------- Real-ESRGAN
 
 
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _descriptor(state_dict: dict[str, Any], *, name: str, kind: str) -> Any:
+    """spandrel's descriptor for a state dict; a WeightsCorruptError when it knows none."""
+    from spandrel import ModelLoader, canonicalize_state_dict
+
+    try:
+        return ModelLoader().load_from_state_dict(canonicalize_state_dict(state_dict))
+    except Exception as exc:  # spandrel raises several types for unknown layouts
+        raise weights.WeightsCorruptError(f"{name}: not a {kind} ({_first_line(exc)})") from None
+
+
 def load_realesrgan(state_dict: dict[str, Any], *, name: str) -> Any:
     """A spandrel ImageModelDescriptor for a Real-ESRGAN (RRDBNet) state dict.
 
     Accepts the release files' layout (`params_ema` / `params` wrappers, new-arch keys) and
     spandrel's own. Anything spandrel does not recognise as ESRGAN is a WeightsCorruptError.
     """
-    from spandrel import ModelLoader, canonicalize_state_dict
     from spandrel.architectures.ESRGAN import ESRGAN
 
-    try:
-        descriptor = ModelLoader().load_from_state_dict(canonicalize_state_dict(state_dict))
-    except Exception as exc:  # spandrel raises several types for unknown layouts
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise weights.WeightsCorruptError(
-            f"{name}: not a Real-ESRGAN checkpoint ({first})"
-        ) from None
+    descriptor = _descriptor(state_dict, name=name, kind="Real-ESRGAN checkpoint")
     if not isinstance(descriptor.model, ESRGAN):
         kind = type(descriptor.model).__name__
         raise weights.WeightsCorruptError(f"{name}: holds a {kind} model, not Real-ESRGAN")
     return descriptor.eval()
 
 
-class RealEsrganUpsampler:
-    """Real-ESRGAN through spandrel, tiled, fp16 on CUDA when asked; resized to `scale` with
-    Lanczos when the network's own scale differs (e.g. 3 with the x4 network)."""
+@dataclass(frozen=True)
+class ModelFile:
+    """A user-named super-resolution model file, as the report records it."""
+
+    path: Path
+    sha256: str
+    architecture: str
+    scale: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": str(self.path),
+            "sha256": self.sha256,
+            "architecture": self.architecture,
+            "scale": self.scale,
+        }
+
+
+def read_state_dict(path: Path) -> dict[str, Any]:
+    """The tensors of a .pth/.pt/.ckpt (torch.load, weights_only) or .safetensors file."""
+    if not path.is_file():
+        raise DrbfrError(f"{path}: background model file not found")
+    if path.suffix.lower() not in MODEL_SUFFIXES:
+        raise DrbfrError(f"{path}: expected a {', '.join(MODEL_SUFFIXES)} model file")
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(path)
+        import torch
+
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, not a checkpoint, pickled code: one line
+        reason = _first_line(exc)
+        raise weights.WeightsCorruptError(f"{path}: cannot be loaded ({reason})") from None
+    if not isinstance(state, dict):
+        raise weights.WeightsCorruptError(f"{path}: holds a {type(state).__name__}, not weights")
+    return state
+
+
+def load_sr_model(path: Path) -> tuple[Any, ModelFile]:
+    """spandrel's descriptor of any single-image super-resolution model file (RGB in and out),
+    and what the report records of it (sha256: the file is not in the registry)."""
+    from spandrel import ImageModelDescriptor
+
+    descriptor = _descriptor(read_state_dict(path), name=str(path), kind="model spandrel knows")
+    architecture = descriptor.architecture.name
+    if not isinstance(descriptor, ImageModelDescriptor) or descriptor.purpose != "SR":
+        raise DrbfrError(
+            f"{path}: {architecture} is a {descriptor.purpose} model, not single-image "
+            "super-resolution"
+        )
+    if descriptor.input_channels != 3 or descriptor.output_channels != 3:
+        raise DrbfrError(f"{path}: {architecture} is not an RGB-to-RGB model")
+    info = ModelFile(path, weights.sha256_file(path), architecture, descriptor.scale)
+    return descriptor.eval(), info
+
+
+def model_dtype(descriptor: Any, device: torch.device, half: bool) -> torch.dtype:
+    """fp16 on CUDA when asked and the architecture supports it (else bf16, else fp32)."""
+    import torch
+
+    if not half or device.type != "cuda":
+        return torch.float32
+    if descriptor.supports_half:
+        return torch.float16
+    return torch.bfloat16 if descriptor.supports_bfloat16 else torch.float32
+
+
+class SpandrelUpsampler:
+    """A spandrel super-resolution network, tiled, fp16 on CUDA when asked; resized to `scale`
+    with Lanczos when the network's own scale differs (e.g. 2 or 3 with an x4 network)."""
 
     def __init__(
         self,
@@ -156,16 +238,15 @@ class RealEsrganUpsampler:
         overlap: int = DEFAULT_OVERLAP,
         device: torch.device | str = "cpu",
         half: bool = False,
+        source: ModelFile | None = None,
     ) -> None:
         import torch
 
-        self.scale = scale
+        self.scale, self.source = scale, source
         self.tile, self.overlap = tile, overlap
         self.device = torch.device(device)
-        self.dtype = torch.float16 if half and self.device.type == "cuda" else torch.float32
-        self.descriptor = descriptor.to(self.device)
-        if self.dtype == torch.float16:
-            self.descriptor.half()
+        self.dtype = model_dtype(descriptor, self.device, half)
+        self.descriptor = descriptor.to(self.device, self.dtype)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         import torch
@@ -202,26 +283,40 @@ def build_upsampler(
     *,
     half: bool = False,
     overlap: int = DEFAULT_OVERLAP,
+    model_file: Path | None = None,
 ) -> Upsampler:
     """The background upsampler `kind` for `scale`; Real-ESRGAN weights are sha256-checked.
 
-    Real-ESRGAN uses its x2 network up to scale 2 and its x4 network above.
+    Real-ESRGAN uses its x2 network up to scale 2 and its x4 network above. `model_file` (any
+    super-resolution model spandrel loads) replaces the registry's networks.
     """
     known = ", ".join(k.value for k in Background if k is not Background.AUTO)
     try:
         kind = Background(kind)
     except ValueError:
         raise DrbfrError(f"unknown background upsampler {kind!r}; choose one of {known}") from None
-    if kind is Background.AUTO:  # restore/tools.build_background decides what auto means
-        raise DrbfrError(f"choose a background upsampler: {known}")
     if scale <= 0:
         raise DrbfrError(f"upscale must be positive, got {scale}")
+    if model_file is not None and kind not in {Background.AUTO, Background.REALESRGAN}:
+        raise DrbfrError(f"a background model file replaces the {kind.value} upsampler")
+    if kind is Background.AUTO and model_file is None:  # restore/tools.build_background decides
+        raise DrbfrError(f"choose a background upsampler: {known}")
     if kind is Background.LANCZOS:
         return LanczosUpsampler(scale=scale)
     if kind is Background.NONE:
         return ResizeUpsampler(scale=scale)
-    name = realesrgan_weights(scale)
-    descriptor = load_realesrgan(weights.load_verified(name, weights_dir), name=name)
-    return RealEsrganUpsampler(
-        descriptor=descriptor, scale=scale, tile=tile, overlap=overlap, device=device, half=half
+    source = None
+    if model_file is not None:
+        descriptor, source = load_sr_model(model_file)
+    else:
+        name = realesrgan_weights(scale)
+        descriptor = load_realesrgan(weights.load_verified(name, weights_dir), name=name)
+    return SpandrelUpsampler(
+        descriptor=descriptor,
+        scale=scale,
+        tile=tile,
+        overlap=overlap,
+        device=device,
+        half=half,
+        source=source,
     )

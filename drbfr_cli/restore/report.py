@@ -33,6 +33,7 @@ CSV_COLUMNS = (
     "seconds",
     "niqe_input",
     "niqe_restored",
+    "identity",
     "error",
 )
 
@@ -61,6 +62,11 @@ class FaceRecord:
     niqe_input: float | None = None
     """NIQE of the aligned input face (--metrics niqe; lower is more natural)."""
     niqe_restored: float | None = None
+    identity: float | None = None
+    """Identity distance of the restored face to the aligned input face (--metrics ids; dlib
+    face ResNet embeddings, Euclidean; lower keeps the identity better)."""
+    identity_failed: bool = False
+    """--metrics ids was asked for but a face could not be embedded."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,9 @@ class RunSummary:
     `seconds`)."""
     niqe_input: list[float] = field(default_factory=list)
     niqe_restored: list[float] = field(default_factory=list)
+    identity: list[float] = field(default_factory=list)
+    identity_failed: int = 0
+    """Faces --metrics ids could not embed (counted, never dropped silently)."""
 
     def add(self, record: ImageRecord) -> None:
         self.images += 1
@@ -169,12 +178,20 @@ class RunSummary:
             if face.niqe_input is not None and face.niqe_restored is not None:
                 self.niqe_input.append(face.niqe_input)
                 self.niqe_restored.append(face.niqe_restored)
+            if face.identity is not None:
+                self.identity.append(face.identity)
+            self.identity_failed += face.identity_failed
 
     @property
     def niqe_means(self) -> tuple[float, float] | None:
         """Mean NIQE of the input faces and of their restorations (None when not scored)."""
         before, after = _mean(self.niqe_input), _mean(self.niqe_restored)
         return None if before is None or after is None else (before, after)
+
+    @property
+    def identity_mean(self) -> float | None:
+        """Mean identity distance of restored to input faces (None when not scored)."""
+        return _mean(self.identity)
 
     @property
     def faces_per_second(self) -> float:
@@ -194,6 +211,9 @@ class RunSummary:
                 "stage_seconds": self.stage_seconds,
                 "niqe_input_mean": _mean(self.niqe_input),
                 "niqe_restored_mean": _mean(self.niqe_restored),
+                "identity_mean": self.identity_mean,
+                "identity_faces": len(self.identity),
+                "identity_failed": self.identity_failed,
             }
         )
 
@@ -265,12 +285,14 @@ class ReportWriter:
 
 
 def csv_row(record: Mapping[str, Any]) -> list[Any]:
-    """One CSV row (CSV_COLUMNS) of a record dict; NIQE columns are means over the faces."""
+    """One CSV row (CSV_COLUMNS) of a record dict; NIQE and identity columns are means over the
+    faces."""
     faces = record["faces"]
     niqe_in = [f["niqe_input"] for f in faces if f["niqe_input"] is not None]
     niqe_out = [f["niqe_restored"] for f in faces if f["niqe_restored"] is not None]
     scores = ";".join(f"{f['score']:.3f}" for f in faces if f["score"] is not None)
     mean_in, mean_out = _mean(niqe_in), _mean(niqe_out)
+    identity = _mean([f["identity"] for f in faces if f.get("identity") is not None])
     return [
         record["input"],
         record["output"],
@@ -280,5 +302,6 @@ def csv_row(record: Mapping[str, Any]) -> list[Any]:
         round(sum(record["timings"].values()), 4),
         "" if mean_in is None else round(mean_in, 4),
         "" if mean_out is None else round(mean_out, 4),
+        "" if identity is None else round(identity, 4),
         record["error"] or "",
     ]

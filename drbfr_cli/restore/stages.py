@@ -40,6 +40,7 @@ from drbfr_cli.imaging import (
     read_image,
     real_path,
     tensor_to_faces,
+    to_uint8,
     write_bytes_atomic,
 )
 from drbfr_cli.restore.records import RECORDS_NAME, RecordLog, sha256_bytes
@@ -48,6 +49,7 @@ from drbfr_cli.restore.report import FaceRecord, ImageRecord, ImageStatus
 if TYPE_CHECKING:
     from drbfr_cli.faces.detect import Detector
     from drbfr_cli.faces.paste import FaceParser
+    from drbfr_cli.metrics.identity import FaceEmbedder
     from drbfr_cli.restore.background import Upsampler
     from drbfr_cli.restore.restorer import FaceRestorer
 
@@ -83,6 +85,9 @@ class RestoreOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     niqe: bool = False
     """Score every aligned input face and its restoration with NIQE."""
+    identity: bool = False
+    """Score every restored face's identity distance to its aligned input face (needs an
+    embedder in RestoreTools)."""
     report_csv: Path | None = None
     queue_size: int = 4
     """Images waiting between two stages (bounds memory)."""
@@ -105,6 +110,8 @@ class RestoreTools:
     upsampler: Upsampler | None = None
     parser: FaceParser | None = None
     """Soft face-region masks for paste-back; None: the feathered square."""
+    embedder: FaceEmbedder | None = None
+    """Face embeddings for --metrics ids (RestoreOptions.identity)."""
 
 
 @dataclass(eq=False)
@@ -303,9 +310,9 @@ def finish_job(
             gray_faces(job.faces)
             result = compose(job.image, job.faces, tools, options)
         scores = None
-        if options.niqe:
+        if options.niqe or options.identity:
             with timed(job.timings, "metrics"):
-                scores = niqe_scores(job, result, options)
+                scores = face_scores(job, result, options, tools)
         with timed(job.timings, "write"):
             files = encode_outputs(job, result, options)
             check_replaceable(files, log)
@@ -427,6 +434,44 @@ def resized_alpha(image: ImageData, shape: tuple[int, ...]) -> np.ndarray | None
     return np.clip(cv2.resize(image.alpha, size, interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
 
 
+@dataclass(frozen=True)
+class FaceScores:
+    """The --metrics values of one face (None where not asked for)."""
+
+    niqe: tuple[float, float] | None = None
+    """(input, restored) NIQE."""
+    identity: float | None = None
+    """Identity distance of the restored face to the input face."""
+    identity_failed: bool = False
+    """Identity was asked for but a face could not be embedded."""
+
+
+def face_scores(
+    job: ImageJob, result: np.ndarray, options: RestoreOptions, tools: RestoreTools
+) -> list[FaceScores]:
+    """The metrics `options` asks for, of every face. NIQE scores the pixels of the face's
+    files as written (the aligned crop as in cropped_faces/, the restoration as in
+    restored_faces/, or restored_imgs/ with --aligned), the pixels `drbfr eval` reads, so the
+    two agree; identity compares the aligned input and restored crops."""
+    niqe = niqe_scores(job, result, options) if options.niqe else [None] * len(job.faces)
+    scores = []
+    for face, face_niqe in zip(job.faces, niqe, strict=True):
+        distance = identity_of(face, tools.embedder) if options.identity else None
+        failed = options.identity and distance is None
+        scores.append(FaceScores(niqe=face_niqe, identity=distance, identity_failed=failed))
+    return scores
+
+
+def identity_of(face: FaceJob, embedder: FaceEmbedder | None) -> float | None:
+    """Identity distance of a restored face to its aligned input; None if not embedded."""
+    from drbfr_cli.metrics.identity import embedding_distance
+
+    if embedder is None:
+        raise ValueError("identity scores need an embedder in RestoreTools")
+    before, after = to_uint8(face.aligned.crop), to_uint8(face.restored)
+    return embedding_distance(embedder(before), embedder(after))
+
+
 def niqe_scores(
     job: ImageJob, result: np.ndarray, options: RestoreOptions
 ) -> list[tuple[float, float]]:
@@ -451,12 +496,12 @@ def niqe_scores(
 def make_record(
     job: ImageJob,
     output_size: tuple[int, int] | None = None,
-    scores: Sequence[tuple[float, float]] | None = None,
+    scores: Sequence[FaceScores] | None = None,
     files: dict[str, str] | None = None,
 ) -> ImageRecord:
     """The report record of a job in its current state."""
     faces = tuple(
-        face_record(index, face, scores[index] if scores else (None, None))
+        face_record(index, face, scores[index] if scores else FaceScores())
         for index, face in enumerate(job.faces)
     )
     timings = dict(job.timings)
@@ -476,8 +521,9 @@ def make_record(
     )
 
 
-def face_record(index: int, job: FaceJob, niqe: tuple[float | None, float | None]) -> FaceRecord:
+def face_record(index: int, job: FaceJob, scores: FaceScores) -> FaceRecord:
     detection = job.aligned.face
+    niqe = scores.niqe or (None, None)
     return FaceRecord(
         index=index,
         box=None if detection is None else tuple(float(v) for v in detection.box),
@@ -486,4 +532,6 @@ def face_record(index: int, job: FaceJob, niqe: tuple[float | None, float | None
         seed=job.seed,
         niqe_input=niqe[0],
         niqe_restored=niqe[1],
+        identity=scores.identity,
+        identity_failed=scores.identity_failed,
     )

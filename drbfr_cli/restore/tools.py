@@ -12,10 +12,14 @@ from typing import Any
 from drbfr_cli import weights
 from drbfr_cli.choices import Background, Precision
 from drbfr_cli.devices import precision_of
+from drbfr_cli.errors import DrbfrError
 from drbfr_cli.faces.detect import WEIGHT_NAMES, Detector, DetectorKind, build_detector
 from drbfr_cli.faces.paste import build_parser
+from drbfr_cli.metrics import identity
 from drbfr_cli.restore.background import (
+    DEFAULT_OVERLAP,
     DEFAULT_TILE,
+    SpandrelUpsampler,
     Upsampler,
     build_upsampler,
     realesrgan_weights,
@@ -44,7 +48,10 @@ class ToolChoices:
     weights_dir: Path | None = None
     detector: DetectorKind = DetectorKind.RETINAFACE
     background: Background = Background.AUTO
+    bg_model: Path | None = None
+    """Any super-resolution model file spandrel loads; replaces the registry's Real-ESRGAN."""
     bg_tile: int = DEFAULT_TILE
+    bg_overlap: int = DEFAULT_OVERLAP
 
 
 def build_tools(
@@ -54,6 +61,7 @@ def build_tools(
     (when its weights are present); with the settings the report records (the precision is the
     one the restorer runs at: `auto` resolved, fp32 for the identity)."""
     restorer = build_restorer(choices)
+    embedder = build_embedder() if options.identity else None
     settings: dict[str, Any] = {
         "model": choices.model or "default",
         "device": choices.device,
@@ -63,20 +71,36 @@ def build_tools(
         "batch_size": options.batch_size,
         "seed": options.seed,
     }
+    if options.identity:
+        settings["identity"] = identity.DESCRIPTION
     if options.aligned:
-        return RestoreTools(restorer=restorer), settings
+        return RestoreTools(restorer=restorer, embedder=embedder), settings
     upsampler = build_background(choices, options.upscale, notice)
     parser = build_parser(choices.weights_dir, choices.device)
     settings |= {
         "detector": choices.detector.value,
         "upscale": options.upscale,
         "background": type(upsampler).__name__,
+        **_background_settings(upsampler),
         "parsing_mask": parser is not None,
         "color_fix": options.color_fix,
     }
     detector = build_face_detector(choices, notice)
-    tools = RestoreTools(restorer=restorer, detector=detector, upsampler=upsampler, parser=parser)
+    tools = RestoreTools(
+        restorer=restorer, detector=detector, upsampler=upsampler, parser=parser, embedder=embedder
+    )
     return tools, settings
+
+
+def _background_settings(upsampler: Upsampler) -> dict[str, Any]:
+    """Tiling of a network upsampler, and the file of a user-named one (with its sha256)."""
+    if not isinstance(upsampler, SpandrelUpsampler):
+        return {}
+    settings: dict[str, Any] = {"bg_tile": upsampler.tile, "bg_overlap": upsampler.overlap}
+    settings["bg_network_scale"] = upsampler.descriptor.scale
+    if upsampler.source is not None:
+        settings["bg_model"] = upsampler.source.to_dict()
+    return settings
 
 
 def _effective_sampling(restorer: FaceRestorer, choices: ToolChoices) -> dict[str, Any]:
@@ -101,6 +125,11 @@ def build_restorer(choices: ToolChoices) -> FaceRestorer:
     )
 
 
+def build_embedder() -> identity.FaceEmbedder:
+    """dlib's face embedder for --metrics ids (a one-line error without drbfr[identity])."""
+    return identity.load_embedder()
+
+
 def build_face_detector(choices: ToolChoices, notice: Notice) -> Detector:
     ensure_weights(WEIGHT_NAMES[choices.detector], choices.weights_dir, notice)
     return build_detector(choices.detector, choices.weights_dir, choices.device)
@@ -108,10 +137,16 @@ def build_face_detector(choices: ToolChoices, notice: Notice) -> Detector:
 
 def build_background(choices: ToolChoices, scale: float, notice: Notice) -> Upsampler:
     """The background upsampler; `auto` falls back to Lanczos (with a notice) when the
-    Real-ESRGAN weights are not in a weights folder, an explicit `realesrgan` fetches them."""
+    Real-ESRGAN weights are not in a weights folder, an explicit `realesrgan` fetches them.
+    A `bg_model` file is used instead of the registry's Real-ESRGAN."""
     kind = choices.background
     name = realesrgan_weights(scale)
-    if kind is Background.AUTO:
+    if choices.bg_model is not None:
+        if kind is not Background.AUTO:
+            raise DrbfrError(
+                f"--bg-model replaces --bg-upsampler {kind.value}: give only one of the two"
+            )
+    elif kind is Background.AUTO:
         kind = Background.REALESRGAN
         if weights.find(name, choices.weights_dir) is None:
             notice(
@@ -128,6 +163,8 @@ def build_background(choices: ToolChoices, scale: float, notice: Notice) -> Upsa
         choices.weights_dir,
         choices.device,
         half=choices.device.startswith("cuda") and choices.precision is not Precision.FP32,
+        overlap=choices.bg_overlap,
+        model_file=choices.bg_model,
     )
 
 
