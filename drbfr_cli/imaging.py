@@ -465,6 +465,20 @@ def expand_inputs(arguments: Sequence[str], stdin: Iterable[str] = ()) -> list[P
     return paths
 
 
+def find_sources(
+    arguments: Sequence[str], stdin: Iterable[str] = (), *, exclude: Iterable[Path] = ()
+) -> list[ImageSource]:
+    """The images that command-line `arguments` name (see expand_inputs and collect_images), in
+    a fixed order. A path read from stdin that does not exist is kept, so that it fails as an
+    image of its own while the others run."""
+    named = [argument for argument in arguments if argument != STDIN_ARGUMENT]
+    listed = expand_inputs([STDIN_ARGUMENT], stdin) if STDIN_ARGUMENT in arguments else []
+    present = [path for path in listed if os.path.lexists(path)]
+    found = collect_images(expand_inputs(named) + present, exclude=exclude)
+    missing = [ImageSource(path, Path(path.name)) for path in listed if path not in present]
+    return sorted(found + missing, key=lambda source: source.relative.as_posix())
+
+
 def collect_images(inputs: Sequence[Path], *, exclude: Iterable[Path] = ()) -> list[ImageSource]:
     """Image files under `inputs` (files or folders, searched recursively), in a fixed order.
 

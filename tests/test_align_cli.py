@@ -211,3 +211,16 @@ def test_missing_weights_and_unusable_output_are_one_line_errors(
     assert blocked.exit_code == 2
     assert blocked.stderr.startswith("error: ") and blocked.stderr.count("\n") == 1
     assert "cannot create the output folder" in blocked.stderr
+
+
+def test_a_missing_path_in_a_stdin_list_fails_alone(shared_dir, shared_weights_dir, tmp_path):
+    portraits = sorted((shared_dir / "data" / "aaf" / "val").glob("*.jpg"))[:2]
+    missing = tmp_path / "gone.jpg"
+    listed = f"{portraits[0]}\n{missing}\n{portraits[1]}\n"
+    out = tmp_path / "faces"
+    args = ["align", "-", "-o", str(out), "--weights-dir", str(shared_weights_dir)]
+    result = runner.invoke(app, args, input=listed)
+    assert result.exit_code == 1, result.output
+    assert f"error: {missing}: file not found" in result.output
+    assert "3 images, 2 faces written, 0 images with no face, 1 failed" in result.output
+    assert len(_crops(out)) == 2

@@ -140,11 +140,11 @@ def _run(
 
     from drbfr_cli.faces.crops import align_images
     from drbfr_cli.faces.detect import build_detector
-    from drbfr_cli.imaging import collect_images, expand_inputs
+    from drbfr_cli.imaging import find_sources
 
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # no DNN backend chatter
     stdin = sys.stdin if "-" in arguments else ()
-    sources = collect_images(expand_inputs(arguments, stdin), exclude=[options.out_dir])
+    sources = find_sources(arguments, stdin, exclude=[options.out_dir])
     if not sources:
         where = ", ".join("stdin" if a == "-" else a for a in arguments)
         raise fail(f"no images found in {where}")

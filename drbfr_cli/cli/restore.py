@@ -7,7 +7,6 @@ this module only prints (progress, errors, --json lines, the summary) and sets t
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -359,21 +358,17 @@ def _run(
 
 
 def _find_sources(arguments: list[str], out_dir: Path) -> list[ImageSource]:
-    """The images to restore, in a fixed order; a path read from stdin that does not exist is
-    kept (it fails as an image, with its record) so that the others still run. No image at
-    all is a one-line error (exit code 2)."""
-    from drbfr_cli.imaging import STDIN_ARGUMENT, ImageSource, collect_images, expand_inputs
+    """The images to restore, in a fixed order (imaging.find_sources); no image at all is a
+    one-line error (exit code 2)."""
+    from drbfr_cli.imaging import STDIN_ARGUMENT, find_sources
     from drbfr_cli.restore.run import excluded_inputs
 
-    named = [argument for argument in arguments if argument != STDIN_ARGUMENT]
-    listed = expand_inputs([STDIN_ARGUMENT], sys.stdin) if STDIN_ARGUMENT in arguments else []
-    present = [path for path in listed if os.path.lexists(path)]
-    found = collect_images(expand_inputs(named) + present, exclude=excluded_inputs(out_dir))
-    missing = [ImageSource(path, Path(path.name)) for path in listed if path not in present]
-    if not found and not missing:
+    stdin = sys.stdin if STDIN_ARGUMENT in arguments else ()
+    sources = find_sources(arguments, stdin, exclude=excluded_inputs(out_dir))
+    if not sources:
         where = ", ".join("stdin" if a == STDIN_ARGUMENT else a for a in arguments)
         raise fail(f"no images found in {where}")
-    return sorted(found + missing, key=lambda source: source.relative.as_posix())
+    return sources
 
 
 # --------------------------------------------------------------------------- printing
