@@ -55,7 +55,7 @@ def build_tools(
     one the restorer runs at: `auto` resolved, fp32 for the identity)."""
     restorer = build_restorer(choices)
     settings: dict[str, Any] = {
-        "model": choices.model or "default",
+        "model": model_name(restorer, choices),
         "device": choices.device,
         "precision": precision_of(getattr(restorer, "dtype", None)).value,
         "sampling": _effective_sampling(restorer, choices),
@@ -77,6 +77,12 @@ def build_tools(
     detector = build_face_detector(choices, notice)
     tools = RestoreTools(restorer=restorer, detector=detector, upsampler=upsampler, parser=parser)
     return tools, settings
+
+
+def model_name(restorer: FaceRestorer, choices: ToolChoices) -> str:
+    """The model as the report records it: the bundle folder that was loaded, or the choice."""
+    bundle = getattr(restorer, "bundle", None)
+    return str(bundle.path) if bundle is not None and bundle.path else str(choices.model)
 
 
 def _effective_sampling(restorer: FaceRestorer, choices: ToolChoices) -> dict[str, Any]:
