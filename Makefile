@@ -12,9 +12,15 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/uv pip install --compile-bytecode --python $(BIN)/python -e ".[test,bench,identity]"
 
+# The demo takes weights and real photos from ../shared (or $DRBFR_SHARED) when it is there;
+# otherwise weights come from the registry cache (downloaded once) and only the astronaut is shown.
+SHARED ?= $(or $(DRBFR_SHARED),../shared)
+DEMO_ARGS := $(if $(wildcard $(SHARED)/weights),--weights-dir $(SHARED)/weights) \
+	$(if $(wildcard $(SHARED)/data/real_lq),--extra $(SHARED)/data/real_lq)
+
 demo: install
 	rm -rf out/demo
-	$(BIN)/drbfr demo -o out/demo
+	$(BIN)/drbfr demo -o out/demo $(DEMO_ARGS)
 
 test: install
 	$(BIN)/python -m pytest -n 2 --dist loadfile

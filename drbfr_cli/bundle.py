@@ -8,8 +8,12 @@
                               or nothing: bundle.json's `first_stage` names the pretrained TAEF2
                               by registry name and sha256 (fetched like any other weight) with
                               its per-channel latent statistics
-      ldrm.safetensors        the denoiser; ldrm.ema.safetensors its EMA (preferred) when kept
+      ldrm.safetensors        the denoiser; ldrm.ema.safetensors its EMA (preferred) when kept.
+                              A shipping export (`--ema-only`) stores only the EMA, as
+                              ldrm.safetensors, and says so in bundle.json (`denoiser`: "ema")
 
+Weights are float32, or float16 when bundle.json says `"dtype": "float16"` (`drbfr export
+--half`); loading casts them to float32, so a half bundle computes in float32 on any device.
 Loading checks the hashes and that the parts agree (face size, latent channels, DR tokens and
 width), so a bundle assembled from mismatched runs fails with one line, not a shape error.
 This module is the bundle format and its loading only: it imports no training code (bundles
@@ -44,12 +48,16 @@ from drbfr_cli.nets.ldrm import LDRM, LDRMConfig
 from drbfr_cli.nets.taef2 import ChannelLatentStats, TAEF2FirstStage, load_taef2
 from drbfr_cli.presets import VAEConfig, first_stage_geometry
 from drbfr_cli.weights import home_dirs, sha256_bytes
+from drbfr_cli.zoo import models_dir
 
 FORMAT = "drbfr-bundle"
 VERSION = 1
 MANIFEST = "bundle.json"
 PARTS = ("drm_encoder", "vae", "ldrm")
-DEFAULT_NAME = "default"
+DEFAULT_NAME = "drbfr-small"
+"""The bundle restore, eval and doctor use when no model is named (shipped in models/bundles)."""
+LEGACY_DEFAULT_NAME = "default"
+"""A user's own default bundle in the cache folders: still preferred to the shipped one."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,8 @@ def check_agreement(latent_channels: int, drm: DRMConfig, network: LDRMConfig) -
 
 
 def write_bundle(out: Path, manifest: dict[str, Any], tensors: dict[str, dict]) -> Path:
+    """Write the parts' tensors as safetensors and bundle.json (with their sha256) into the new
+    folder `out`, atomically."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DrbfrError(f"{out}: already exists and is not empty; choose a new folder")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -176,7 +186,14 @@ def read_part(
         raise DrbfrError(f"{path}: bundle part {file} is missing") from None
     if sha256_bytes(data) != expected:
         raise DrbfrError(f"{path / file}: corrupt bundle part (sha256 mismatch)")
-    return safetensors.torch.load(data) if parse else {}
+    if not parse:
+        return {}
+    return {key: _as_float32(value) for key, value in safetensors.torch.load(data).items()}
+
+
+def _as_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """Floating-point tensors as float32 (half bundles compute in float32); others unchanged."""
+    return tensor.float() if tensor.is_floating_point() else tensor
 
 
 def _load_state(module: torch.nn.Module, state: dict, what: str, path: Path) -> None:
@@ -265,23 +282,41 @@ def verify_files(path: Path, manifest: Mapping[str, Any]) -> None:
         read_part(path, manifest, file.removesuffix(".safetensors"), parse=False)
 
 
+def shipped_bundles_dir() -> Path:
+    """models/bundles: the bundles shipped inside the package (drbfr_cli/_models in a wheel)."""
+    return models_dir() / "bundles"
+
+
 def bundle_search_dirs(weights_dir: Path | None = None) -> list[Path]:
-    """Folders searched for a bundle by name: --weights-dir, $DRBFR_HOME/bundles, then
-    ~/.cache/drbfr/bundles."""
-    return home_dirs("bundles", weights_dir)
+    """Folders searched for a bundle by name: --weights-dir, $DRBFR_HOME/bundles,
+    ~/.cache/drbfr/bundles, then the shipped models/bundles."""
+    return [*home_dirs("bundles", weights_dir), shipped_bundles_dir()]
 
 
 def resolve_bundle(model: str | None, weights_dir: Path | None = None) -> Path:
-    """A bundle folder from a path or a name (None: the default bundle), or a one-line error
-    saying how to get one."""
+    """A bundle folder from a path or a name, or a one-line error saying how to get one.
+
+    No name (None) means a user's own `default` bundle in the cache folders (--weights-dir,
+    $DRBFR_HOME/bundles, ~/.cache/drbfr/bundles) when there is one, else `drbfr-small`
+    (DEFAULT_NAME) from the first folder of bundle_search_dirs that has it."""
     if model is not None and (Path(model).exists() or os.sep in model or model.startswith(".")):
         return Path(model)
-    name = model or DEFAULT_NAME
     dirs = bundle_search_dirs(weights_dir)
-    for folder in dirs:
-        if (folder / name / MANIFEST).is_file():
-            return folder / name
+    if model is None:
+        legacy = _find_named(LEGACY_DEFAULT_NAME, home_dirs("bundles", weights_dir))
+        if legacy is not None:
+            return legacy
+    name = model or DEFAULT_NAME
+    found = _find_named(name, dirs)
+    if found is not None:
+        return found
     raise DrbfrError(
-        f"no model bundle {name!r} (looked in {', '.join(str(d) for d in dirs)}): make one with "
-        f"`make demo` (a tiny demo bundle) or `drbfr export`, then pass --model BUNDLE_DIR"
+        f"no model bundle {name!r} (looked in {', '.join(str(d) for d in dirs)}): reinstall "
+        f"drbfr to get the shipped {DEFAULT_NAME!r}, or make one with `drbfr export` and pass "
+        "--model BUNDLE_DIR"
     )
+
+
+def _find_named(name: str, dirs: Sequence[Path]) -> Path | None:
+    """The first dirs/name that holds a bundle manifest, or None."""
+    return next((d / name for d in dirs if (d / name / MANIFEST).is_file()), None)

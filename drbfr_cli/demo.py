@@ -1,199 +1,232 @@
-"""`drbfr demo`: the whole method at toy scale, offline, in minutes on a CPU.
+"""`drbfr demo`: the shipped model restoring real photos, with no training, in minutes on a CPU.
 
-It trains a tiny DRM, VAE and LDM (64 px faces) on faces that scikit-image ships (100 LFW faces,
-25 px gray, and the astronaut), exports them as a bundle, degrades held-out LFW faces by
-Eq. (11), restores them with `drbfr restore --aligned`, and writes a before/after page. The
-training faces are few and tiny, so the restorations are blurry: the demo shows the pipeline
-working end to end, not the quality of a bundle trained on FFHQ.
+The inputs, written to OUT/inputs: scikit-image's astronaut photo (whole/, restored with
+detection and paste-back), its face aligned as `drbfr restore` aligns it and degraded by
+Eq. (11) at a moderate and a strong setting with fixed parameters and seeds (aligned/), and
+optionally the first images of an extra folder's whole/ and aligned/ subfolders (the project's
+../shared/data/real_lq). Everything is restored as `drbfr restore` does it, into
+OUT/restored/{whole,aligned}, and OUT/index.html shows each input beside its restoration.
+Whole photos get a Lanczos background (not Real-ESRGAN) to keep the demo fast.
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from drbfr_cli.degradations import DegradationRanges
+from drbfr_cli.choices import Background
+from drbfr_cli.degradations import DegradationParams, degrade
 from drbfr_cli.errors import DrbfrError
-from drbfr_cli.imaging import write_bytes_atomic, write_image
+from drbfr_cli.faces.detect import DetectorKind
+from drbfr_cli.imaging import collect_images, from_uint8, write_bytes_atomic, write_image
 
-LFW_FACES = 100
-"""skimage's lfw_subset: the first 100 of its 200 images are faces."""
-HELD_OUT = 8
-"""LFW faces kept out of training and restored by the demo."""
-ASTRONAUT_FACE = (30, 210, 150, 330)
-"""(top, bottom, left, right) of Eileen Collins' face in skimage's astronaut.png."""
-DEMO_START_T = 0.1
-"""A truncated start close to the input: minutes of CPU training do not make a model that
-restores from more noise."""
-DEMO_RANGES = DegradationRanges(blur=(0.5, 2.0), scale=(1.0, 2.0), noise=(5.0, 15.0), jpeg=(70, 90))
+DEGRADATIONS = {
+    "moderate": DegradationParams(sigma=1.5, r=2.0, delta=8.0, q=75),
+    "strong": DegradationParams(sigma=3.0, r=4.0, delta=15.0, q=60),
+}
+"""Eq. (11) settings for the astronaut's aligned face (within the moderate test ranges, and at
+the strong end of what drbfr-small was trained on)."""
+WHOLE, ALIGNED = "whole", "aligned"
+BACKGROUND = Background.LANCZOS
+
+Step = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     out: Path
-    drm_steps: int = 150
-    vae_steps: int = 500
-    ldm_steps: int = 500
+    model: str | None = None
+    """A bundle folder or name; None: the default (the shipped drbfr-small)."""
+    weights_dir: Path | None = None
+    """Detector and TAEF2 weights (else the registry's cache, downloading what is missing)."""
+    extra: Path | None = None
+    """A folder with whole/ and/or aligned/ subfolders of real photos to restore too."""
+    extra_count: int = 3
+    """Images taken from each extra subfolder (sorted by name; 0: all)."""
+    steps: int | None = None
+    samples: int | None = None
     seed: int = 0
+    device: str = "auto"
 
 
-def skimage_faces() -> tuple[list[np.ndarray], np.ndarray]:
-    """(LFW faces as float32 RGB 25 x 25 in [0, 1], the astronaut's face as RGB) from
-    scikit-image's bundled data (no network)."""
+@dataclass(frozen=True)
+class Row:
+    """One line of the page: paths relative to OUT."""
+
+    label: str
+    before: str
+    after: str
+    original: str | None = None
+
+
+def astronaut() -> np.ndarray:
+    """scikit-image's astronaut.png as float32 RGB in [0, 1] (shipped in its wheel)."""
     try:
         from skimage import data
     except ImportError:
         raise DrbfrError(
-            "the demo trains on faces that scikit-image ships: pip install scikit-image"
+            "the demo restores scikit-image's astronaut: pip install scikit-image"
         ) from None
-    lfw = data.lfw_subset()[:LFW_FACES].astype(np.float32)
-    faces = [np.repeat(face[..., None], 3, axis=2) for face in lfw]
-    top, bottom, left, right = ASTRONAUT_FACE
-    astronaut = data.astronaut()[top:bottom, left:right].astype(np.float32) / 255.0
-    return faces, astronaut
+    return from_uint8(data.astronaut())
 
 
-def upscale(image: np.ndarray, size: int) -> np.ndarray:
-    return np.clip(cv2.resize(image, (size, size), interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
+def aligned_face(photo: np.ndarray, weights_dir: Path | None) -> np.ndarray:
+    """The largest face of `photo` aligned to the FFHQ 512 template, as `restore` aligns it."""
+    from drbfr_cli import weights
+    from drbfr_cli.faces.align import align_face
+    from drbfr_cli.faces.detect import WEIGHT_NAMES, DetectOptions, build_detector, detect_faces
+
+    weights.ensure(WEIGHT_NAMES[DetectorKind.YUNET], weights_dir)
+    detector = build_detector(DetectorKind.YUNET, weights_dir)
+    faces = detect_faces(detector, photo, DetectOptions(max_faces=1))
+    if not faces:
+        raise DrbfrError("no face found on the astronaut photo")
+    return align_face(photo, faces[0]).crop
 
 
-def write_faces(out: Path) -> tuple[Path, Path]:
-    """OUT/faces/train (92 LFW faces + the astronaut, 160 px) and OUT/faces/test (held-out LFW
-    faces, 512 px as aligned crops); returns the two folders."""
-    faces, astronaut = skimage_faces()
-    train_dir, test_dir = out / "faces" / "train", out / "faces" / "test"
-    for i, face in enumerate(faces[:-HELD_OUT]):
-        write_image(train_dir / f"lfw_{i:03d}.png", upscale(face, 160))
-    write_image(train_dir / "astronaut.png", upscale(astronaut, 160))
-    for i, face in enumerate(faces[-HELD_OUT:]):
-        write_image(test_dir / f"lfw_{LFW_FACES - HELD_OUT + i:03d}.png", upscale(face, 512))
-    return train_dir, test_dir
+def write_inputs(config: DemoConfig) -> dict[str, Path]:
+    """OUT/inputs/whole and OUT/inputs/aligned (astronaut, its degraded faces, extras) and
+    OUT/inputs/original (the undegraded aligned face); returns the three folders."""
+    folders = {kind: config.out / "inputs" / kind for kind in (WHOLE, ALIGNED, "original")}
+    photo = astronaut()
+    write_image(folders[WHOLE] / "astronaut.png", photo)
+    face = aligned_face(photo, config.weights_dir)
+    write_image(folders["original"] / "astronaut.png", face)
+    for index, (name, params) in enumerate(DEGRADATIONS.items()):
+        rng = np.random.default_rng(config.seed + index)
+        write_image(folders[ALIGNED] / f"astronaut_{name}.png", degrade(face, params, rng))
+    if config.extra is not None:
+        copy_extra(config.extra, folders, config.extra_count)
+    return folders
 
 
-def before_after_page(rows: list[tuple[str, str, str]], note: str) -> str:
-    """An HTML page: one row per face (LQ, restored, HQ image paths relative to the page)."""
+def extra_subfolders(extra: Path) -> list[str]:
+    """The kinds (whole, aligned) `extra` has a subfolder of; a one-line error for none."""
+    subfolders = [kind for kind in (WHOLE, ALIGNED) if (extra / kind).is_dir()]
+    if not subfolders:
+        raise DrbfrError(f"{extra}: --extra needs a whole/ or aligned/ subfolder of images")
+    return subfolders
+
+
+def copy_extra(extra: Path, folders: dict[str, Path], count: int) -> None:
+    """The first `count` images (all for 0) of extra/whole and extra/aligned into the inputs."""
+    for kind in extra_subfolders(extra):
+        sources = collect_images([extra / kind])
+        for source in sources[:count] if count else sources:
+            target = folders[kind] / "extra" / source.relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source.path, target)
+
+
+def restore_all(config: DemoConfig, folders: dict[str, Path], step: Step) -> dict[str, Path]:
+    """Restore the whole photos and the aligned faces with one loaded model, as `drbfr restore`
+    does; returns the restored_imgs folder of each kind."""
+    from drbfr_cli.devices import resolve_device
+    from drbfr_cli.restore.run import restore_images
+    from drbfr_cli.restore.stages import RestoreOptions, RestoreTools
+    from drbfr_cli.restore.tools import ToolChoices, build_tools
+
+    device = str(resolve_device(config.device))
+    choices = ToolChoices(
+        model=config.model, device=device, weights_dir=config.weights_dir,
+        detector=DetectorKind.YUNET, background=BACKGROUND,
+        sampling={"steps": config.steps, "samples": config.samples},
+    )  # fmt: skip
+    outputs = {}
+    tools, settings = None, None
+    for kind in (WHOLE, ALIGNED):
+        sources = collect_images([folders[kind]])
+        options = RestoreOptions(out_dir=config.out / "restored" / kind, aligned=kind == ALIGNED,
+                                 seed=config.seed, batch_size=2)  # fmt: skip
+        if tools is None:
+            tools, settings = build_tools(options, choices, notice=step)
+        kind_tools = RestoreTools(restorer=tools.restorer) if kind == ALIGNED else tools
+        step(f"restoring {len(sources)} {kind} image(s)")
+        summary = restore_images(sources, options, kind_tools, settings=settings, on_notice=step)
+        if summary.failed:
+            raise DrbfrError(f"{summary.failed} {kind} image(s) failed; see {options.out_dir}")
+        outputs[kind] = options.out_dir / "restored_imgs"
+    return outputs
+
+
+def page_rows(out: Path, folders: dict[str, Path], restored: dict[str, Path]) -> list[Row]:
+    """One row per input image, paths relative to OUT."""
+    rows = []
+    for kind in (WHOLE, ALIGNED):
+        for source in collect_images([folders[kind]]):
+            stem = source.relative.stem.removesuffix("_moderate").removesuffix("_strong")
+            original = folders["original"] / f"{stem}.png"
+            rows.append(Row(
+                label=f"{kind}: {source.relative}",
+                before=str(source.path.relative_to(out)),
+                after=str((restored[kind] / source.relative).relative_to(out)),
+                original=str(original.relative_to(out))
+                if kind == ALIGNED and original.is_file() else None,
+            ))  # fmt: skip
+    return rows
+
+
+def before_after_page(rows: Sequence[Row], note: str) -> str:
+    """An HTML page: one row per image (label, input, restoration, original when known)."""
+
+    def image(path: str | None) -> str:
+        return f'<img src="{html.escape(path)}" width="320">' if path else ""
+
     cells = "\n".join(
-        "<tr>"
-        + "".join(f'<td><img src="{html.escape(p)}" width="192"></td>' for p in row)
-        + "</tr>"
-        for row in rows
+        f"<tr><td>{html.escape(r.label)}</td><td>{image(r.before)}</td>"
+        f"<td>{image(r.after)}</td><td>{image(r.original)}</td></tr>"
+        for r in rows
     )
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>drbfr demo</title>
-<style>body{{font-family:sans-serif;margin:2em}} td{{padding:4px}} .note{{max-width:50em}}</style>
+<style>body{{font-family:sans-serif;margin:2em}} td{{padding:4px;vertical-align:top}}
+.note{{max-width:50em}}</style>
 </head><body>
 <h1>drbfr demo: before / after</h1>
-<p class="note"><b>This is a demo, not a quality showcase.</b> {html.escape(note)}</p>
-<table><tr><th>degraded input</th><th>restored</th><th>original</th></tr>
+<p class="note">{html.escape(note)}</p>
+<table><tr><th></th><th>input</th><th>restored</th><th>original (degraded copies)</th></tr>
 {cells}
 </table></body></html>
 """
 
 
-def write_page(out: Path, rows: list[tuple[str, str, str]], note: str) -> Path:
-    page = out / "index.html"
-    write_bytes_atomic(page, before_after_page(rows, note).encode())
-    return page
-
-
-Step = Callable[[str], None]
-
-
-def train_stages(config: DemoConfig, train_dir: Path, step: Step) -> Path:
-    """Train the tiny DRM, VAE and LDM on `train_dir` and export them; returns the bundle."""
-    from drbfr_cli.presets import (
-        drm_config_from_preset,
-        ldm_config_from_preset,
-        vae_config_from_preset,
+def demo_note(config: DemoConfig, model: str) -> str:
+    sampling = "the bundle's default sampling"
+    if config.steps or config.samples:
+        sampling = f"reduced sampling (steps {config.steps}, samples {config.samples})"
+    return (
+        f"Restored with {model} ({sampling}, seed {config.seed}), no training. Whole photos are "
+        "restored with detection (YuNet), alignment and paste-back onto a Lanczos-upscaled "
+        "background (x2; not Real-ESRGAN, to keep the demo fast). The astronaut's aligned face "
+        "is degraded by Eq. (11) at a moderate (blur 1.5, scale 2, noise 8, JPEG 75) and a "
+        "strong (blur 3, scale 4, noise 15, JPEG 60) setting."
     )
-    from drbfr_cli.train.drm import DRMTask, DRMTaskConfig
-    from drbfr_cli.train.export import export_bundle
-    from drbfr_cli.train.ldm import LDMTask, LDMTaskConfig
-    from drbfr_cli.train.loop import LoopConfig, train
-    from drbfr_cli.train.vae import VAETask, VAETaskConfig, train_vae
-
-    runs, data, seed = config.out / "runs", str(train_dir), config.seed
-
-    def loop(defaults: dict, steps: int) -> LoopConfig:
-        quiet = {"log_every": max(1, steps // 10), "checkpoint_every": steps, "num_workers": 0}
-        return LoopConfig(**{**defaults, **quiet, "steps": steps, "seed": seed})
-
-    step(f"training the DRM ({config.drm_steps} steps)")
-    model, defaults = drm_config_from_preset("tiny")
-    task = DRMTask(DRMTaskConfig(model=model, data=data, preset="tiny", seed=seed))
-    train(task, loop(defaults, config.drm_steps), runs / "drm")
-    step(f"training the VQ autoencoder ({config.vae_steps} steps)")
-    vae_model, defaults = vae_config_from_preset("tiny")
-    warm_up = replace(vae_model.loss, quantize_after=config.vae_steps // 2)
-    vae_model = replace(vae_model, loss=warm_up)
-    vae_task = VAETask(VAETaskConfig(model=vae_model, data=data, preset="tiny", seed=seed))
-    train_vae(vae_task, loop(defaults, config.vae_steps), runs / "vae")
-    step(f"training the restoration model ({config.ldm_steps} steps)")
-    ldm_model, defaults = ldm_config_from_preset("tiny")
-    ldm_settings = LDMTaskConfig(
-        model=ldm_model, data=data, preset="tiny", drm=str(runs / "drm"), vae=str(runs / "vae"),
-        seed=seed,
-    )  # fmt: skip
-    train(LDMTask(ldm_settings), loop(defaults, config.ldm_steps), runs / "ldm")
-    step("exporting the bundle")
-    return export_bundle(runs / "ldm", config.out / "bundle")
-
-
-def degrade_test_faces(test_dir: Path, out: Path, seed: int) -> Path:
-    """Eq. (11) degradations of the held-out faces (moderate ranges) into OUT/lq."""
-    from drbfr_cli.imaging import collect_images
-    from drbfr_cli.synthetic import DegradeConfig, make_lq_set
-
-    lq_dir = out / "lq"
-    outcomes = make_lq_set(
-        collect_images([test_dir]), lq_dir, DegradeConfig(seed=seed, size=512, ranges=DEMO_RANGES)
-    )
-    failed = [o for o in outcomes if o.error]
-    if failed:
-        raise DrbfrError(f"could not degrade {failed[0].file}: {failed[0].error}")
-    return lq_dir
-
-
-def restore_lq(lq_dir: Path, bundle: Path, out: Path, seed: int) -> Path:
-    """`drbfr restore --aligned` on the degraded faces, as a user runs it."""
-    import subprocess
-    import sys
-
-    restored = out / "restored"
-    command = [sys.executable, "-m", "drbfr_cli", "restore", str(lq_dir), "-o", str(restored),
-               "--aligned", "--model", str(bundle), "--device", "cpu", "--seed", str(seed),
-               "--start-t", str(DEMO_START_T),
-               "--batch-size", "8", "--quiet", "--overwrite"]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise DrbfrError(f"drbfr restore failed: {result.stderr.strip().splitlines()[-1:]}")
-    return restored / "restored_imgs"
 
 
 def run_demo(config: DemoConfig, step: Step) -> Path:
     """Every demo stage; returns the before/after page."""
-    step("writing the training faces (scikit-image's LFW subset and astronaut)")
-    train_dir, test_dir = write_faces(config.out)
-    bundle = train_stages(config, train_dir, step)
-    step("degrading the held-out faces and restoring them with drbfr restore --aligned")
-    lq_dir = degrade_test_faces(test_dir, config.out, config.seed)
-    restored_dir = restore_lq(lq_dir, bundle, config.out, config.seed)
-    rows = []
-    for hq in sorted(test_dir.glob("*.png")):
-        rows.append(tuple(
-            str(p.relative_to(config.out)) for p in (lq_dir / hq.name, restored_dir / hq.name, hq)
-        ))  # fmt: skip
-    note = (
-        f"The bundle in {bundle.name}/ was trained for {config.drm_steps} + {config.vae_steps} + "
-        f"{config.ldm_steps} steps on a CPU, on 92 gray 25 px LFW faces and one astronaut, at "
-        f"64 px, and restores with a truncated start at t = {DEMO_START_T} T: expect noisy, "
-        "low-detail restorations that are often worse than the input. The page shows the "
-        "pipeline working end to end (degrade, align, DR + VAE + diffusion sampling, write), "
-        "not what DR-BFR does when trained on FFHQ."
+    if config.extra is not None:
+        extra_subfolders(config.extra)
+    step("writing the inputs (scikit-image's astronaut, its degraded face, extras)")
+    folders = write_inputs(config)
+    restored = restore_all(config, folders, step)
+    model = _model_name(config.out / "restored" / ALIGNED)
+    page = config.out / "index.html"
+    html_text = before_after_page(
+        page_rows(config.out, folders, restored), demo_note(config, model)
     )
-    return write_page(config.out, rows, note)
+    write_bytes_atomic(page, html_text.encode())
+    return page
+
+
+def _model_name(run_dir: Path) -> str:
+    """The model a restore run used, from its report."""
+    import json
+
+    settings = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))["settings"]
+    return str(settings.get("model", "the default model"))

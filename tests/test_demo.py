@@ -1,56 +1,61 @@
-"""`drbfr demo`: the whole method at toy scale, offline, through the real CLI."""
+"""`drbfr demo`: the shipped model on scikit-image's astronaut and real photos, through the CLI
+(reduced sampling, so it runs in about a minute)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
 from typer.testing import CliRunner
 
 from drbfr_cli.cli.main import app
-from drbfr_cli.demo import HELD_OUT, before_after_page, skimage_faces
+from drbfr_cli.demo import Row, astronaut, before_after_page
 from drbfr_cli.imaging import read_image
 
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def test_the_astronaut_comes_from_scikit_image_offline() -> None:
+    photo = astronaut()
+    assert photo.shape == (512, 512, 3) and 0.0 <= photo.min() < photo.max() <= 1.0
 
 
-def test_demo_faces_come_from_scikit_image_offline() -> None:
-    faces, astronaut = skimage_faces()
-    assert len(faces) == 100 and faces[0].shape == (25, 25, 3)
-    assert astronaut.shape == (180, 180, 3) and 0.0 <= astronaut.min() < astronaut.max() <= 1.0
+def test_the_page_escapes_paths_and_labels() -> None:
+    page = before_after_page([Row("a & b", "in/a<b>.png", "r.png", None)], "Lanczos & co")
+    assert "a&lt;b&gt;.png" in page and "a &amp; b" in page and "Lanczos &amp; co" in page
 
 
-def test_the_page_escapes_paths_and_says_it_is_a_demo() -> None:
-    page = before_after_page([("lq/a<b>.png", "r.png", "h.png")], "tiny & brief")
-    assert "a&lt;b&gt;.png" in page and "tiny &amp; brief" in page
-    assert "not a quality showcase" in page
-
-
-def test_demo_trains_restores_and_writes_the_page(tmp_path: Path) -> None:
+def test_demo_restores_the_astronaut_and_extra_photos(
+    real_lq_whole_dir: Path, shared_weights_dir: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "demo"
-    args = ["demo", "-o", str(out), "--drm-steps", "2", "--vae-steps", "4", "--ldm-steps", "2"]
+    args = ["demo", "-o", str(out), "--weights-dir", str(shared_weights_dir), "--extra",
+            str(real_lq_whole_dir.parent), "--extra-count", "1", "--steps", "2", "--samples", "1",
+            "--device", "cpu"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     page = (out / "index.html").read_text()
-    restored = sorted((out / "restored" / "restored_imgs").glob("*.png"))
-    assert len(restored) == HELD_OUT
-    for image in restored:
-        assert image.name in page
-        assert read_image(image).rgb.shape == (512, 512, 3)
-    manifest = json.loads((out / "bundle" / "bundle.json").read_text())
-    assert manifest["face_size"] == 64
-    lq = read_image(out / "lq" / restored[0].name).rgb
-    assert not np.array_equal(lq, read_image(restored[0]).rgb)  # the model changed the face
+    assert "Lanczos" in page and "drbfr-small" in page
+    whole = sorted((out / "restored" / "whole" / "restored_imgs").rglob("*.*"))
+    aligned = sorted((out / "restored" / "aligned" / "restored_imgs").rglob("*.*"))
+    assert sorted(p.name for p in whole) == ["00.jpg", "astronaut.png"]
+    assert {"astronaut_moderate.png", "astronaut_strong.png"} <= {p.name for p in aligned}
+    assert len(aligned) == 3  # the two degraded astronauts and one extra aligned face
+    for image in whole + aligned:
+        assert str(image.relative_to(out)) in page
+    astronaut_out = read_image(out / "restored" / "whole" / "restored_imgs" / "astronaut.png")
+    assert astronaut_out.rgb.shape == (1024, 1024, 3)  # x2 background
+    strong = out / "inputs" / "aligned" / "astronaut_strong.png"
+    restored = read_image(out / "restored" / "aligned" / "restored_imgs" / strong.name).rgb
+    assert restored.shape == (512, 512, 3)
+    assert not np.array_equal(read_image(strong).rgb, restored)  # the model changed the face
     again = runner.invoke(app, args)  # never over a non-empty folder
     assert again.exit_code == 2 and "not empty" in again.output
+
+
+def test_demo_refuses_an_extra_folder_without_photos(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["demo", "-o", str(tmp_path / "d"), "--extra",
+                                 str(tmp_path / "empty")])  # fmt: skip
+    assert result.exit_code == 2
+    assert "needs a whole/ or aligned/ subfolder" in result.output

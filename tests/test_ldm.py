@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 from typer.testing import CliRunner
 
 from drbfr_cli import doctor
-from drbfr_cli.bundle import load_bundle, resolve_bundle
+from drbfr_cli.bundle import DEFAULT_NAME, load_bundle, resolve_bundle, shipped_bundles_dir
 from drbfr_cli.choices import Precision
 from drbfr_cli.cli.main import app
 from drbfr_cli.diffusion.pipeline import Condition, LDRMDenoiser, restore_faces
@@ -312,6 +313,40 @@ def test_bundle_round_trip_restores_like_the_in_memory_model(
     assert torch.allclose(alone, restored[1:2], atol=1e-5)
 
 
+HALF_TOLERANCE = 0.02
+"""Largest |difference| (in [-1, 1]) between a half bundle's restorations and its fp32 twin's."""
+
+
+def test_a_shipping_bundle_is_half_size_and_restores_like_the_fp32_one_on_cpu(
+    bundle_dir: Path, ldm_run: Path, tmp_path: Path
+) -> None:
+    """--half --ema-only: float16 files, the EMA denoiser alone; loaded as float32 on the CPU,
+    it restores within HALF_TOLERANCE of the float32 bundle (whose EMA it is)."""
+    out = tmp_path / "ship"
+    args = ["export", "--ldm", str(ldm_run), "-o", str(out), "--half", "--ema-only"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "bundle.json", "drm_encoder.safetensors", "ldrm.safetensors", "vae.safetensors",
+    ]  # fmt: skip
+    manifest = json.loads((out / "bundle.json").read_text())
+    assert (manifest["dtype"], manifest["denoiser"]) == ("float16", "ema")
+    stored = safetensors.torch.load_file(out / "ldrm.safetensors")
+    assert {t.dtype for t in stored.values() if t.is_floating_point()} == {torch.float16}
+    for part in ("drm_encoder", "ldrm", "vae"):
+        fp32_part = "ldrm.ema" if part == "ldrm" else part
+        fp32_size = (bundle_dir / f"{fp32_part}.safetensors").stat().st_size
+        assert (out / f"{part}.safetensors").stat().st_size < 0.55 * fp32_size, part
+    half, full = load_bundle(out), load_bundle(bundle_dir)
+    assert {p.dtype for p in half.ldrm.parameters()} == {torch.float32}
+    assert {p.dtype for p in half.parts.encoder.parameters()} == {torch.float32}
+    lq = torch.rand(3, 3, 32, 32) * 2 - 1
+    sampling = SamplingConfig(steps=4, samples=2)
+    got, expected = half.restore(lq, [1, 2, 3], sampling), full.restore(lq, [1, 2, 3], sampling)
+    assert got.dtype == torch.float32
+    assert 0 < float((got - expected).abs().max()) < HALF_TOLERANCE
+
+
 def test_a_prior_skip_run_learns_its_prior_and_its_bundle_restores_like_memory(
     faces_dir: Path, frozen_runs: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -436,11 +471,32 @@ def test_no_bundle_says_how_to_get_one(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("DRBFR_HOME", str(tmp_path / "home"))
     with pytest.raises(DrbfrError) as error:
-        resolve_bundle(None)
+        resolve_bundle("no-such-bundle")
     message = str(error.value)
-    assert "\n" not in message and "make demo" in message and "drbfr export" in message
+    assert "\n" not in message and "drbfr-small" in message and "drbfr export" in message
+    assert str(shipped_bundles_dir()) in message  # the shipped folder is searched last
     with pytest.raises(DrbfrError, match="no such bundle folder"):
         load_bundle(tmp_path / "nowhere")
+
+
+def test_the_default_is_a_users_default_then_drbfr_small_from_the_first_folder(
+    bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No --model: a `default` bundle of the cache folders (as before drbfr-small shipped),
+    else `drbfr-small` from --weights-dir, $DRBFR_HOME/bundles, ~/.cache, then models/bundles."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("DRBFR_HOME", str(tmp_path / "home"))
+    assert resolve_bundle(None) == shipped_bundles_dir() / DEFAULT_NAME
+    own = tmp_path / "home" / "bundles" / DEFAULT_NAME
+    shutil.copytree(bundle_dir, own)
+    assert resolve_bundle(None) == own
+    given = tmp_path / "given"
+    shutil.copytree(bundle_dir, given / DEFAULT_NAME)
+    assert resolve_bundle(None, given) == given / DEFAULT_NAME
+    legacy = tmp_path / ".cache" / "drbfr" / "bundles" / "default"
+    shutil.copytree(bundle_dir, legacy)
+    assert resolve_bundle(None, given) == legacy
+    assert resolve_bundle(DEFAULT_NAME, given) == given / DEFAULT_NAME
 
 
 def test_restore_real_photos_with_a_bundle(

@@ -303,12 +303,12 @@ def test_unreadable_file_is_reported(real_lq_whole_dir, shared_weights_dir, tmp_
 def test_without_a_model_bundle_the_error_is_one_line(small_photos, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # an empty cache
     monkeypatch.delenv("DRBFR_HOME", raising=False)
-    for model in (("--model", str(tmp_path / "no-bundle")), ()):
-        result = _restore(small_photos, "-o", tmp_path / "out", *model)
+    for model in (str(tmp_path / "no-bundle"), "no-such-bundle"):
+        result = _restore(small_photos, "-o", tmp_path / "out", "--model", model)
         assert result.exit_code == 2, model
         assert "Traceback" not in result.output
         assert result.stderr.startswith("error:") and result.stderr.count("\n") == 1
-    assert "make demo" in result.stderr and "drbfr export" in result.stderr
+    assert "drbfr-small" in result.stderr and "drbfr export" in result.stderr
 
 
 def test_unusable_output_folder_and_options(small_photos, tmp_path):

@@ -20,7 +20,7 @@ def doctor(
         None, "--weights-dir", file_okay=False, help="Weights folder to look in first."
     ),
     model: str | None = typer.Option(
-        None, "--model", help="Model bundle folder or name to check (default: the default)."
+        None, "--model", help="Model bundle folder or name to check (default: drbfr-small)."
     ),
 ) -> None:
     """Report Python, torch, devices, package versions and weights, and run quick checks

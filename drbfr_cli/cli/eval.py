@@ -86,7 +86,9 @@ def eval_command(
     ),
     max_pixels: int = typer.Option(max_pixels_from_env(), help="Refuse larger images."),
     model: str | None = typer.Option(
-        None, help="Restore --lq (aligned faces) with this bundle first, into OUT/restored."
+        None,
+        help="Restore --lq (aligned faces) with this bundle first, into OUT/restored (the "
+        "default without --restored: drbfr-small).",
     ),
     steps: int | None = typer.Option(None, min=1, help="With --model: sampling steps."),
     start_t: float | None = typer.Option(
@@ -97,12 +99,15 @@ def eval_command(
     ),
     batch_size: int = typer.Option(8, min=1, help="With --model: faces per restorer call."),
 ) -> None:
-    """Evaluate --restored against --gt (paired) or alone (NIQE, FID vs --fid-stats); with
-    --model, restore --lq with a bundle first and evaluate its restorations."""
+    """Evaluate --restored against --gt (paired) or alone (NIQE, FID vs --fid-stats); without
+    --restored, restore --lq with --model (default: drbfr-small) first and evaluate that."""
     if ctx.invoked_subcommand is not None:
         return
-    if restored is None and model is None:
-        raise fail("give --restored DIR (the restored faces to evaluate) or --model BUNDLE")
+    if restored is None and lq is None and dataset is None:
+        raise fail(
+            "give --restored DIR (the restored faces to evaluate), or --lq DIR to restore them "
+            "with --model BUNDLE (default: drbfr-small) first"
+        )
     if restored is not None and model is not None:
         raise fail("give either --restored or --model, not both")
     chosen = parse_metrics(metrics)
@@ -118,9 +123,9 @@ def eval_command(
             gt, lq = gt or preset.gt, lq or preset.lq
             fid_stats, chosen = fid_stats or preset.fid_stats, chosen or preset.metrics
         chosen = chosen or (_DEFAULT_PAIRED if gt else _DEFAULT_UNPAIRED)
-        if model is not None:
+        if restored is None:
             if lq is None or out is None:
-                raise fail("--model needs --lq DIR (aligned LQ faces) and --out DIR")
+                raise fail("restoring needs --lq DIR (aligned LQ faces) and --out DIR")
             sampling = {"steps": steps, "start_t": start_t, "samples": samples}
             restored = _restore_with(model, lq, out, device, weights_dir, sampling, batch_size)
         net, backbone = _lpips_choice(lpips_net, lpips_backbone, chosen)
@@ -163,7 +168,7 @@ def _lpips_choice(
 
 
 def _restore_with(
-    model: str,
+    model: str | None,
     lq: Path,
     out: Path,
     device: str,
@@ -188,7 +193,7 @@ def _restore_with(
         weights_dir=weights_dir,
     )
     tools, settings = build_tools(options, choices, notice=lambda _message: None)
-    with err_console.status(f"restoring {len(sources)} faces with {model}"):
+    with err_console.status(f"restoring {len(sources)} faces with {model or 'drbfr-small'}"):
         summary = restore_images(sources, options, tools, settings=settings)
     err_console.print(
         f"restored {summary.restored} faces ({summary.skipped} done before, {summary.failed} "

@@ -18,15 +18,25 @@ def export(
     vae: Path | None = typer.Option(
         None, help="VAE run folder (default: the one the LDM run was trained on)."
     ),
+    half: bool = typer.Option(False, "--half", help="Store the weights as float16 (shipping)."),
+    ema_only: bool = typer.Option(
+        False, "--ema-only", help="Store only the EMA denoiser, not the trained weights (shipping)."
+    ),
+    weights_dir: Path | None = typer.Option(
+        None, "--weights-dir", file_okay=False, help="Weights folder for the TAEF2 check load."
+    ),
 ) -> None:
     """Write one bundle folder (config + safetensors of E_DR, VAE, denoiser and its EMA) that
-    `drbfr restore --model` and `drbfr analyze ldm --model` load."""
+    `drbfr restore --model` and `drbfr analyze ldm --model` load. A bundle to ship is made with
+    --half --ema-only (half the size of the EMA alone; loads as float32)."""
     from drbfr_cli.bundle import load_bundle
     from drbfr_cli.train.export import export_bundle
 
     with user_errors():
-        path = export_bundle(ldm, out, drm_run=drm, vae_run=vae)
-        bundle = load_bundle(path)  # proves the bundle loads and its parts agree
+        path = export_bundle(ldm, out, drm_run=drm, vae_run=vae, half=half, ema_only=ema_only)
+        bundle = load_bundle(
+            path, weights_dir=weights_dir
+        )  # proves the bundle loads and its parts agree
     size = sum(f.stat().st_size for f in path.iterdir()) / 2**20
     sampling = bundle.sampling
     console.print(

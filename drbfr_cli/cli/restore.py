@@ -56,7 +56,8 @@ def restore(
     model: Annotated[
         str | None,
         typer.Option(
-            help="Model bundle folder or name (default: the default bundle in the cache); "
+            help="Model bundle folder or name (default: drbfr-small, shipped with drbfr; a "
+            "`default` bundle of your own in the bundle cache takes precedence); "
             "`identity` pastes the aligned crops back unchanged, to check detection, alignment "
             "and seams.",
             rich_help_panel=_MODEL,

@@ -63,7 +63,7 @@ def build_tools(
     restorer = build_restorer(choices)
     embedder = build_embedder() if options.identity else None
     settings: dict[str, Any] = {
-        "model": choices.model or "default",
+        "model": model_name(restorer, choices),
         "device": choices.device,
         "precision": precision_of(getattr(restorer, "dtype", None)).value,
         "sampling": _effective_sampling(restorer, choices),
@@ -101,6 +101,12 @@ def _background_settings(upsampler: Upsampler) -> dict[str, Any]:
     if upsampler.source is not None:
         settings["bg_model"] = upsampler.source.to_dict()
     return settings
+
+
+def model_name(restorer: FaceRestorer, choices: ToolChoices) -> str:
+    """The model as the report records it: the bundle folder that was loaded, or the choice."""
+    bundle = getattr(restorer, "bundle", None)
+    return str(bundle.path) if bundle is not None and bundle.path else str(choices.model)
 
 
 def _effective_sampling(restorer: FaceRestorer, choices: ToolChoices) -> dict[str, Any]:

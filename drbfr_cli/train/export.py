@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from drbfr_cli import __version__
 from drbfr_cli.bundle import FORMAT, VERSION, check_agreement, write_bundle
 from drbfr_cli.choices import FirstStageKind
@@ -24,10 +26,19 @@ from drbfr_cli.train.vae import load_vae
 
 
 def export_bundle(
-    ldm_run: Path, out: Path, *, drm_run: Path | None = None, vae_run: Path | None = None
+    ldm_run: Path,
+    out: Path,
+    *,
+    drm_run: Path | None = None,
+    vae_run: Path | None = None,
+    half: bool = False,
+    ema_only: bool = False,
 ) -> Path:
     """Write a bundle of an LDM run and the DRM / VAE runs it was trained on (default: the runs
-    recorded in the LDM run). Refuses an existing non-empty `out`; written atomically."""
+    recorded in the LDM run). Refuses an existing non-empty `out`; written atomically.
+
+    For shipping: `half` stores every floating-point tensor as float16 (loading casts back to
+    float32), `ema_only` stores only the EMA denoiser, as ldrm.safetensors."""
     ldrm, saved = load_ldm(ldm_run, ema=False)
     drm_run = drm_run or Path(saved["drm"])
     drm_modules, drm_saved = load_drm(drm_run)
@@ -35,9 +46,10 @@ def export_bundle(
     drm_config = from_dict(DRMConfig, drm_saved["model"], source=f"{drm_run} drm config")
     _same_part("DRM", normalised(DRMConfig, frozen["drm"]["model"]), to_dict(drm_config))
     model = from_dict(LDMConfig, saved["model"], source=f"{ldm_run} ldm config")
-    tensors = {"drm_encoder": drm_modules["encoder"].state_dict(), "ldrm": ldrm.state_dict()}
-    if saved_has_ema(ldm_run):
-        tensors["ldrm.ema"] = ckpt.load_modules(ldm_run, ema=True)[0]["ldrm"]
+    tensors = {
+        "drm_encoder": drm_modules["encoder"].state_dict(),
+        **_denoiser(ldm_run, ldrm, ema_only),
+    }
     if frozen["vae"].get("kind") == FirstStageKind.TAEF2:
         first_stage = {"first_stage": frozen["vae"]}
     else:
@@ -56,13 +68,38 @@ def export_bundle(
         "schedule": to_dict(model.schedule),
         "sampling": to_dict(model.sampling),
         "train_t_max": model.train_t_max,
+        "dtype": "float16" if half else "float32",
+        "denoiser": "ema" if ema_only else "trained",
         "sources": {
             "drm": str(drm_run),
             "vae": str(vae_run or saved.get("vae", "")),
             "ldm": str(ldm_run),
         },
     }
+    if half:
+        tensors = {name: to_half(state, name) for name, state in tensors.items()}
     return write_bundle(out, manifest, tensors)
+
+
+def _denoiser(ldm_run: Path, ldrm: torch.nn.Module, ema_only: bool) -> dict[str, dict]:
+    """The denoiser's bundle parts: its weights and EMA (when kept), or the EMA alone."""
+    ema = ckpt.load_modules(ldm_run, ema=True)[0]["ldrm"] if saved_has_ema(ldm_run) else None
+    if ema_only:
+        if ema is None:
+            raise DrbfrError(f"{ldm_run}: no EMA weights to export (drop --ema-only)")
+        return {"ldrm": ema}
+    return {"ldrm": ldrm.state_dict()} | ({"ldrm.ema": ema} if ema is not None else {})
+
+
+def to_half(state: Mapping[str, torch.Tensor], part: str) -> dict[str, torch.Tensor]:
+    """Floating-point tensors as float16 (others unchanged); a one-line error for a value that
+    float16 cannot hold."""
+    halved = {}
+    for key, tensor in state.items():
+        halved[key] = tensor.half() if tensor.is_floating_point() else tensor
+        if tensor.is_floating_point() and not bool(torch.isfinite(halved[key]).all()):
+            raise DrbfrError(f"{part}.{key}: values beyond float16's range; export without --half")
+    return halved
 
 
 def _vq_part(vae_run: Path, frozen_vae: dict[str, Any], tensors: dict[str, dict]) -> dict:
