@@ -196,6 +196,12 @@ def _as_float32(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.float() if tensor.is_floating_point() else tensor
 
 
+def denoiser_part(manifest: dict[str, Any], *, ema: bool = True) -> str:
+    """The part holding the denoiser to load: its EMA when kept and wanted, else the weights."""
+    has_ema = "ldrm.ema.safetensors" in manifest.get("files", {})
+    return "ldrm.ema" if ema and has_ema else "ldrm"
+
+
 def _load_state(module: torch.nn.Module, state: dict, what: str, path: Path) -> None:
     try:
         module.load_state_dict(state)
@@ -234,9 +240,7 @@ def load_bundle(path: Path, *, ema: bool = True, weights_dir: Path | None = None
     encoder = build_drm(drm_config)["encoder"]
     _load_state(encoder, read_part(path, manifest, "drm_encoder"), "drm_encoder", path)
     ldrm = LDRM(network)
-    has_ema = "ldrm.ema.safetensors" in manifest.get("files", {})
-    _load_state(ldrm, read_part(path, manifest, "ldrm.ema" if ema and has_ema else "ldrm"),
-                "ldrm", path)  # fmt: skip
+    _load_state(ldrm, read_part(path, manifest, denoiser_part(manifest, ema=ema)), "ldrm", path)
     for module in (encoder, first_stage.model, ldrm):
         module.requires_grad_(False).eval()
     parts = FrozenParts(

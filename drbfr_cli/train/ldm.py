@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from drbfr_cli import weights
-from drbfr_cli.bundle import MANIFEST, read_manifest, read_part
+from drbfr_cli.bundle import MANIFEST, denoiser_part, read_manifest, read_part
 from drbfr_cli.choices import FirstStageKind
 from drbfr_cli.config import from_dict, to_dict
 from drbfr_cli.diffusion.pipeline import FrozenParts, condition, restore_faces
@@ -269,8 +269,7 @@ def load_denoiser_weights(ldrm: LDRM, source: Path) -> None:
     one-line error unless the two have the same shape."""
     if (source / MANIFEST).is_file():
         manifest = read_manifest(source)
-        has_ema = "ldrm.ema.safetensors" in manifest.get("files", {})
-        state = read_part(source, manifest, "ldrm.ema" if has_ema else "ldrm")
+        state = read_part(source, manifest, denoiser_part(manifest))
     else:
         state = load_ldm(source)[0].state_dict()
     try:
