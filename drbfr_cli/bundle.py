@@ -212,6 +212,20 @@ def _load_state(module: torch.nn.Module, state: dict, what: str, path: Path) -> 
         ) from None
 
 
+def load_bundle_encoder(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """E_DR of a bundle, checked, frozen on the CPU, with its DRM config record ({"model",
+    "preset"}): a bundle stands in for the DRM run it was exported from (`train ldm --drm`)."""
+    manifest = read_manifest(path)
+    try:
+        drm_config = from_dict(DRMConfig, manifest["drm"]["model"], source=f"{path} drm")
+    except (KeyError, TypeError) as exc:
+        raise DrbfrError(f"{path}: incomplete bundle manifest (missing {exc})") from None
+    encoder = build_drm(drm_config)["encoder"]
+    _load_state(encoder, read_part(path, manifest, "drm_encoder"), "drm_encoder", path)
+    encoder.requires_grad_(False).eval()
+    return encoder, {"model": to_dict(drm_config), "preset": manifest["drm"].get("preset")}
+
+
 def load_bundle(path: Path, *, ema: bool = True, weights_dir: Path | None = None) -> Bundle:
     """A bundle folder, checked, on the CPU in eval mode (the EMA denoiser when present).
 

@@ -391,6 +391,27 @@ def test_init_from_starts_a_run_from_a_bundle_or_a_run(
         LDMTask(config)
 
 
+def test_a_bundle_stands_in_for_the_drm_run(
+    bundle_dir: Path, faces_dir: Path, frozen_runs: tuple[Path, Path]
+) -> None:
+    """`train ldm --drm BUNDLE` freezes the bundle's E_DR: training continues from a shipped
+    model whose DRM run is gone."""
+    from_run = _ldm_task(faces_dir, frozen_runs)
+    _, vae = frozen_runs
+    config = LDMTaskConfig(
+        model=SMALL_LDM, data=str(faces_dir), preset="test", drm=str(bundle_dir), vae=str(vae)
+    )
+    from_bundle = LDMTask(config)
+    expected = load_bundle(bundle_dir).parts.encoder.state_dict()
+    got = from_bundle.parts.encoder.state_dict()
+    assert got.keys() == expected.keys()
+    assert all(torch.equal(got[name], expected[name]) for name in got)
+    assert from_bundle.parts.drm_config == from_run.parts.drm_config
+    assert not any(p.requires_grad for p in from_bundle.parts.encoder.parameters())
+    with pytest.raises(DrbfrError, match="no trained weights"):
+        LDMTask(replace(config, drm=str(faces_dir)))
+
+
 def test_doctor_restores_one_face_with_a_named_bundle(bundle_dir: Path) -> None:
     finding = doctor.check_restore(str(bundle_dir))
     assert finding.level is doctor.Level.OK and "one 32 px face" in finding.detail

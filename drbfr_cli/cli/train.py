@@ -170,7 +170,9 @@ def train_vae_command(
 def train_ldm_command(
     data: DataOption,
     out: OutOption,
-    drm: Path = typer.Option(..., help="Run folder of the trained DRM (frozen)."),
+    drm: Path = typer.Option(
+        ..., help="Run folder of the trained DRM, or a bundle whose E_DR it uses (frozen)."
+    ),
     vae: Path | None = typer.Option(
         None, help="Run folder of the trained VQ autoencoder (frozen); not for TAEF2 presets."
     ),

@@ -18,7 +18,13 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from drbfr_cli import weights
-from drbfr_cli.bundle import MANIFEST, denoiser_part, read_manifest, read_part
+from drbfr_cli.bundle import (
+    MANIFEST,
+    denoiser_part,
+    load_bundle_encoder,
+    read_manifest,
+    read_part,
+)
 from drbfr_cli.choices import FirstStageKind
 from drbfr_cli.config import from_dict, to_dict
 from drbfr_cli.diffusion.pipeline import FrozenParts, condition, restore_faces
@@ -68,6 +74,16 @@ class LDMTaskConfig:
     starts afresh)."""
 
 
+def load_frozen_encoder(source: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """E_DR, frozen, and its config record ({"model", "preset"}) from a DRM run or a bundle (so
+    training continues from a shipped model when its DRM run is gone)."""
+    if (source / MANIFEST).is_file():
+        return load_bundle_encoder(source)
+    drm_modules, drm_saved = load_drm(source)
+    encoder = drm_modules["encoder"].requires_grad_(False).eval()
+    return encoder, {"model": drm_saved["model"], "preset": drm_saved.get("preset")}
+
+
 def load_frozen_parts(
     drm_run: Path,
     vae_run: Path | None,
@@ -78,12 +94,10 @@ def load_frozen_parts(
 ) -> FrozenParts:
     """E_DR of a DRM run and the first stage, frozen: the VAE (with its latent scaling) of a VAE
     run (`quantize`: whether decoding goes through the codebook), or the pretrained TAEF2."""
-    drm_modules, drm_saved = load_drm(drm_run)
-    drm_modules["encoder"].requires_grad_(False).eval()
-    drm_config = {"model": drm_saved["model"], "preset": drm_saved.get("preset")}
+    encoder, drm_config = load_frozen_encoder(drm_run)
     if first_stage is FirstStageKind.TAEF2:
         codec = load_taef2(weights_dir, shipped_latent_stats())
-        return FrozenParts(codec, drm_modules["encoder"], taef2_record(codec), drm_config)
+        return FrozenParts(codec, encoder, taef2_record(codec), drm_config)
     if vae_run is None:
         raise DrbfrError("the vq first stage needs the run folder of a trained VAE (--vae)")
     trained_vae = load_vae(vae_run)
@@ -97,7 +111,7 @@ def load_frozen_parts(
     trained_vae.model.requires_grad_(False).eval()
     return FrozenParts(
         first_stage=FirstStage(trained_vae.model, trained_vae.latent.scaling_factor, quantize),
-        encoder=drm_modules["encoder"],
+        encoder=encoder,
         vae_config=vae_saved,
         drm_config=drm_config,
     )
