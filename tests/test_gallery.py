@@ -163,6 +163,17 @@ def _synthetic_run(out: Path, count: int) -> None:
     writer.close(summary)
 
 
+def test_names_and_notes_are_escaped(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    _synthetic_run(out, 1)
+    report = json.loads((out / REPORT_NAME).read_text())
+    report["images"][0]["relative"] = "a<b> & c.png"
+    (out / REPORT_NAME).write_text(json.dumps(report))
+    page = write_restore_gallery(out, [out / REPORT_NAME], note="Lanczos & <co>")[0].read_text()
+    assert "a&lt;b&gt; &amp; c.png" in page and "Lanczos &amp; &lt;co&gt;" in page
+    assert "<b>" not in page and "<co>" not in page
+
+
 def test_a_thousand_images_make_five_linked_pages(tmp_path: Path, browser) -> None:
     out = tmp_path / "run"
     _synthetic_run(out, 1000)
