@@ -16,7 +16,7 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.browser import chromium_context, open_page  # noqa: E402
+from tests.browser import chromium_context, open_page
 
 DOCS = Path(__file__).resolve().parent
 

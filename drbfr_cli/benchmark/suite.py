@@ -138,8 +138,8 @@ def restore_inputs(shared: Path) -> list[str]:
 
 
 GPU_RESTORE = (
-    "--full --batch-sizes 1,4,8,16 --faces 16 --steps 20,50 --start-t 1,0.4 --baseline-batch-sizes 1,8 "
-    "--bg-upsampler realesrgan --repeats 3 --warmup 1"
+    "--full --batch-sizes 1,4,8,16 --faces 16 --steps 20,50 --start-t 1,0.4 "
+    "--baseline-batch-sizes 1,8 --bg-upsampler realesrgan --repeats 3 --warmup 1"
 )
 CPU_SETTINGS = {
     ("tiny", "restore"): "--full --batch-sizes 1,2,4,8 --faces 8 --steps 20 --start-t 1,0.4 "
