@@ -5,15 +5,16 @@ detection and paste-back), its face aligned as `drbfr restore` aligns it and deg
 Eq. (11) at a moderate and a strong setting with fixed parameters and seeds (aligned/), and
 optionally the first images of an extra folder's whole/ and aligned/ subfolders (the project's
 ../shared/data/real_lq). Everything is restored as `drbfr restore` does it, into
-OUT/restored/{whole,aligned}, and OUT/index.html shows each input beside its restoration.
+OUT/restored/{whole,aligned}, and OUT/index.html, the gallery `drbfr restore` writes
+(gallery/restore.py) over both runs, shows each input beside its restoration (and the degraded
+copies beside the original face).
 Whole photos get a Lanczos background (not Real-ESRGAN) to keep the demo fast.
 """
 
 from __future__ import annotations
 
-import html
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from drbfr_cli.choices import Background
 from drbfr_cli.degradations import DegradationParams, degrade
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.faces.detect import DetectorKind
-from drbfr_cli.imaging import collect_images, from_uint8, write_bytes_atomic, write_image
+from drbfr_cli.imaging import collect_images, from_uint8, write_image
 
 DEGRADATIONS = {
     "moderate": DegradationParams(sigma=1.5, r=2.0, delta=8.0, q=75),
@@ -52,16 +53,6 @@ class DemoConfig:
     samples: int | None = None
     seed: int = 0
     device: str = "auto"
-
-
-@dataclass(frozen=True)
-class Row:
-    """One line of the page: paths relative to OUT."""
-
-    label: str
-    before: str
-    after: str
-    original: str | None = None
 
 
 def astronaut() -> np.ndarray:
@@ -142,7 +133,7 @@ def restore_all(config: DemoConfig, folders: dict[str, Path], step: Step) -> dic
     for kind in (WHOLE, ALIGNED):
         sources = collect_images([folders[kind]])
         options = RestoreOptions(out_dir=config.out / "restored" / kind, aligned=kind == ALIGNED,
-                                 seed=config.seed, batch_size=2)  # fmt: skip
+                                 seed=config.seed, batch_size=2, gallery=False)  # fmt: skip
         if tools is None:
             tools, settings = build_tools(options, choices, notice=step)
         kind_tools = RestoreTools(restorer=tools.restorer) if kind == ALIGNED else tools
@@ -154,45 +145,15 @@ def restore_all(config: DemoConfig, folders: dict[str, Path], step: Step) -> dic
     return outputs
 
 
-def page_rows(out: Path, folders: dict[str, Path], restored: dict[str, Path]) -> list[Row]:
-    """One row per input image, paths relative to OUT."""
-    rows = []
-    for kind in (WHOLE, ALIGNED):
-        for source in collect_images([folders[kind]]):
-            stem = source.relative.stem.removesuffix("_moderate").removesuffix("_strong")
-            original = folders["original"] / f"{stem}.png"
-            rows.append(Row(
-                label=f"{kind}: {source.relative}",
-                before=str(source.path.relative_to(out)),
-                after=str((restored[kind] / source.relative).relative_to(out)),
-                original=str(original.relative_to(out))
-                if kind == ALIGNED and original.is_file() else None,
-            ))  # fmt: skip
-    return rows
-
-
-def before_after_page(rows: Sequence[Row], note: str) -> str:
-    """An HTML page: one row per image (label, input, restoration, original when known)."""
-
-    def image(path: str | None) -> str:
-        return f'<img src="{html.escape(path)}" width="320">' if path else ""
-
-    cells = "\n".join(
-        f"<tr><td>{html.escape(r.label)}</td><td>{image(r.before)}</td>"
-        f"<td>{image(r.after)}</td><td>{image(r.original)}</td></tr>"
-        for r in rows
-    )
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>drbfr demo</title>
-<style>body{{font-family:sans-serif;margin:2em}} td{{padding:4px;vertical-align:top}}
-.note{{max-width:50em}}</style>
-</head><body>
-<h1>drbfr demo: before / after</h1>
-<p class="note">{html.escape(note)}</p>
-<table><tr><th></th><th>input</th><th>restored</th><th>original (degraded copies)</th></tr>
-{cells}
-</table></body></html>
-"""
+def originals(folders: dict[str, Path]) -> dict[str, Path]:
+    """The undegraded face of each degraded aligned input, by input path as in the report."""
+    found = {}
+    for source in collect_images([folders[ALIGNED]]):
+        stem = source.relative.stem.removesuffix("_moderate").removesuffix("_strong")
+        original = folders["original"] / f"{stem}.png"
+        if original.is_file():
+            found[str(source.path)] = original
+    return found
 
 
 def demo_note(config: DemoConfig, model: str) -> str:
@@ -209,19 +170,24 @@ def demo_note(config: DemoConfig, model: str) -> str:
 
 
 def run_demo(config: DemoConfig, step: Step) -> Path:
-    """Every demo stage; returns the before/after page."""
+    """Every demo stage; returns the before/after page (the gallery of both runs)."""
+    from drbfr_cli.gallery.restore import write_restore_gallery
+
     if config.extra is not None:
         extra_subfolders(config.extra)
     step("writing the inputs (scikit-image's astronaut, its degraded face, extras)")
     folders = write_inputs(config)
     restored = restore_all(config, folders, step)
     model = _model_name(config.out / "restored" / ALIGNED)
-    page = config.out / "index.html"
-    html_text = before_after_page(
-        page_rows(config.out, folders, restored), demo_note(config, model)
+    reports = [restored[kind].parent / "report.json" for kind in (WHOLE, ALIGNED)]
+    pages = write_restore_gallery(
+        config.out,
+        reports,
+        title="drbfr demo: before / after",
+        note=demo_note(config, model),
+        references=originals(folders),
     )
-    write_bytes_atomic(page, html_text.encode())
-    return page
+    return pages[0]
 
 
 def _model_name(run_dir: Path) -> str:

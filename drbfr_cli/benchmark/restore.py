@@ -57,6 +57,30 @@ from drbfr_cli.imaging import collect_images, read_image
 from drbfr_cli.restore.restorer import BundleRestorer
 
 Notice = Callable[[str], None]
+Progress = Callable[[int, int, str], None]
+"""Called with (phases done, phases in all, the phase starting)."""
+
+QUICK = {
+    "batch_sizes": (1, 4),
+    "faces": 4,
+    "repeats": 1,
+    "warmup": 1,
+    "image_sides": (512, 1024),
+    "face_counts": (1, 4),
+    "copies": 1,
+}
+"""What `drbfr bench restore` measures by default (minutes on a 2-core CPU): fewer batch sizes,
+image sizes and face counts, one measured repeat."""
+FULL = {
+    "batch_sizes": (1, 2, 4, 8),
+    "faces": 8,
+    "repeats": 3,
+    "warmup": 1,
+    "image_sides": (512, 1024, 2048),
+    "face_counts": (1, 2, 4, 8),
+    "copies": 2,
+}
+"""Every case (--full): the defaults of RestoreBenchConfig."""
 
 
 @dataclass(frozen=True)
@@ -229,11 +253,39 @@ def _faces_of_photos(setup: PipelineSetup, count: int) -> list[np.ndarray]:
 # The run
 
 
-def run_restore_bench(config: RestoreBenchConfig, notice: Notice | None = None) -> dict[str, Any]:
-    """Measure everything `config` asks for; the results as a JSON-ready dict."""
-    say = notice or (lambda _message: None)
+class _Phases:
+    """Notices and progress: each notice starts the next of `total` phases."""
+
+    def __init__(self, notice: Notice | None, progress: Progress | None, total: int) -> None:
+        self._notice, self._progress, self.total, self.done = notice, progress, total, -1
+
+    def __call__(self, message: str) -> None:
+        self.done += 1
+        if self._notice is not None:
+            self._notice(message)
+        if self._progress is not None:
+            self._progress(self.done, self.total, message)
+
+    def finish(self) -> None:
+        if self._progress is not None:
+            self._progress(self.total, self.total, "done")
+
+
+def phase_count(config: RestoreBenchConfig, precisions: int) -> int:
+    """How many phases (notices) a bench run has."""
+    whole = config.pipeline and not config.calls_only
+    per_precision = 2 + (not config.calls_only) + whole
+    return int(config.pipeline) + precisions * per_precision
+
+
+def run_restore_bench(
+    config: RestoreBenchConfig, notice: Notice | None = None, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Measure everything `config` asks for; the results as a JSON-ready dict. `notice` gets a
+    line as each phase starts, `progress` the phases done and in all."""
     device = resolve_device(config.device)
     precisions = resolve_precisions(config.precisions, device)
+    say = _Phases(notice, progress, phase_count(config, len(precisions)))
     bundle, source = _bundle(config)
     samplings = _samplings(bundle, config)
     result: dict[str, Any] = {
@@ -259,6 +311,7 @@ def run_restore_bench(config: RestoreBenchConfig, notice: Notice | None = None) 
             _run_precision(config, bundle, samplings, faces, setup, device, precision, scratch, say)
             for precision in precisions
         ]
+    say.finish()
     return result
 
 

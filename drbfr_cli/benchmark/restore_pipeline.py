@@ -170,6 +170,7 @@ def pipeline_row(
         batch_size=batch,
         overwrite=True,
         upscale=setup.upscale,
+        gallery=False,
     )
     summaries = []
     measurement = measure(

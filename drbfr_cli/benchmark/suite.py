@@ -138,11 +138,11 @@ def restore_inputs(shared: Path) -> list[str]:
 
 
 GPU_RESTORE = (
-    "--batch-sizes 1,4,8,16 --faces 16 --steps 20,50 --start-t 1,0.4 --baseline-batch-sizes 1,8 "
-    "--bg-upsampler realesrgan --repeats 3 --warmup 1"
+    "--full --batch-sizes 1,4,8,16 --faces 16 --steps 20,50 --start-t 1,0.4 "
+    "--baseline-batch-sizes 1,8 --bg-upsampler realesrgan --repeats 3 --warmup 1"
 )
 CPU_SETTINGS = {
-    ("tiny", "restore"): "--batch-sizes 1,2,4,8 --faces 8 --steps 20 --start-t 1,0.4 "
+    ("tiny", "restore"): "--full --batch-sizes 1,2,4,8 --faces 8 --steps 20 --start-t 1,0.4 "
     "--repeats 2 --warmup 1",
     ("tiny", "train"): "--batch-sizes 8 --repeats 3 --warmup 1",
     # larger presets (paper: a 415 M-parameter U-Net at 128 x 128 latents): single network

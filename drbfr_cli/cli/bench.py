@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -110,6 +112,30 @@ def _notice(quiet: bool):
     return say
 
 
+@contextmanager
+def _progress_bar(quiet: bool) -> Iterator[Callable[[int, int, str], None] | None]:
+    """A progress bar over the benchmark's phases on stderr (none when quiet)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if quiet:
+        yield None
+        return
+    columns = (
+        TextColumn("bench"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+    )
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task("starting", total=None)
+
+        def update(done: int, total: int, phase: str) -> None:
+            bar.update(task, completed=done, total=total, description=phase)
+
+        yield update
+
+
 @app.command("restore")
 def bench_restore(
     preset: PresetOption = "tiny",
@@ -129,9 +155,19 @@ def bench_restore(
             rich_help_panel=_MODEL,
         ),
     ] = "auto",
+    full: Annotated[
+        bool,
+        typer.Option(
+            help="Every case: batch sizes 1,2,4,8, 8 faces, 3 repeats, image sides 512,1024,2048, "
+            "face counts 1,2,4,8, 2 copies (tens of minutes on a 2-core CPU). Without it: 1,4, "
+            "4 faces, 1 repeat, 512,1024, 1,4, 1 copy (minutes). Options given win.",
+            rich_help_panel=_WHAT,
+        ),
+    ] = False,
     batch_sizes: Annotated[
-        str, typer.Option(help="Comma list of faces per restorer call.", rich_help_panel=_WHAT)
-    ] = "1,2,4,8",
+        str | None,
+        typer.Option(help="Comma list of faces per restorer call.", rich_help_panel=_WHAT),
+    ] = None,
     steps: Annotated[
         str, typer.Option(help="Comma list of sampling step counts.", rich_help_panel=_WHAT)
     ] = "20",
@@ -145,15 +181,25 @@ def bench_restore(
         Sampler | None, typer.Option(help="Sampler (default: the model's).", rich_help_panel=_WHAT)
     ] = None,
     faces: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=1,
             help="Faces per restorer pass (at least the largest batch).",
             rich_help_panel=_WHAT,
         ),
-    ] = 8,
-    repeats: RepeatsOption = 3,
-    warmup: WarmupOption = 1,
+    ] = None,
+    repeats: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Measured runs of each case (the median is reported).",
+            rich_help_panel=_WHAT,
+        ),
+    ] = None,
+    warmup: Annotated[
+        int | None,
+        typer.Option(min=0, help="Unmeasured runs of each case first.", rich_help_panel=_WHAT),
+    ] = None,
     calls_only: Annotated[
         bool,
         typer.Option(
@@ -181,14 +227,16 @@ def bench_restore(
         ),
     ] = True,
     image_sides: Annotated[
-        str, typer.Option(help="Longest sides of the image-size runs.", rich_help_panel=_WHAT)
-    ] = "512,1024,2048",
+        str | None,
+        typer.Option(help="Longest sides of the image-size runs.", rich_help_panel=_WHAT),
+    ] = None,
     face_counts: Annotated[
-        str, typer.Option(help="Faces per image of the face-count runs.", rich_help_panel=_WHAT)
-    ] = "1,2,4,8",
+        str | None,
+        typer.Option(help="Faces per image of the face-count runs.", rich_help_panel=_WHAT),
+    ] = None,
     copies: Annotated[
-        int, typer.Option(min=1, help="Images per scaling run.", rich_help_panel=_WHAT)
-    ] = 2,
+        int | None, typer.Option(min=1, help="Images per scaling run.", rich_help_panel=_WHAT)
+    ] = None,
     run_repeats: Annotated[
         int,
         typer.Option(min=1, help="Whole restore runs per case (median).", rich_help_panel=_WHAT),
@@ -234,7 +282,8 @@ def bench_restore(
     quiet: QuietOption = False,
 ) -> None:
     """Faces/s, per-stage times and peak memory of restoration, with the GFPGAN and CodeFormer
-    architectures (random weights) and the one-face loop measured in the same run."""
+    architectures (random weights) and the one-face loop measured in the same run. A few
+    minutes on a 2-core CPU by default; --full measures every case."""
     started = time.perf_counter()
     try:
         precisions = tuple(Precision(p) for p in _names(precision))
@@ -242,23 +291,31 @@ def bench_restore(
         raise typer.BadParameter(
             f"--precision takes auto, fp32, fp16, bf16; got {precision!r}"
         ) from None
-    from drbfr_cli.benchmark.restore import RestoreBenchConfig, run_restore_bench
+    from drbfr_cli.benchmark.restore import FULL, QUICK, RestoreBenchConfig, run_restore_bench
     from drbfr_cli.benchmark.restore_report import restore_tables
 
+    base = FULL if full else QUICK
+    given = {
+        "batch_sizes": None if batch_sizes is None else _numbers(batch_sizes, "--batch-sizes", int),
+        "faces": faces,
+        "repeats": repeats,
+        "warmup": warmup,
+        "image_sides": None if image_sides is None else _numbers(image_sides, "--image-sides", int),
+        "face_counts": None if face_counts is None else _numbers(face_counts, "--face-counts", int),
+        "copies": copies,
+    }
+    chosen = {key: base[key] if value is None else value for key, value in given.items()}
     with user_errors():
         try:
             config = RestoreBenchConfig(
+                **chosen,
                 preset=preset,
                 model=model,
                 device=device,
                 precisions=precisions,
-                batch_sizes=_numbers(batch_sizes, "--batch-sizes", int),
                 steps=_numbers(steps, "--steps", int),
                 start_ts=_numbers(start_t, "--start-t", float),
                 sampler=sampler,
-                faces=faces,
-                repeats=repeats,
-                warmup=warmup,
                 calls_only=calls_only,
                 baselines=_names(baselines),
                 baseline_batch_sizes=_numbers(baseline_batch_sizes, "--baseline-batch-sizes", int),
@@ -270,15 +327,13 @@ def bench_restore(
                 background=bg_upsampler,
                 pipeline=pipeline,
                 scaling=scaling,
-                image_sides=_numbers(image_sides, "--image-sides", int),
-                face_counts=_numbers(face_counts, "--face-counts", int),
-                copies=copies,
                 run_repeats=run_repeats,
                 seed=seed,
             )
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
-        result = run_restore_bench(config, notice=_notice(quiet))
+        with _progress_bar(quiet) as progress:
+            result = run_restore_bench(config, notice=_notice(quiet), progress=progress)
     _finish(result, restore_tables(result), out, markdown, quiet, started)
 
 

@@ -79,7 +79,9 @@ def eval_command(
     ),
     fid_stats: Path | None = typer.Option(None, help="FID reference statistics (.npz)."),
     weights_dir: Path | None = typer.Option(None, help="Look here first for weight files."),
-    out: Path | None = typer.Option(None, help="Write summary.json, metrics.csv, report.md, grid."),
+    out: Path | None = typer.Option(
+        None, help="Write summary.json, metrics.csv, report.md, a grid and index.html here."
+    ),
     grid_samples: int = typer.Option(6, min=0, help="Rows in the comparison grid."),
     device: str = typer.Option(
         "cpu", callback=_check_device, help="torch device for LPIPS and FID (cpu, cuda)."
@@ -116,6 +118,10 @@ def eval_command(
     from drbfr_cli.metrics.report import write_reports
 
     with user_errors():
+        if out is not None:
+            from drbfr_cli.gallery.page import check_targets
+
+            check_targets(out)
         if dataset is not None:
             if data_root is None:
                 raise fail("--dataset needs --data-root DIR")

@@ -237,6 +237,13 @@ def restore(
         Path | None,
         typer.Option(help="Also write the per-image report as CSV.", rich_help_panel=_OUTPUT),
     ] = None,
+    gallery: Annotated[
+        bool,
+        typer.Option(
+            help="Write OUT/index.html: a before/after page per 200 images, opened from disk.",
+            rich_help_panel=_OUTPUT,
+        ),
+    ] = True,
     json_lines: Annotated[
         bool,
         typer.Option(
@@ -251,7 +258,8 @@ def restore(
         int, typer.Option(help="Refuse larger images (decompression-bomb guard).")
     ] = max_pixels_from_env(),
 ) -> None:
-    """Restore every face of the input images; write OUT/restored_imgs/ and OUT/report.json.
+    """Restore every face of the input images; write OUT/restored_imgs/, OUT/report.json and
+    OUT/index.html (before/after gallery).
 
     Finished outputs are skipped, so an interrupted run resumes with the same command. The exit
     code is 0 when every image succeeded, 1 when some failed (each is reported), 2 for unusable
@@ -283,6 +291,7 @@ def restore(
         niqe=Metric.NIQE in chosen,
         identity=Metric.IDS in chosen,
         report_csv=report_csv,
+        gallery=gallery,
     )
     sampling = {
         "sampler": sampler, "steps": steps, "start_t": start_t, "tem_t": tem_t,
@@ -428,6 +437,8 @@ class _Printer:
             table.add_row(label, str(value))
         self._console.print(table)
         self._console.print(f"report: {out / 'report.json'}", highlight=False, soft_wrap=True)
+        if (out / "index.html").is_file():
+            self._console.print(f"gallery: {out / 'index.html'}", highlight=False, soft_wrap=True)
 
 
 class _ProgressContext:

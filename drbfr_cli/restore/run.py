@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from drbfr_cli import devices
 from drbfr_cli.errors import DrbfrError
+from drbfr_cli.gallery.page import check_targets
 from drbfr_cli.imaging import ImageSource, is_temporary, make_output_folder
 from drbfr_cli.restore.legacy import adopt_legacy_report
 from drbfr_cli.restore.records import RecordLog
@@ -74,7 +75,8 @@ def restore_images(
     the whole run (an unusable output folder, clashing outputs, a report.json or record file
     drbfr did not write, a failing restorer, out of GPU memory with one face per batch).
     `settings` are copied into the report; `on_record` is called (from the writer thread) with
-    each image's record, in input order.
+    each image's record, in input order. With options.gallery, OUT/index.html (gallery/restore.py)
+    is written from the report at the end.
     """
     check_tools(tools, options)
     notice = on_notice or (lambda _message: None)
@@ -83,14 +85,30 @@ def restore_images(
     if removed:
         notice(f"removed {removed} unfinished temporary file(s) left by an interrupted run")
     check_report_path(options.out_dir / REPORT_NAME)
+    if options.gallery:
+        check_targets(options.out_dir)
     adopted = adopt_legacy_report(options.out_dir)
     if adopted is not None:
         notice(f"adopted {adopted} output(s) listed in {REPORT_NAME} by an earlier drbfr version")
     log = open_log(options.out_dir)
     try:
-        return _restore_into(sources, outputs, options, tools, log, settings, on_record, notice)
+        summary = _restore_into(sources, outputs, options, tools, log, settings, on_record, notice)
     finally:
         log.close()
+    if options.gallery:
+        write_run_gallery(options.out_dir, notice)
+    return summary
+
+
+def write_run_gallery(out_dir: Path, notice: Notice) -> None:
+    """OUT/index.html from the report just written (a failure is a notice: the outputs and
+    the report are complete)."""
+    from drbfr_cli.gallery.restore import write_restore_gallery
+
+    try:
+        write_restore_gallery(out_dir, [out_dir / REPORT_NAME])
+    except DrbfrError as exc:
+        notice(f"the gallery was not written: {exc}")
 
 
 def open_log(out_dir: Path) -> RecordLog:

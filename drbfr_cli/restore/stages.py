@@ -27,6 +27,7 @@ from drbfr_cli.errors import DrbfrError
 from drbfr_cli.faces.align import FACE_SIZE, AlignedFace, align_face
 from drbfr_cli.faces.detect import DetectOptions, detect_faces
 from drbfr_cli.faces.paste import PasteFace, match_color, paste_faces, to_grayscale
+from drbfr_cli.gallery.page import THUMBS
 from drbfr_cli.imaging import (
     ALPHA_EXTENSIONS,
     DEFAULT_MAX_PIXELS,
@@ -57,7 +58,7 @@ RESTORED_IMGS = "restored_imgs"
 CROPPED_FACES = "cropped_faces"
 RESTORED_FACES = "restored_faces"
 CMP = "cmp"
-OUTPUT_FOLDERS = (RESTORED_IMGS, CROPPED_FACES, RESTORED_FACES, CMP)
+OUTPUT_FOLDERS = (RESTORED_IMGS, CROPPED_FACES, RESTORED_FACES, CMP, THUMBS)
 """Subfolders of OUT that restore writes (never read back as inputs)."""
 
 
@@ -89,6 +90,8 @@ class RestoreOptions:
     """Score every restored face's identity distance to its aligned input face (needs an
     embedder in RestoreTools)."""
     report_csv: Path | None = None
+    gallery: bool = True
+    """Write OUT/index.html, the before/after gallery, at the end."""
     queue_size: int = 4
     """Images waiting between two stages (bounds memory)."""
 

@@ -1,0 +1,1 @@
+"""Static HTML pages: the before/after gallery of restore, the eval page."""
