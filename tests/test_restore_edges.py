@@ -123,3 +123,25 @@ def test_ext_jpg_drops_alpha_with_a_note(faces: Path, tmp_path: Path) -> None:
     notes = [line for line in result.stderr.splitlines() if "transparency" in line]
     assert len(notes) == 1 and notes[0].startswith("note:") and "with_alpha.png" in notes[0]
     assert read_image(out / "restored_imgs" / "with_alpha.jpg").alpha is None
+
+
+def test_missing_detector_weights_offline_name_the_detectors_that_are_there(
+    real_lq_whole_dir: Path, shared_weights_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """The default RetinaFace-R50 is not in the weights folder and cannot be fetched: one line
+    that says where to put it and which detectors' weights are already there."""
+    monkeypatch.setenv("DRBFR_OFFLINE", "1")
+    weights_dir = tmp_path / "weights"
+    weights_dir.mkdir()
+    shutil.copy(shared_weights_dir / "face_detection_yunet_2023mar.onnx", weights_dir)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(sorted(real_lq_whole_dir.iterdir())[0], photos)
+    result = _invoke(
+        "restore", photos, "-o", tmp_path / "out", *IDENTITY, "--weights-dir", weights_dir,
+        "--no-gallery",
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    error = result.output.strip().splitlines()[-1]
+    assert "retinaface-resnet50" in error and "or use --detector yunet (found)" in error
+    assert "Traceback" not in result.output

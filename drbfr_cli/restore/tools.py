@@ -137,7 +137,19 @@ def build_embedder() -> identity.FaceEmbedder:
 
 
 def build_face_detector(choices: ToolChoices, notice: Notice) -> Detector:
-    ensure_weights(WEIGHT_NAMES[choices.detector], choices.weights_dir, notice)
+    """The chosen detector; when its weights cannot be had, the error names the detectors whose
+    weights are already in the weights folders."""
+    try:
+        ensure_weights(WEIGHT_NAMES[choices.detector], choices.weights_dir, notice)
+    except DrbfrError as exc:
+        present = [
+            kind.value
+            for kind, name in WEIGHT_NAMES.items()
+            if kind is not choices.detector and weights.find(name, choices.weights_dir)
+        ]
+        if not present:
+            raise
+        raise DrbfrError(f"{exc}; or use --detector {' / '.join(present)} (found)") from None
     return build_detector(choices.detector, choices.weights_dir, choices.device)
 
 
