@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -31,6 +32,7 @@ from drbfr_cli.restore.background import DEFAULT_OVERLAP, DEFAULT_TILE
 
 if TYPE_CHECKING:  # torch and the models load when the command runs
     from drbfr_cli.imaging import ImageSource
+    from drbfr_cli.restore.ranks import Rank
     from drbfr_cli.restore.report import ImageRecord, RunSummary
     from drbfr_cli.restore.run import RestoreOptions
     from drbfr_cli.restore.tools import ToolChoices
@@ -290,11 +292,13 @@ def restore(
     }  # fmt: skip
     with user_errors():
         from drbfr_cli.devices import resolve_device
+        from drbfr_cli.restore.ranks import rank_device, rank_from_env
         from drbfr_cli.restore.tools import ToolChoices
 
+        rank = rank_from_env()
         choices = ToolChoices(
             model=model,
-            device=str(resolve_device(device)),
+            device=str(resolve_device(rank_device(device, rank))),
             precision=precision,
             sampling={key: value for key, value in sampling.items() if value is not None},
             weights_dir=weights_dir,
@@ -304,7 +308,8 @@ def restore(
             bg_tile=bg_tile,
             bg_overlap=bg_overlap,
         )
-        _run(inputs, options, choices, _Printer(quiet=quiet, json_lines=json_lines))
+        printer = _Printer(quiet=quiet, json_lines=json_lines, rank=rank)
+        _run(inputs, options, choices, printer, rank)
 
 
 def _restore_options(**values: Any) -> RestoreOptions:
@@ -333,9 +338,14 @@ def parse_restore_metrics(text: str | None) -> tuple[Metric, ...]:
 
 
 def _run(
-    arguments: list[str], options: RestoreOptions, choices: ToolChoices, printer: _Printer
+    arguments: list[str],
+    options: RestoreOptions,
+    choices: ToolChoices,
+    printer: _Printer,
+    rank: Rank,
 ) -> None:
-    """Find the inputs, build the models, restore, print the summary, set the exit code."""
+    """Find the inputs, build the models, restore, print the summary, set the exit code. A
+    sharded rank restores its shard; the one that merges the report also prints its summary."""
     import cv2
 
     from drbfr_cli.restore.run import restore_images
@@ -343,8 +353,11 @@ def _run(
 
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # no DNN backend chatter
     sources = _find_sources(arguments, options.out_dir)
+    if rank.sharded:
+        options = replace(options, rank=rank.rank)
     tools, settings = build_tools(options, choices, printer.notice)
-    with printer.progress(len(sources)) as on_record:
+    shard = sum(rank.takes(s.relative.as_posix()) for s in sources) if rank.sharded else None
+    with printer.progress(len(sources) if shard is None else shard) as on_record:
         summary = restore_images(
             sources,
             options,
@@ -352,8 +365,13 @@ def _run(
             settings=settings,
             on_record=on_record,
             on_notice=printer.notice,
+            rank=rank,
+            on_merged=lambda merged: printer.summary(merged, options.out_dir),
         )
-    printer.summary(summary, options.out_dir)
+    if rank.sharded:
+        printer.shard_done(summary)
+    else:
+        printer.summary(summary, options.out_dir)
     if summary.failed:
         raise typer.Exit(EXIT_PARTIAL)
 
@@ -378,13 +396,28 @@ def _find_sources(arguments: list[str], out_dir: Path) -> list[ImageSource]:
 class _Printer:
     """Progress bar, notices, per-image errors, --json lines and the summary table."""
 
-    def __init__(self, *, quiet: bool, json_lines: bool) -> None:
+    def __init__(self, *, quiet: bool, json_lines: bool, rank: Rank | None = None) -> None:
         self.quiet, self.json_lines = quiet, json_lines
         self._console = err_console if json_lines else console
+        self._prefix = f"{rank.label}: " if rank is not None and rank.sharded else ""
+        self.bar = rank is None or rank.local_rank == 0
+        """Show the progress bar (one per machine when sharded: local rank 0's)."""
 
     def notice(self, message: str) -> None:
         if not self.quiet:
-            err_console.print(f"[yellow]note:[/] {message}", highlight=False, soft_wrap=True)
+            text = f"[yellow]note:[/] {self._prefix}{message}"
+            err_console.print(text, highlight=False, soft_wrap=True)
+
+    def shard_done(self, summary: RunSummary) -> None:
+        """A rank's one-line account of its shard."""
+        if not self.quiet:
+            err_console.print(
+                f"{self._prefix}{summary.restored} restored, {summary.skipped} skipped, "
+                f"{summary.failed} failed, {summary.faces_restored} faces in "
+                f"{summary.seconds:.1f} s",
+                highlight=False,
+                soft_wrap=True,
+            )
 
     def progress(self, total: int) -> _ProgressContext:
         return _ProgressContext(self, total)
@@ -443,7 +476,7 @@ class _ProgressContext:
             TextColumn("ETA"),
             TimeRemainingColumn(),
         )
-        disable = printer.quiet or not err_console.is_terminal
+        disable = printer.quiet or not printer.bar or not err_console.is_terminal
         self._printer = printer
         self._progress = Progress(*columns, console=err_console, transient=True, disable=disable)
         self._task = self._progress.add_task("restore", total=total, faces=0, rate=0.0)

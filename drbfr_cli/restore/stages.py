@@ -11,6 +11,7 @@ Images are float32 RGB HxWx3 in [0, 1]; aligned crops are FACE_SIZE x FACE_SIZE.
 from __future__ import annotations
 
 import hashlib
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -91,6 +92,8 @@ class RestoreOptions:
     report_csv: Path | None = None
     queue_size: int = 4
     """Images waiting between two stages (bounds memory)."""
+    rank: int | None = 0
+    """The rank the records name (ranks.py; None with the Ray engine)."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.queue_size < 1:
@@ -139,6 +142,8 @@ class ImageJob:
     timings: dict[str, float] = field(default_factory=dict)
     earlier: ImageRecord | None = None
     """A skipped image's record, from the run that wrote its output."""
+    rank: int | None = 0
+    """The rank restoring it (RestoreOptions.rank)."""
 
     @property
     def ready(self) -> bool:
@@ -211,7 +216,7 @@ def prepare_job(
 ) -> ImageJob:
     """Skip a finished image, or read it and align its faces; failures become the job's error.
     An output path holding a file drbfr did not write fails the image (the file is kept)."""
-    job = ImageJob(source=source, output=output)
+    job = ImageJob(source=source, output=output, rank=options.rank)
     if output.exists():
         earlier = log.finished(output)
         if earlier is None:
@@ -518,6 +523,8 @@ def make_record(
         faces=faces,
         timings=timings,
         files=files or {},
+        rank=job.rank,
+        host=socket.gethostname(),
     )
 
 
