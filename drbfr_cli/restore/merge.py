@@ -9,6 +9,7 @@ OUT` does the same by hand. The parts of a merged run are deleted.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import os
@@ -146,6 +147,8 @@ def _merge(out_dir: Path, folder: Path, world_size: int) -> RunSummary:
     summary.seconds = max(m["ended"] for m in markers) - min(m["started"] for m in markers)
     report.close(summary)
     shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        folder.parent.rmdir()  # report.parts/, when no other run's parts are in it
     return summary
 
 
