@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import replace
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -45,6 +46,12 @@ _DETECT = "Detection"
 _MODEL = "Restoration model"
 _OUTPUT = "Output"
 _BACKGROUND = "Background"
+_SCALE = "Scale-out"
+
+
+class Engine(StrEnum):
+    LOCAL = "local"
+    RAY = "ray"
 
 
 def restore(
@@ -252,6 +259,21 @@ def restore(
     max_pixels: Annotated[
         int, typer.Option(help="Refuse larger images (decompression-bomb guard).")
     ] = max_pixels_from_env(),
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            help="local: this process (one shard of the inputs per rank under torchrun); ray: "
+            "a Ray Data pipeline (needs drbfr[ray]).",
+            rich_help_panel=_SCALE,
+        ),
+    ] = Engine.LOCAL,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster to run on (default: a local runtime with 2 CPUs).",
+            rich_help_panel=_SCALE,
+        ),
+    ] = None,
 ) -> None:
     """Restore every face of the input images; write OUT/restored_imgs/ and OUT/report.json.
 
@@ -296,6 +318,10 @@ def restore(
         from drbfr_cli.restore.tools import ToolChoices
 
         rank = rank_from_env()
+        if engine is Engine.RAY and rank.sharded:
+            raise fail("--engine ray runs alone: start it once, not under torchrun")
+        if ray_address is not None and engine is not Engine.RAY:
+            raise fail("--ray-address needs --engine ray")
         choices = ToolChoices(
             model=model,
             device=str(resolve_device(rank_device(device, rank))),
@@ -309,7 +335,10 @@ def restore(
             bg_overlap=bg_overlap,
         )
         printer = _Printer(quiet=quiet, json_lines=json_lines, rank=rank)
-        _run(inputs, options, choices, printer, rank)
+        if engine is Engine.RAY:
+            _run_ray(inputs, options, choices, printer, device, ray_address)
+        else:
+            _run(inputs, options, choices, printer, rank)
 
 
 def _restore_options(**values: Any) -> RestoreOptions:
@@ -372,6 +401,39 @@ def _run(
         printer.shard_done(summary)
     else:
         printer.summary(summary, options.out_dir)
+    if summary.failed:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _run_ray(
+    arguments: list[str],
+    options: RestoreOptions,
+    choices: ToolChoices,
+    printer: _Printer,
+    device: str,
+    address: str | None,
+) -> None:
+    """--engine ray: the models are built here once (checks, settings), then in the workers."""
+    import cv2
+
+    from drbfr_cli.restore.ray_engine import import_ray, restore_images_ray
+    from drbfr_cli.restore.tools import build_tools
+
+    import_ray()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    sources = _find_sources(arguments, options.out_dir)
+    settings = build_tools(options, choices, printer.notice)[1]
+    with printer.progress(len(sources)) as on_record:
+        summary = restore_images_ray(
+            sources,
+            options,
+            replace(choices, device=device),
+            settings,
+            address=address,
+            on_record=on_record,
+            on_notice=printer.notice,
+        )
+    printer.summary(summary, options.out_dir)
     if summary.failed:
         raise typer.Exit(EXIT_PARTIAL)
 
