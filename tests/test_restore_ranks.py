@@ -71,22 +71,29 @@ def _comparable(record: dict) -> dict:
     return {key: value for key, value in record.items() if key not in drop}
 
 
-@pytest.fixture(scope="module")
-def photos(real_lq_whole_dir: Path, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("photos")
+def make_photos(whole_dir: Path, folder: Path) -> Path:
+    """20 small photos: COPIES copies of each whole photo, under different names."""
     for name in NAMES:
         stem, ext = Path(name).stem, Path(name).suffix
         copies = [f"{stem}_{k}{ext}" for k in range(COPIES)]
-        small_copies(real_lq_whole_dir / name, folder, copies, scale=0.3)
+        small_copies(whole_dir / name, folder, copies, scale=0.3)
     return folder
+
+
+def restore_in_one_process(photos: Path, out: Path, weights: Path) -> Path:
+    result = CliRunner().invoke(app, _args(photos, out, weights))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def photos(real_lq_whole_dir: Path, tmp_path_factory) -> Path:
+    return make_photos(real_lq_whole_dir, tmp_path_factory.mktemp("photos"))
 
 
 @pytest.fixture(scope="module")
 def one_process(photos: Path, shared_weights_dir: Path) -> Path:
-    out = photos.parent / "one"
-    result = CliRunner().invoke(app, _args(photos, out, shared_weights_dir))
-    assert result.exit_code == 0, result.output
-    return out
+    return restore_in_one_process(photos, photos.parent / "one", shared_weights_dir)
 
 
 def test_the_shard_is_a_stable_hash_of_the_relative_path():

@@ -1,0 +1,76 @@
+"""`drbfr restore --engine ray` on a local Ray runtime (2 CPUs): the same files, byte for byte,
+and the same report as one process, with a restore actor killed mid-run and restarted by Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from drbfr_cli.restore.records import RECORDS_NAME
+from tests.conftest import PROJECT_ROOT
+from tests.test_restore_ranks import (
+    _args,
+    _comparable,
+    _files,
+    _outputs,
+    make_photos,
+    restore_in_one_process,
+)
+
+
+@pytest.fixture
+def photos(real_lq_whole_dir: Path, tmp_path: Path) -> Path:
+    return make_photos(real_lq_whole_dir, tmp_path / "photos")
+
+
+@pytest.fixture
+def one_process(photos: Path, shared_weights_dir: Path) -> Path:
+    return restore_in_one_process(photos, photos.parent / "one", shared_weights_dir)
+
+
+def _restore_actor(driver: psutil.Process, timeout: float = 240) -> psutil.Process:
+    """The process of the restore actor (Ray names it after the map_batches class)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for process in psutil.process_iter(["cmdline"]):
+            if any("_Restore" in part for part in process.info["cmdline"] or ()):
+                return process
+        assert driver.is_running(), "the run ended before the actor was found"
+        time.sleep(0.1)
+    raise AssertionError("no restore actor appeared")
+
+
+def test_ray_writes_what_one_process_writes_with_an_actor_killed(
+    photos, one_process, shared_weights_dir, tmp_path
+):
+    out = tmp_path / "ray"
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1"}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "drbfr_cli", *_args(photos, out, shared_weights_dir),
+         "--engine", "ray", "--batch-size", "2"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    actor = _restore_actor(psutil.Process(run.pid))
+    deadline = time.monotonic() + 240
+    while len(_outputs(out)) < 2 and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.02)
+    os.kill(actor.pid, signal.SIGKILL)  # Ray restarts the actor and retries its batch
+    killed_at = len(_outputs(out))
+    _, stderr = run.communicate(timeout=300)
+    assert run.returncode == 0, stderr
+    assert killed_at < 20, "the kill did not land in the middle"
+    assert not actor.is_running()
+    assert _files(out) == _files(one_process)  # nothing lost, byte for byte
+    one, ray = (json.loads((o / "report.json").read_text()) for o in (one_process, out))
+    assert [_comparable(r) for r in ray["images"]] == [_comparable(r) for r in one["images"]]
+    assert {r["status"] for r in ray["images"]} == {"ok"} and ray["settings"]["engine"] == "ray"
+    records = [json.loads(line) for line in (out / RECORDS_NAME).read_text().splitlines()]
+    assert sorted(r["relative"] for r in records) == sorted(p.name for p in photos.iterdir())
