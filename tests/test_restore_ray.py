@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from drbfr_cli.choices import Background
 from drbfr_cli.restore.records import RECORDS_NAME
 from tests.conftest import PROJECT_ROOT
 from tests.test_restore_ranks import (
@@ -74,3 +75,43 @@ def test_ray_writes_what_one_process_writes_with_an_actor_killed(
     assert {r["status"] for r in ray["images"]} == {"ok"} and ray["settings"]["engine"] == "ray"
     records = [json.loads(line) for line in (out / RECORDS_NAME).read_text().splitlines()]
     assert sorted(r["relative"] for r in records) == sorted(p.name for p in photos.iterdir())
+
+
+def test_the_ray_stages_in_one_process_write_what_one_process_writes(
+    photos, one_process, shared_weights_dir, tmp_path
+):
+    """The stage functions the Ray pipeline maps, chained here without Ray (for the plumbing,
+    see the test above)."""
+    import pickle
+
+    from drbfr_cli.faces.detect import DetectorKind
+    from drbfr_cli.imaging import find_sources
+    from drbfr_cli.restore import ray_engine
+    from drbfr_cli.restore.run import RestoreOptions, open_log, ready_output_folder
+    from drbfr_cli.restore.stages import plan_outputs, write_job
+    from drbfr_cli.restore.tools import ToolChoices
+
+    out = tmp_path / "stages"
+    options = RestoreOptions(out_dir=out, save_faces=True, batch_size=3)
+    choices = ToolChoices(model="identity", weights_dir=shared_weights_dir,
+                          detector=DetectorKind.YUNET, background=Background.LANCZOS)  # fmt: skip
+    sources = find_sources([str(photos)], ())
+    ready_output_folder(out, lambda _message: None)
+    log = open_log(out)
+    rows = [
+        {"job": pickle.dumps(ray_engine.skip_or_job(s, o, options, log))}
+        for s, o in zip(sources, plan_outputs(sources, options), strict=True)
+    ]
+    rows = [ray_engine._prepare(row, options, choices) for row in rows]
+    restore = ray_engine._Restore(choices, options.batch_size)
+    batches = [rows[i : i + 5] for i in range(0, len(rows), 5)]  # other batches than one process
+    rows = [
+        {"job": data}
+        for batch in batches
+        for data in restore({"job": [row["job"] for row in batch]})["job"]
+    ]
+    for row in rows:
+        rendered = ray_engine._render(row, options, choices)
+        write_job(pickle.loads(rendered["job"]), pickle.loads(rendered["rendered"]), log)
+    log.close()
+    assert _files(out) == _files(one_process)

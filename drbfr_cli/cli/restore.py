@@ -386,6 +386,7 @@ def _run(
         options = replace(options, rank=rank.rank)
     tools, settings = build_tools(options, choices, printer.notice)
     shard = sum(rank.takes(s.relative.as_posix()) for s in sources) if rank.sharded else None
+    merged: list[RunSummary] = []
     with printer.progress(len(sources) if shard is None else shard) as on_record:
         summary = restore_images(
             sources,
@@ -395,13 +396,16 @@ def _run(
             on_record=on_record,
             on_notice=printer.notice,
             rank=rank,
-            on_merged=lambda merged: printer.summary(merged, options.out_dir),
+            on_merged=merged.append,
         )
     if rank.sharded:
         printer.shard_done(summary)
-    else:
+        # Only the merging rank (the last) reports failures in its exit code: a launcher stops
+        # every rank when one exits non-zero, and the others may still be working.
+        summary = merged[0] if merged else None
+    if summary is not None:
         printer.summary(summary, options.out_dir)
-    if summary.failed:
+    if summary is not None and summary.failed:
         raise typer.Exit(EXIT_PARTIAL)
 
 
