@@ -19,9 +19,10 @@ from typer.testing import CliRunner
 
 from drbfr_cli.cli.main import app
 from drbfr_cli.errors import DrbfrError
-from drbfr_cli.restore.merge import PARTS_DIR
+from drbfr_cli.restore.merge import PARTS_DIR, PartWriter, parts_dir
 from drbfr_cli.restore.ranks import Rank, rank_from_env, shard_of
 from drbfr_cli.restore.records import RecordLog, record_files
+from drbfr_cli.restore.report import ImageRecord, ImageStatus, RunSummary
 from tests.conftest import PROJECT_ROOT
 from tests.test_restore_cli import small_copies
 
@@ -198,3 +199,33 @@ def test_a_killed_rank_and_a_rerun_lose_nothing_and_redo_nothing(
     assert {name for name, status in statuses.items() if status == "skipped"} == set(before)
     assert report["summary"]["restored"] == 20 - len(before) and len(statuses) == 20
     assert [p for p in out.rglob(".*") if p.is_file()] == []
+
+
+def _record(name: str, rank: int) -> ImageRecord:
+    return ImageRecord(input=name, relative=name, output=f"out/{name}", status=ImageStatus.OK,
+                       timings={"read": 1.0}, rank=rank, host="h")  # fmt: skip
+
+
+def test_report_merge_puts_the_parts_of_all_ranks_in_input_order(tmp_path):
+    folder = parts_dir(tmp_path, "run1")
+    order = {0: [0, 3], 1: [1, 2, 4]}
+    writers = {r: PartWriter(folder, r, 2, order[r], settings={"device": f"cpu{r}"},
+                             csv_path=tmp_path / "r.csv") for r in order}  # fmt: skip
+    for rank, indexes in order.items():
+        for index in indexes:
+            writers[rank].add(_record(f"{index}.png", rank))
+    writers[0].close(RunSummary())
+    runner = CliRunner()
+    missing = runner.invoke(app, ["report", "merge", str(tmp_path)])
+    assert missing.exit_code == 2 and "rank(s) 1 of 2 did not finish" in missing.stderr
+    writers[1].close(RunSummary())
+    merged = runner.invoke(app, ["report", "merge", str(tmp_path)])
+    assert merged.exit_code == 0, merged.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [r["relative"] for r in report["images"]] == [f"{i}.png" for i in range(5)]
+    assert [r["rank"] for r in report["images"]] == [0, 1, 1, 0, 1]
+    assert report["summary"]["restored"] == 5 and report["settings"]["devices"] == ["cpu0", "cpu1"]
+    assert len((tmp_path / "r.csv").read_text().splitlines()) == 6
+    assert not (tmp_path / PARTS_DIR).exists()
+    again = runner.invoke(app, ["report", "merge", str(tmp_path)])
+    assert again.exit_code == 2 and "no report parts" in again.stderr
