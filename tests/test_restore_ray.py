@@ -37,14 +37,14 @@ def one_process(photos: Path, shared_weights_dir: Path) -> Path:
     return restore_in_one_process(photos, photos.parent / "one", shared_weights_dir)
 
 
-def _restore_actor(driver: psutil.Process, timeout: float = 240) -> psutil.Process:
+def _restore_actor(driver: subprocess.Popen, timeout: float = 240) -> psutil.Process:
     """The process of the restore actor (Ray names it after the map_batches class)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for process in psutil.process_iter(["cmdline"]):
             if any("_Restore" in part for part in process.info["cmdline"] or ()):
                 return process
-        assert driver.is_running(), "the run ended before the actor was found"
+        assert driver.poll() is None, f"the run ended first: {driver.stderr.read()}"
         time.sleep(0.1)
     raise AssertionError("no restore actor appeared")
 
@@ -59,7 +59,7 @@ def test_ray_writes_what_one_process_writes_with_an_actor_killed(
          "--engine", "ray", "--batch-size", "2"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    actor = _restore_actor(psutil.Process(run.pid))
+    actor = _restore_actor(run)
     deadline = time.monotonic() + 240
     while len(_outputs(out)) < 2 and time.monotonic() < deadline and run.poll() is None:
         time.sleep(0.02)
