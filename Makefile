@@ -10,7 +10,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade uv
 
 install: $(BIN)/python
-	$(BIN)/uv pip install --compile-bytecode --python $(BIN)/python -e ".[test,bench,identity]"
+	$(BIN)/uv pip install --compile-bytecode --python $(BIN)/python -e ".[test,bench,identity,ray]"
 
 # The demo takes weights and real photos from ../shared (or $DRBFR_SHARED) when it is there;
 # otherwise weights come from the registry cache (downloaded once) and only the astronaut is shown.

@@ -13,6 +13,7 @@ from drbfr_cli.cli import (
     demo,
     doctor,
     export,
+    report,
     restore,
     train,
     weights,
@@ -37,6 +38,7 @@ app.add_typer(analyze.app, name="analyze")
 app.command(name="export")(export.export)
 app.command(name="demo")(demo.demo)
 app.add_typer(bench.app, name="bench")
+app.add_typer(report.app, name="report")
 
 
 def _print_version(value: bool) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import replace
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -31,6 +33,7 @@ from drbfr_cli.restore.background import DEFAULT_OVERLAP, DEFAULT_TILE
 
 if TYPE_CHECKING:  # torch and the models load when the command runs
     from drbfr_cli.imaging import ImageSource
+    from drbfr_cli.restore.ranks import Rank
     from drbfr_cli.restore.report import ImageRecord, RunSummary
     from drbfr_cli.restore.run import RestoreOptions
     from drbfr_cli.restore.tools import ToolChoices
@@ -43,6 +46,12 @@ _DETECT = "Detection"
 _MODEL = "Restoration model"
 _OUTPUT = "Output"
 _BACKGROUND = "Background"
+_SCALE = "Scale-out"
+
+
+class Engine(StrEnum):
+    LOCAL = "local"
+    RAY = "ray"
 
 
 def restore(
@@ -257,6 +266,21 @@ def restore(
     max_pixels: Annotated[
         int, typer.Option(help="Refuse larger images (decompression-bomb guard).")
     ] = max_pixels_from_env(),
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            help="local: this process (one shard of the inputs per rank under torchrun); ray: "
+            "a Ray Data pipeline (needs drbfr[ray]).",
+            rich_help_panel=_SCALE,
+        ),
+    ] = Engine.LOCAL,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster to run on (default: a local runtime with 2 CPUs).",
+            rich_help_panel=_SCALE,
+        ),
+    ] = None,
 ) -> None:
     """Restore every face of the input images; write OUT/restored_imgs/, OUT/report.json and
     OUT/index.html (before/after gallery).
@@ -299,11 +323,17 @@ def restore(
     }  # fmt: skip
     with user_errors():
         from drbfr_cli.devices import resolve_device
+        from drbfr_cli.restore.ranks import rank_device, rank_from_env
         from drbfr_cli.restore.tools import ToolChoices
 
+        rank = rank_from_env()
+        if engine is Engine.RAY and rank.sharded:
+            raise fail("--engine ray runs alone: start it once, not under torchrun")
+        if ray_address is not None and engine is not Engine.RAY:
+            raise fail("--ray-address needs --engine ray")
         choices = ToolChoices(
             model=model,
-            device=str(resolve_device(device)),
+            device=str(resolve_device(rank_device(device, rank))),
             precision=precision,
             sampling={key: value for key, value in sampling.items() if value is not None},
             weights_dir=weights_dir,
@@ -313,7 +343,11 @@ def restore(
             bg_tile=bg_tile,
             bg_overlap=bg_overlap,
         )
-        _run(inputs, options, choices, _Printer(quiet=quiet, json_lines=json_lines))
+        printer = _Printer(quiet=quiet, json_lines=json_lines, rank=rank)
+        if engine is Engine.RAY:
+            _run_ray(inputs, options, choices, printer, device, ray_address)
+        else:
+            _run(inputs, options, choices, printer, rank)
 
 
 def _restore_options(**values: Any) -> RestoreOptions:
@@ -342,9 +376,14 @@ def parse_restore_metrics(text: str | None) -> tuple[Metric, ...]:
 
 
 def _run(
-    arguments: list[str], options: RestoreOptions, choices: ToolChoices, printer: _Printer
+    arguments: list[str],
+    options: RestoreOptions,
+    choices: ToolChoices,
+    printer: _Printer,
+    rank: Rank,
 ) -> None:
-    """Find the inputs, build the models, restore, print the summary, set the exit code."""
+    """Find the inputs, build the models, restore, print the summary, set the exit code. A
+    sharded rank restores its shard; the one that merges the report also prints its summary."""
     import cv2
 
     from drbfr_cli.restore.run import restore_images
@@ -352,13 +391,58 @@ def _run(
 
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # no DNN backend chatter
     sources = _find_sources(arguments, options.out_dir)
+    if rank.sharded:
+        options = replace(options, rank=rank.rank)
     tools, settings = build_tools(options, choices, printer.notice)
-    with printer.progress(len(sources)) as on_record:
+    shard = sum(rank.takes(s.relative.as_posix()) for s in sources) if rank.sharded else None
+    merged: list[RunSummary] = []
+    with printer.progress(len(sources) if shard is None else shard) as on_record:
         summary = restore_images(
             sources,
             options,
             tools,
             settings=settings,
+            on_record=on_record,
+            on_notice=printer.notice,
+            rank=rank,
+            on_merged=merged.append,
+        )
+    if rank.sharded:
+        printer.shard_done(summary)
+        # Only the merging rank (the last) reports failures in its exit code: a launcher stops
+        # every rank when one exits non-zero, and the others may still be working.
+        summary = merged[0] if merged else None
+    if summary is not None:
+        printer.summary(summary, options.out_dir)
+    if summary is not None and summary.failed:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _run_ray(
+    arguments: list[str],
+    options: RestoreOptions,
+    choices: ToolChoices,
+    printer: _Printer,
+    device: str,
+    address: str | None,
+) -> None:
+    """--engine ray: the models are built here once (checks, settings), then in the workers."""
+    import cv2
+
+    from drbfr_cli.restore.ray_engine import import_ray, restore_images_ray
+    from drbfr_cli.restore.tools import build_tools
+
+    import_ray()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    sources = _find_sources(arguments, options.out_dir)
+    settings = build_tools(options, choices, printer.notice)[1]
+    with printer.progress(len(sources)) as on_record:
+        summary = restore_images_ray(
+            sources,
+            options,
+            replace(choices, device=device),
+            settings,
+            address=address,
             on_record=on_record,
             on_notice=printer.notice,
         )
@@ -387,13 +471,28 @@ def _find_sources(arguments: list[str], out_dir: Path) -> list[ImageSource]:
 class _Printer:
     """Progress bar, notices, per-image errors, --json lines and the summary table."""
 
-    def __init__(self, *, quiet: bool, json_lines: bool) -> None:
+    def __init__(self, *, quiet: bool, json_lines: bool, rank: Rank | None = None) -> None:
         self.quiet, self.json_lines = quiet, json_lines
         self._console = err_console if json_lines else console
+        self._prefix = f"{rank.label}: " if rank is not None and rank.sharded else ""
+        self.bar = rank is None or rank.local_rank == 0
+        """Show the progress bar (one per machine when sharded: local rank 0's)."""
 
     def notice(self, message: str) -> None:
         if not self.quiet:
-            err_console.print(f"[yellow]note:[/] {message}", highlight=False, soft_wrap=True)
+            text = f"[yellow]note:[/] {self._prefix}{message}"
+            err_console.print(text, highlight=False, soft_wrap=True)
+
+    def shard_done(self, summary: RunSummary) -> None:
+        """A rank's one-line account of its shard."""
+        if not self.quiet:
+            err_console.print(
+                f"{self._prefix}{summary.restored} restored, {summary.skipped} skipped, "
+                f"{summary.failed} failed, {summary.faces_restored} faces in "
+                f"{summary.seconds:.1f} s",
+                highlight=False,
+                soft_wrap=True,
+            )
 
     def progress(self, total: int) -> _ProgressContext:
         return _ProgressContext(self, total)
@@ -454,7 +553,7 @@ class _ProgressContext:
             TextColumn("ETA"),
             TimeRemainingColumn(),
         )
-        disable = printer.quiet or not err_console.is_terminal
+        disable = printer.quiet or not printer.bar or not err_console.is_terminal
         self._printer = printer
         self._progress = Progress(*columns, console=err_console, transient=True, disable=disable)
         self._task = self._progress.add_task("restore", total=total, faces=0, rate=0.0)

@@ -16,7 +16,7 @@ from typing import Any
 
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.imaging import open_atomic
-from drbfr_cli.restore.records import RECORDS_NAME, sha256_of
+from drbfr_cli.restore.records import RECORDS_NAME, record_files, sha256_of
 from drbfr_cli.restore.report import REPORT_NAME, ImageRecord, ImageStatus
 from drbfr_cli.restore.stages import RESTORED_IMGS
 
@@ -26,7 +26,7 @@ def adopt_legacy_report(out_dir: Path) -> int | None:
     (the report must be drbfr's: see report.check_report_path). Returns how many outputs were
     adopted; None when there was nothing to adopt from."""
     report_path, records_path = out_dir / REPORT_NAME, out_dir / RECORDS_NAME
-    if records_path.exists() or not report_path.is_file():
+    if record_files(out_dir) or not report_path.is_file():
         return None
     adopted = [
         record

@@ -5,6 +5,11 @@ appear, with the sha256 of every file written for it (`files`, paths relative to
 killed run leaves the records of all it finished, a rerun takes the records of the images it
 skips from here, and a file at an output path counts as drbfr's only when this log lists it
 with its current content. Later lines win; a line cut short by a kill is ignored.
+
+Several processes restoring into one OUT (`ranks.py`) each append to their own file,
+report.records.rank-NNNNN.jsonl; every process reads all of them, so a rerun with any number of
+processes resumes from the records of all. A file counts as drbfr's when any record file lists
+its present content.
 """
 
 from __future__ import annotations
@@ -18,8 +23,20 @@ from typing import Any
 from drbfr_cli.errors import DrbfrError
 
 RECORDS_NAME = "report.records.jsonl"
+RECORDS_GLOB = "report.records*.jsonl"
+"""Every record file of an output folder: RECORDS_NAME and the shards of ranks."""
 _FIRST_KEY = b'{"input": '
 """Every record line starts so (ImageRecord's first field): how a file is known as ours."""
+
+
+def records_name(rank: int | None) -> str:
+    """The record file a process appends to: RECORDS_NAME alone, a shard per rank when sharded."""
+    return RECORDS_NAME if rank is None else f"report.records.rank-{rank:05d}.jsonl"
+
+
+def record_files(out_dir: Path) -> list[Path]:
+    """The record files in OUT, in name order."""
+    return sorted(path for path in out_dir.glob(RECORDS_GLOB) if path.is_file())
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -39,45 +56,49 @@ def sha256_of(path: Path) -> str | None:
 
 
 class RecordLog:
-    """The record file of one output folder: what is in it at load time, and appends.
+    """The record files of one output folder: what is in them at load time, and appends to
+    this process's own file (`name`).
 
     Only offsets and digests are held in memory; a record is read back when asked for.
     `finished` and `owns` may run in one thread while `append` runs in another.
     """
 
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, name: str = RECORDS_NAME) -> None:
         self.out_dir = out_dir
-        self.path = out_dir / RECORDS_NAME
-        self._owned: dict[str, str] = {}
-        """File (relative to OUT) -> sha256 of the content drbfr wrote there last."""
-        self._line_of: dict[str, int] = {}
-        """File (relative to OUT) -> offset of the latest record that wrote it."""
-        self._load()
+        self.path = out_dir / name
+        self._files: list[Path] = []
+        self._written: dict[str, dict[int, tuple[str, int]]] = {}
+        """File (relative to OUT) -> record file index -> (sha256 of the content written there
+        last, offset of that record): the latest record of every record file that wrote it."""
+        others = [path for path in record_files(out_dir) if path != self.path]
+        for path in [*others, self.path]:  # its own file last: its records are checked first
+            self._load(path)
         self._handle = self.path.open("ab")
         if self._handle.tell() and not self._ends_with_newline():
             self._handle.write(b"\n")  # close a line a kill cut short
 
-    def _load(self) -> None:
-        if not self.path.exists():
+    def _load(self, path: Path) -> None:
+        number = len(self._files)
+        self._files.append(path)
+        if not path.exists():
             return
-        with self.path.open("rb") as handle:
+        with path.open("rb") as handle:
             if handle.read(len(_FIRST_KEY)) not in (b"", _FIRST_KEY):
                 raise DrbfrError(
-                    f"{self.path}: not a drbfr record file; move it away or choose another -o"
+                    f"{path}: not a drbfr record file; move it away or choose another -o"
                 )
             handle.seek(0)
             offset = 0
             for line in handle:
-                self._index(line, offset)
+                self._index(line, number, offset)
                 offset += len(line)
 
-    def _index(self, line: bytes, offset: int) -> None:
+    def _index(self, line: bytes, number: int, offset: int) -> None:
         record = _parse(line)
         if record is None:
             return
         for name, digest in record.get("files", {}).items():
-            self._owned[name] = digest
-            self._line_of[name] = offset
+            self._written.setdefault(name, {})[number] = (digest, offset)
 
     def _ends_with_newline(self) -> bool:
         with self.path.open("rb") as handle:
@@ -88,17 +109,30 @@ class RecordLog:
         """How the records name a file of OUT."""
         return path.relative_to(self.out_dir).as_posix()
 
+    def _match(self, path: Path) -> tuple[int, int] | None:
+        """(record file index, offset) of a record that wrote `path` with its present content;
+        the latest such record of this process's own file first."""
+        written = self._written.get(self.key(path))
+        if not written:
+            return None
+        digest = sha256_of(path)
+        for number in sorted(written, reverse=True):
+            expected, offset = written[number]
+            if expected == digest:
+                return number, offset
+        return None
+
     def owns(self, path: Path) -> bool:
         """True when drbfr wrote `path` with its present content."""
-        expected = self._owned.get(self.key(path))
-        return expected is not None and sha256_of(path) == expected
+        return self._match(path) is not None
 
     def finished(self, output: Path) -> dict[str, Any] | None:
         """The record that wrote `output`, when the file is still what it wrote; else None."""
-        offset = self._line_of.get(self.key(output))
-        if offset is None or not self.owns(output):
+        found = self._match(output)
+        if found is None:
             return None
-        with self.path.open("rb") as handle:
+        number, offset = found
+        with self._files[number].open("rb") as handle:
             handle.seek(offset)
             return _parse(handle.readline())
 

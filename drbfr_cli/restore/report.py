@@ -87,6 +87,11 @@ class ImageRecord:
     paste, metrics, write (encoding the files)."""
     files: Mapping[str, str] = field(default_factory=dict)
     """sha256 of every file written for this image, by path relative to OUT."""
+    rank: int | None = None
+    """The rank (of several processes, see ranks.py) that restored it; 0 when run alone, None
+    with --engine ray."""
+    host: str | None = None
+    """The machine that restored it."""
 
     def to_dict(self) -> dict[str, Any]:
         return _rounded(asdict(self))

@@ -10,6 +10,9 @@ given to `on_record` are in the order of the sources. The stages themselves are 
 `stages.py`; this module runs them and writes the report. Each image's record is appended to
 OUT/report.records.jsonl as it finishes (`records.py`); report.json, written at the end, holds
 the records of this run's images, those of skipped images taken from the run that made them.
+Several processes (torchrun, accelerate launch) each take a shard of the inputs (`ranks.py`),
+append to their own record file and write a report part, merged into report.json by the last
+to finish (`merge.py`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from drbfr_cli.errors import DrbfrError
 from drbfr_cli.gallery.page import check_targets
 from drbfr_cli.imaging import ImageSource, is_temporary, make_output_folder
 from drbfr_cli.restore.legacy import adopt_legacy_report
-from drbfr_cli.restore.records import RecordLog
+from drbfr_cli.restore.merge import PartWriter, merge_if_complete, parts_dir, remove_parts
+from drbfr_cli.restore.ranks import Rank, agree_on_run
+from drbfr_cli.restore.records import RECORDS_NAME, RecordLog, records_name
 from drbfr_cli.restore.report import (
     REPORT_NAME,
     ImageRecord,
@@ -68,8 +73,14 @@ def restore_images(
     settings: Mapping[str, Any] | None = None,
     on_record: Callable[[ImageRecord], None] | None = None,
     on_notice: Notice | None = None,
+    rank: Rank | None = None,
+    on_merged: Callable[[RunSummary], None] | None = None,
 ) -> RunSummary:
     """Restore every source into options.out_dir, write report.json, return the totals.
+
+    With a sharded `rank` (ranks.py) this process restores its shard of the sources only, writes
+    its report part, and the last rank to finish merges the parts into report.json (and calls
+    `on_merged` with the merged totals); the totals returned are this rank's.
 
     A bad image is a record with status `failed`, never an exception. Exceptions are problems of
     the whole run (an unusable output folder, clashing outputs, a report.json or record file
@@ -79,23 +90,42 @@ def restore_images(
     is written from the report at the end.
     """
     check_tools(tools, options)
+    rank = rank or Rank()
     notice = on_notice or (lambda _message: None)
     outputs = plan_outputs(sources, options)
-    removed = prepare_output_folder(options.out_dir)
-    if removed:
-        notice(f"removed {removed} unfinished temporary file(s) left by an interrupted run")
-    check_report_path(options.out_dir / REPORT_NAME)
-    if options.gallery:
-        check_targets(options.out_dir)
-    adopted = adopt_legacy_report(options.out_dir)
-    if adopted is not None:
-        notice(f"adopted {adopted} output(s) listed in {REPORT_NAME} by an earlier drbfr version")
-    log = open_log(options.out_dir)
+    run_id = agree_on_run(
+        rank, lambda: ready_output_folder(options.out_dir, notice, gallery=options.gallery)
+    )
+    indexes = [
+        index
+        for index, source in enumerate(sources)
+        if not rank.sharded or rank.takes(source.relative.as_posix())
+    ]
+    mine = [sources[i] for i in indexes], [outputs[i] for i in indexes]
+    log = open_log(options.out_dir, records_name(rank.rank if rank.sharded else None))
+    settings = dict(settings or {})
+    if rank.sharded:
+        report: ReportWriter | PartWriter = PartWriter(
+            parts_dir(options.out_dir, run_id), rank.rank, rank.world_size, indexes,
+            settings=settings, csv_path=options.report_csv,
+        )  # fmt: skip
+    else:
+        report = ReportWriter(
+            options.out_dir / REPORT_NAME, csv_path=options.report_csv, settings=settings
+        )
     try:
-        summary = _restore_into(sources, outputs, options, tools, log, settings, on_record, notice)
+        summary = _restore_into(*mine, options, tools, log, report, on_record, notice)
     finally:
         log.close()
-    if options.gallery:
+    if rank.sharded:
+        merged = merge_if_complete(options.out_dir, run_id, rank.world_size)
+        if merged is None:
+            return summary
+        if options.gallery:
+            write_run_gallery(options.out_dir, notice)
+        if on_merged is not None:
+            on_merged(merged)
+    elif options.gallery:
         write_run_gallery(options.out_dir, notice)
     return summary
 
@@ -111,10 +141,27 @@ def write_run_gallery(out_dir: Path, notice: Notice) -> None:
         notice(f"the gallery was not written: {exc}")
 
 
-def open_log(out_dir: Path) -> RecordLog:
-    """The record file of OUT (one-line DrbfrError when it cannot be opened)."""
+def ready_output_folder(out_dir: Path, notice: Notice, *, gallery: bool = False) -> None:
+    """Before any image: create OUT, delete what a killed run left unfinished (temporaries,
+    report parts), check report.json (and with `gallery` the gallery's pages) are drbfr's,
+    adopt a legacy report (rank 0 alone)."""
+    removed = prepare_output_folder(out_dir)
+    if removed:
+        notice(f"removed {removed} unfinished temporary file(s) left by an interrupted run")
+    remove_parts(out_dir)
+    check_report_path(out_dir / REPORT_NAME)
+    if gallery:
+        check_targets(out_dir)
+    adopted = adopt_legacy_report(out_dir)
+    if adopted is not None:
+        notice(f"adopted {adopted} output(s) listed in {REPORT_NAME} by an earlier drbfr version")
+
+
+def open_log(out_dir: Path, name: str = RECORDS_NAME) -> RecordLog:
+    """The record files of OUT, appending to `name` (one-line DrbfrError when they cannot be
+    opened)."""
     try:
-        return RecordLog(out_dir)
+        return RecordLog(out_dir, name)
     except OSError as exc:
         raise DrbfrError(
             f"{out_dir}: cannot open the record file ({exc.strerror or exc})"
@@ -127,13 +174,10 @@ def _restore_into(
     options: RestoreOptions,
     tools: RestoreTools,
     log: RecordLog,
-    settings: Mapping[str, Any] | None,
+    report: ReportWriter | PartWriter,
     on_record: Callable[[ImageRecord], None] | None,
     notice: Notice,
 ) -> RunSummary:
-    report = ReportWriter(
-        options.out_dir / REPORT_NAME, csv_path=options.report_csv, settings=settings or {}
-    )
     summary = RunSummary()
 
     def sink(record: ImageRecord) -> None:

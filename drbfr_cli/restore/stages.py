@@ -11,6 +11,7 @@ Images are float32 RGB HxWx3 in [0, 1]; aligned crops are FACE_SIZE x FACE_SIZE.
 from __future__ import annotations
 
 import hashlib
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -94,6 +95,8 @@ class RestoreOptions:
     """Write OUT/index.html, the before/after gallery, at the end."""
     queue_size: int = 4
     """Images waiting between two stages (bounds memory)."""
+    rank: int | None = 0
+    """The rank the records name (ranks.py; None with the Ray engine)."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.queue_size < 1:
@@ -142,6 +145,8 @@ class ImageJob:
     timings: dict[str, float] = field(default_factory=dict)
     earlier: ImageRecord | None = None
     """A skipped image's record, from the run that wrote its output."""
+    rank: int | None = 0
+    """The rank restoring it (RestoreOptions.rank)."""
 
     @property
     def ready(self) -> bool:
@@ -214,7 +219,7 @@ def prepare_job(
 ) -> ImageJob:
     """Skip a finished image, or read it and align its faces; failures become the job's error.
     An output path holding a file drbfr did not write fails the image (the file is kept)."""
-    job = ImageJob(source=source, output=output)
+    job = ImageJob(source=source, output=output, rank=options.rank)
     if output.exists():
         earlier = log.finished(output)
         if earlier is None:
@@ -303,11 +308,28 @@ def finish_job(
     The record of every image this run tried goes to the record file; a finished image's goes
     there before its files appear, so a kill never leaves an output that the file lacks.
     """
+    return write_job(job, render_job(job, tools, options, log), log)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """An image composed and encoded, not yet written: its record and its files' bytes."""
+
+    record: ImageRecord
+    files: dict[Path, bytes] = field(default_factory=dict)
+
+
+def render_job(
+    job: ImageJob, tools: RestoreTools, options: RestoreOptions, log: RecordLog | None = None
+) -> Rendered:
+    """Compose, score and encode an image (no file is written); a failure becomes the record's
+    error. The record of a skipped image is its earlier run's."""
     if job.status is ImageStatus.SKIPPED and job.earlier is not None:
         here = {"input": str(job.source.path), "relative": job.source.relative.as_posix()}
-        return replace(job.earlier, **here, output=str(job.output), status=ImageStatus.SKIPPED)
+        earlier = replace(job.earlier, **here, output=str(job.output), status=ImageStatus.SKIPPED)
+        return Rendered(earlier)
     if job.status is not ImageStatus.OK or job.image is None:
-        return logged(make_record(job), log)
+        return Rendered(make_record(job))
     try:
         with timed(job.timings, "paste"):
             gray_faces(job.faces)
@@ -318,12 +340,32 @@ def finish_job(
                 scores = face_scores(job, result, options, tools)
         with timed(job.timings, "write"):
             files = encode_outputs(job, result, options)
-            check_replaceable(files, log)
-        digests = {log.key(path): sha256_bytes(data) for path, data in files.items()}
-        record = logged(make_record(job, (result.shape[1], result.shape[0]), scores, digests), log)
-        for path, data in files.items():  # the image last: its presence marks it finished
-            write_bytes_atomic(path, data)
+            if log is not None:
+                check_replaceable(files, log)
     except (DrbfrError, cv2.error) as exc:
+        job.status, job.error = ImageStatus.FAILED, failure(job.source.path, exc)
+        return Rendered(make_record(job))
+    key = partial(relative_key, options.out_dir)
+    digests = {key(path): sha256_bytes(data) for path, data in files.items()}
+    return Rendered(make_record(job, (result.shape[1], result.shape[0]), scores, digests), files)
+
+
+def relative_key(out_dir: Path, path: Path) -> str:
+    """How the records name a file of OUT (RecordLog.key)."""
+    return path.relative_to(out_dir).as_posix()
+
+
+def write_job(job: ImageJob, rendered: Rendered, log: RecordLog) -> ImageRecord:
+    """Log a rendered image's record, then write its files (the image last: its presence marks
+    it finished); a write failure becomes a failed record. A skipped image is not logged."""
+    if rendered.record.status is ImageStatus.SKIPPED:
+        return rendered.record
+    try:
+        check_replaceable(rendered.files, log)
+        record = logged(rendered.record, log)
+        for path, data in rendered.files.items():
+            write_bytes_atomic(path, data)
+    except DrbfrError as exc:
         job.status, job.error = ImageStatus.FAILED, failure(job.source.path, exc)
         return logged(make_record(job), log)
     return record
@@ -521,6 +563,8 @@ def make_record(
         faces=faces,
         timings=timings,
         files=files or {},
+        rank=job.rank,
+        host=socket.gethostname(),
     )
 
 
