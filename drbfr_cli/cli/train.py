@@ -43,8 +43,11 @@ ResumeOption = Annotated[
 ]
 WorkersOption = Annotated[int | None, typer.Option(min=0, help="Data-loader worker processes.")]
 PrecisionOption = Annotated[
-    Literal["no", "fp16", "bf16"],
-    typer.Option(help="no, fp16 or bf16."),
+    Literal["auto", "no", "fp16", "bf16"],
+    typer.Option(
+        help="auto (bf16 on a CUDA GPU that supports it, fp16 with loss scaling on other CUDA "
+        "GPUs, no = fp32 on the CPU), no, fp16 or bf16; the run config records the choice."
+    ),
 ]
 CheckpointEveryOption = Annotated[int, typer.Option(min=1, help="Steps between checkpoints.")]
 SampleEveryOption = Annotated[
@@ -62,9 +65,12 @@ def print_result(stage: str, result: TrainResult) -> None:
 
 def loop_config(defaults: dict[str, Any], **overrides: object) -> LoopConfig:
     """LoopConfig from a preset's [train] table, with the options the user gave on top."""
+    from drbfr_cli.train.accel import training_mixed_precision
     from drbfr_cli.train.loop import LoopConfig
 
     values = {**defaults, **{k: v for k, v in overrides.items() if v is not None}}
+    requested = str(values.get("mixed_precision", "auto"))
+    values["mixed_precision"] = training_mixed_precision(requested, cpu=bool(values.get("cpu")))
     return LoopConfig(**values)
 
 
@@ -84,7 +90,7 @@ def train_drm(
     ),
     resume: ResumeOption = False,
     workers: WorkersOption = None,
-    mixed_precision: PrecisionOption = "no",
+    mixed_precision: PrecisionOption = "auto",
     checkpoint_every: CheckpointEveryOption = 500,
     sample_every: SampleEveryOption = 500,
     log_every: LogEveryOption = 10,
@@ -130,7 +136,7 @@ def train_vae_command(
     seed: int = typer.Option(0, help="Seed for weights, patches and codebook."),
     resume: ResumeOption = False,
     workers: WorkersOption = None,
-    mixed_precision: PrecisionOption = "no",
+    mixed_precision: PrecisionOption = "auto",
     checkpoint_every: CheckpointEveryOption = 500,
     sample_every: SampleEveryOption = 500,
     log_every: LogEveryOption = 10,
@@ -195,7 +201,7 @@ def train_ldm_command(
     seed: int = typer.Option(0, help="Seed for weights, patches, degradations and noise."),
     resume: ResumeOption = False,
     workers: WorkersOption = None,
-    mixed_precision: PrecisionOption = "no",
+    mixed_precision: PrecisionOption = "auto",
     checkpoint_every: CheckpointEveryOption = 500,
     sample_every: SampleEveryOption = 500,
     log_every: LogEveryOption = 10,
