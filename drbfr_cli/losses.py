@@ -87,3 +87,20 @@ def hinge_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tenso
 def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     """The generator's side of the hinge GAN: -mean D(x_hat) (Esser et al. 2021, Eq. 5)."""
     return -fake_logits.mean()
+
+
+def adaptive_adversarial_weight(
+    rec_loss: torch.Tensor,
+    adversarial_loss: torch.Tensor,
+    last_layer: torch.Tensor,
+    *,
+    eps: float = 1e-4,
+    max_weight: float = 1e4,
+) -> torch.Tensor:
+    """VQGAN's adaptive weight (Esser et al. 2021, Eq. 7): |grad L_rec| / (|grad L_G| + eps) at
+    the decoder's last layer, clamped to [0, max_weight] and detached, so that the adversarial
+    term pulls on that layer about as hard as the reconstruction does."""
+    (rec_grad,) = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)
+    (adv_grad,) = torch.autograd.grad(adversarial_loss, last_layer, retain_graph=True)
+    ratio = rec_grad.float().norm() / (adv_grad.float().norm() + eps)
+    return ratio.clamp(0.0, max_weight).detach()

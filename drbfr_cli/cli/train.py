@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from drbfr_cli.choices import Ablation
-from drbfr_cli.cli.common import console, err_console, user_errors
+from drbfr_cli.cli.common import console, user_errors
 
 if TYPE_CHECKING:  # torch, accelerate: imported when a command runs
     from drbfr_cli.train.loop import LoopConfig, TrainResult
@@ -141,6 +141,12 @@ def train_vae_command(
     sample_every: SampleEveryOption = 500,
     log_every: LogEveryOption = 10,
     weights_dir: Path | None = typer.Option(None, help="Folder holding the LPIPS VGG16 backbone."),
+    no_perceptual: bool = typer.Option(
+        False,
+        "--no-perceptual",
+        help="Train without the LPIPS term the preset weighs (recorded in the run config); "
+        "without this, a missing VGG16 backbone is an error.",
+    ),
 ) -> None:
     """Train the first-stage VQ autoencoder on patches of HQ faces (paper section 2)."""
     from drbfr_cli.presets import vae_config_from_preset
@@ -156,11 +162,9 @@ def train_vae_command(
         )  # fmt: skip
         settings = VAETaskConfig(
             model=model, data=",".join(data), preset=preset, seed=seed,
-            weights_dir=str(weights_dir) if weights_dir else None,
+            weights_dir=str(weights_dir) if weights_dir else None, perceptual=not no_perceptual,
         )  # fmt: skip
         task = VAETask(settings)
-        if task.notice:
-            err_console.print(f"notice: {task.notice}", highlight=False, soft_wrap=True)
         result, stats = train_vae(task, loop, out, resume=resume)
     terms = ", ".join(f"{k} {v:.4f}" for k, v in result.last_terms.items())
     console.print(f"vae trained to step {result.step}: {terms}")
