@@ -67,3 +67,16 @@ def test_training_flops_and_their_projection() -> None:
     assert row["projected_hours"] * 3600 == pytest.approx(seconds)
     assert seconds == pytest.approx(counted.flops_per_item * items / (8 * 989e12 * 0.4))
     assert json.dumps(row)
+
+
+def test_bench_flops_command_prints_the_table_and_writes_rows(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from drbfr_cli.cli.main import app
+
+    out = tmp_path / "flops.json"
+    result = CliRunner().invoke(app, ["bench", "flops", "--presets", "tiny", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "| tiny | ldm |" in result.stdout and "989 TFLOP/s x 0.4" in result.stdout
+    rows = json.loads(out.read_text())
+    assert [row["stage"] for row in rows] == ["drm", "vae", "ldm"]
