@@ -31,6 +31,7 @@ def test_dry_run_writes_every_kind_of_result(tmp_path: Path) -> None:
     assert not [row for row in rows if "failed" in row], [r for r in rows if "failed" in r]
     match = [row for row in rows if row["kind"] == "match"]
     assert match and all(row["finite"] and row["mean"] > 0.02 for row in match)
+    assert all(0.0 <= row["fp32_clipped_fraction"] <= 1.0 for row in match)
     restore = {(row["model"], row["batch"]) for row in rows if row["kind"] == "restore"}
     assert restore == {("tiny", 1), ("tiny", 2), ("gfpgan", 1), ("gfpgan", 2)}
     assert all(row["faces_per_s"] > 0 for row in rows if row["kind"] == "restore")

@@ -67,7 +67,7 @@ DRY_RUN = Plan(
     repeats=1,
     warmup=0,
     match_faces=2,
-    budget_s=120.0,
+    budget_s=3600.0,  # the dry run shrinks the cases, not the budget: it runs every one
     device="cpu",
     sampling_steps=2,
     train_batch=2,
@@ -167,12 +167,15 @@ def match_row(reference: torch.Tensor, restored: torch.Tensor) -> dict[str, Any]
     """How a low-precision restoration compares with fp32's, and whether it passes."""
     finite = bool(torch.isfinite(restored).all())
     mean = float(restored.nan_to_num(0.0).mean())
+    clipped = (reference <= 0.0) | (reference >= 1.0)
     value = psnr(reference, restored.nan_to_num(0.0))
     return {
         "finite": finite,
         "mean": mean,
         "psnr_vs_fp32_db": value,
         "max_abs_diff": float((reference - restored.nan_to_num(0.0)).abs().max()),
+        "fp32_clipped_fraction": float(clipped.float().mean()),
+        # random weights often saturate: a high clipped fraction makes the comparison weak
         "tolerance": f"finite, mean > {MIN_MEAN}, PSNR vs fp32 >= {MIN_PSNR_DB} dB",
         "passed": finite and mean > MIN_MEAN and value >= MIN_PSNR_DB,
     }
