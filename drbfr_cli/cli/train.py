@@ -79,7 +79,9 @@ def train_drm(
     data: DataOption,
     out: OutOption,
     preset: str = typer.Option(
-        "tiny", help="Model preset: tiny, base or paper (models/presets/drm.toml)."
+        "tiny",
+        help="Model preset: tiny, base or paper (models/presets/drm.toml; paper is paper-sized, not the authors' "
+        "recipe: see its provenance table).",
     ),
     steps: StepsOption = None,
     batch_size: int | None = typer.Option(None, min=2, help="Patch pairs per step (per process)."),
@@ -128,7 +130,9 @@ def train_vae_command(
     data: DataOption,
     out: OutOption,
     preset: str = typer.Option(
-        "tiny", help="Preset: tiny, base or paper (models/presets/vae.toml)."
+        "tiny",
+        help="Preset: tiny, base or paper (models/presets/vae.toml; paper is paper-sized, not the authors' "
+        "recipe: see its provenance table).",
     ),
     steps: StepsOption = None,
     batch_size: int | None = typer.Option(None, min=1, help="Patches per step (per process)."),
@@ -194,7 +198,9 @@ def train_ldm_command(
         help="Bundle or LDM run whose denoiser starts this run (fine-tuning, new optimizer).",
     ),
     preset: str = typer.Option(
-        "tiny", help="Preset: tiny, base or paper (models/presets/ldm.toml)."
+        "tiny",
+        help="Preset: tiny, base or paper (models/presets/ldm.toml; paper is paper-sized, not the authors' "
+        "recipe: see its provenance table).",
     ),
     no_dr: bool = typer.Option(
         False, "--no-dr", help="DR-None ablation: condition on the LQ latent only."
