@@ -80,8 +80,8 @@ def train_drm(
     out: OutOption,
     preset: str = typer.Option(
         "tiny",
-        help="Model preset: tiny, base or paper (models/presets/drm.toml; paper is paper-sized, not the authors' "
-        "recipe: see its provenance table).",
+        help="Model preset: tiny, base or paper (models/presets/drm.toml; "
+        "paper is paper-sized, not the authors' recipe: see its provenance table).",
     ),
     steps: StepsOption = None,
     batch_size: int | None = typer.Option(None, min=2, help="Patch pairs per step (per process)."),
@@ -131,8 +131,8 @@ def train_vae_command(
     out: OutOption,
     preset: str = typer.Option(
         "tiny",
-        help="Preset: tiny, base or paper (models/presets/vae.toml; paper is paper-sized, not the authors' "
-        "recipe: see its provenance table).",
+        help="Preset: tiny, base or paper (models/presets/vae.toml; "
+        "paper is paper-sized, not the authors' recipe: see its provenance table).",
     ),
     steps: StepsOption = None,
     batch_size: int | None = typer.Option(None, min=1, help="Patches per step (per process)."),
@@ -199,8 +199,8 @@ def train_ldm_command(
     ),
     preset: str = typer.Option(
         "tiny",
-        help="Preset: tiny, base or paper (models/presets/ldm.toml; paper is paper-sized, not the authors' "
-        "recipe: see its provenance table).",
+        help="Preset: tiny, base or paper (models/presets/ldm.toml; "
+        "paper is paper-sized, not the authors' recipe: see its provenance table).",
     ),
     no_dr: bool = typer.Option(
         False, "--no-dr", help="DR-None ablation: condition on the LQ latent only."
