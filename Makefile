@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format bench gpu-check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,11 @@ format: install
 
 bench: install
 	$(BIN)/python -m drbfr_cli.benchmark.suite
+
+# The prepared check for a lent GPU (8 minutes): one JSON line per result in $(OUT)/gpu_check.jsonl.
+OUT ?= out/gpu-check
+gpu-check: install
+	$(BIN)/python bench/gpu-check --out $(OUT)
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .ruff_cache

@@ -45,23 +45,41 @@ class PatchConfig:
 
 @dataclass(frozen=True)
 class VAELossConfig:
-    """Weights of the first stage's loss terms (train/vae.py)."""
+    """Weights of the first stage's loss terms, and the GAN's optimizer settings (train/vae.py).
+
+    As VQGAN trains it (Esser et al. 2021, taming-transformers' VQLPIPSWithDiscriminator): the
+    adversarial weight is disc_weight times the adaptive ratio |grad L_rec| / (|grad L_G| +
+    1e-4) at the decoder's last layer (clamped to [0, 1e4]), from step disc_start on; the
+    discriminator has its own AdamW moments, betas and gradient clipping.
+    """
 
     l1_weight: float = 1.0
     l2_weight: float = 1.0
     perceptual_weight: float = 0.0
-    """LPIPS (VGG) weight; used only when the backbone weights are present."""
+    """LPIPS (VGG) weight; its VGG16 backbone is then required (`--no-perceptual` opts out)."""
     quantize_after: int = 0
     """Steps of warm-up in which the decoder sees the continuous latent."""
     disc_weight: float = 0.0
-    """Weight of the adversarial term (0: no discriminator)."""
+    """Factor on the adaptive adversarial weight (0: no discriminator)."""
     disc_start: int = 0
+    """The adversarial terms (and the discriminator's training) start after this step."""
     disc_channels: int = 64
     disc_layers: int = 3
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas of the autoencoder."""
+    disc_betas: tuple[float, float] = (0.5, 0.9)
+    """AdamW betas of the discriminator (GAN practice: beta1 0.5)."""
+    disc_grad_clip: float = 1.0
+    """Gradient-norm clip of the discriminator (the autoencoder's is the loop's grad_clip)."""
 
     def __post_init__(self) -> None:
         if min(self.l1_weight, self.l2_weight, self.perceptual_weight, self.disc_weight) < 0:
             raise ValueError("loss weights must not be negative")
+        for betas in (self.betas, self.disc_betas):
+            if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+                raise ValueError(f"betas must be two numbers in [0, 1), got {list(betas)}")
+        if not self.disc_grad_clip > 0:
+            raise ValueError(f"disc_grad_clip must be positive, got {self.disc_grad_clip}")
 
 
 @dataclass(frozen=True)

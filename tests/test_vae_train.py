@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -103,28 +102,20 @@ def test_resume_continues_at_the_right_step(split_faces: tuple[Path, Path], tmp_
     assert load_vae(run).model.quantizer.initialised  # quantized from step 21 on
 
 
-def test_lpips_is_skipped_with_a_notice_when_its_backbone_is_absent(
-    split_faces: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("DRBFR_HOME", str(tmp_path))
-    model = replace(SMALL, loss=replace(SMALL.loss, perceptual_weight=1.0))
-    task = _task(split_faces[0], model, weights_dir=str(tmp_path))
-    assert task.lpips is None and task.notice is not None
-    assert "LPIPS" in task.notice and "vgg16" in task.notice and "\n" not in task.notice
-
-
 def test_cli_trains_the_tiny_preset_and_analyze_writes_its_reports(
     split_faces: tuple[Path, Path], tmp_path: Path
 ) -> None:
     run, report = tmp_path / "run", tmp_path / "report"
     args = ["--steps", "3", "--batch-size", "2", "--log-every", "1", "--sample-every", "3"]
+    args += ["--no-perceptual"]
     trained = runner.invoke(
         app, ["train", "vae", "--data", str(split_faces[0]), "-o", str(run), *args]
     )
     assert trained.exit_code == 0, trained.output
     assert "latent scaling factor" in trained.stdout and list((run / "samples").glob("*.png"))
-    config = json.loads((run / "final" / "config.json").read_text())["task_config"]
+    saved = json.loads((run / "final" / "config.json").read_text())
+    config = saved["task_config"]
+    assert config["perceptual"] is False and saved["loop_config"]["mixed_precision"] == "no"
     assert (
         config["model"]["network"]["block_out_channels"] == [32, 48]
         and config["latent"]["scaling_factor"] > 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import torch
 from drbfr_cli.benchmark.inputs import synthetic_image
 from drbfr_cli.benchmark.measure import Measurement, machine_info, measure, parameter_count
 from drbfr_cli.devices import free_memory, is_out_of_memory, resolve_device
+from drbfr_cli.errors import DrbfrError
 from drbfr_cli.imaging import to_uint8
 from drbfr_cli.train.datasets import load_faces
 
@@ -140,7 +141,11 @@ def _vae_task(config: TrainBenchConfig, faces: _FaceSource, notes: list[str]):
     settings = VAETaskConfig(
         model=model, data="", preset=config.preset, seed=config.seed, weights_dir=weights_dir
     )
-    task = VAETask(settings, faces=faces(model.data.face_sides[1]))
+    try:
+        task = VAETask(settings, faces=faces(model.data.face_sides[1]))
+    except DrbfrError:  # the LPIPS backbone is absent: time a random one of the same shape
+        settings = replace(settings, perceptual=False)
+        task = VAETask(settings, faces=faces(model.data.face_sides[1]))
     task.modules()["vae"].quantizer.initialised.fill_(True)  # no k-means start in the timing
     if model.loss.perceptual_weight > 0 and task.lpips is None:
         from torchmetrics.functional.image.lpips import _NoTrainLpips

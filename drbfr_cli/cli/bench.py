@@ -400,3 +400,36 @@ def bench_train(
             raise typer.BadParameter(str(exc)) from None
         result = run_train_bench(config, notice=_notice(quiet))
     _finish(result, train_tables(result), out, markdown, quiet, started)
+
+
+@app.command("flops")
+def bench_flops(
+    presets: Annotated[
+        str, typer.Option(help="Comma list of presets.", rich_help_panel=_WHAT)
+    ] = "tiny,small,base,paper",
+    gpus: Annotated[int, typer.Option(min=1, help="GPUs of the projected run.")] = 8,
+    peak_tflops: Annotated[
+        float, typer.Option(min=0.001, help="Peak FLOP/s per GPU, in TFLOP/s (H100 bf16 dense).")
+    ] = 989.0,
+    utilisation: Annotated[
+        float, typer.Option(min=0.001, max=1.0, help="Sustained fraction of the peak.")
+    ] = 0.4,
+    out: OutOption = None,
+) -> None:
+    """FLOPs of one training item of each stage (counted on shapes, nothing computed) and the
+    projected wall time of each preset's full run: steps x batch x GPUs items."""
+    from drbfr_cli.benchmark.flops import flops_markdown, flops_rows
+    from drbfr_cli.imaging import write_bytes_atomic
+
+    with user_errors():
+        rows = flops_rows(
+            _names(presets), gpus=gpus, peak=peak_tflops * 1e12, utilisation=utilisation
+        )
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(out, (json.dumps(rows, indent=2) + "\n").encode())
+    console.print(flops_markdown(rows), highlight=False, soft_wrap=True)
+    console.print(
+        f"hours = items x FLOP/item / ({gpus} GPUs x {peak_tflops:g} TFLOP/s x {utilisation:g})",
+        highlight=False,
+    )

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from drbfr_cli.choices import Ablation
-from drbfr_cli.cli.common import console, err_console, user_errors
+from drbfr_cli.cli.common import console, user_errors
 
 if TYPE_CHECKING:  # torch, accelerate: imported when a command runs
     from drbfr_cli.train.loop import LoopConfig, TrainResult
@@ -43,8 +43,11 @@ ResumeOption = Annotated[
 ]
 WorkersOption = Annotated[int | None, typer.Option(min=0, help="Data-loader worker processes.")]
 PrecisionOption = Annotated[
-    Literal["no", "fp16", "bf16"],
-    typer.Option(help="no, fp16 or bf16."),
+    Literal["auto", "no", "fp16", "bf16"],
+    typer.Option(
+        help="auto (bf16 on a CUDA GPU that supports it, fp16 with loss scaling on other CUDA "
+        "GPUs, no = fp32 on the CPU), no, fp16 or bf16; the run config records the choice."
+    ),
 ]
 CheckpointEveryOption = Annotated[int, typer.Option(min=1, help="Steps between checkpoints.")]
 SampleEveryOption = Annotated[
@@ -62,9 +65,12 @@ def print_result(stage: str, result: TrainResult) -> None:
 
 def loop_config(defaults: dict[str, Any], **overrides: object) -> LoopConfig:
     """LoopConfig from a preset's [train] table, with the options the user gave on top."""
+    from drbfr_cli.train.accel import training_mixed_precision
     from drbfr_cli.train.loop import LoopConfig
 
     values = {**defaults, **{k: v for k, v in overrides.items() if v is not None}}
+    requested = str(values.get("mixed_precision", "auto"))
+    values["mixed_precision"] = training_mixed_precision(requested, cpu=bool(values.get("cpu")))
     return LoopConfig(**values)
 
 
@@ -73,7 +79,9 @@ def train_drm(
     data: DataOption,
     out: OutOption,
     preset: str = typer.Option(
-        "tiny", help="Model preset: tiny, base or paper (models/presets/drm.toml)."
+        "tiny",
+        help="Model preset: tiny, base or paper (models/presets/drm.toml; "
+        "paper is paper-sized, not the authors' recipe: see its provenance table).",
     ),
     steps: StepsOption = None,
     batch_size: int | None = typer.Option(None, min=2, help="Patch pairs per step (per process)."),
@@ -84,7 +92,7 @@ def train_drm(
     ),
     resume: ResumeOption = False,
     workers: WorkersOption = None,
-    mixed_precision: PrecisionOption = "no",
+    mixed_precision: PrecisionOption = "auto",
     checkpoint_every: CheckpointEveryOption = 500,
     sample_every: SampleEveryOption = 500,
     log_every: LogEveryOption = 10,
@@ -122,7 +130,9 @@ def train_vae_command(
     data: DataOption,
     out: OutOption,
     preset: str = typer.Option(
-        "tiny", help="Preset: tiny, base or paper (models/presets/vae.toml)."
+        "tiny",
+        help="Preset: tiny, base or paper (models/presets/vae.toml; "
+        "paper is paper-sized, not the authors' recipe: see its provenance table).",
     ),
     steps: StepsOption = None,
     batch_size: int | None = typer.Option(None, min=1, help="Patches per step (per process)."),
@@ -130,11 +140,17 @@ def train_vae_command(
     seed: int = typer.Option(0, help="Seed for weights, patches and codebook."),
     resume: ResumeOption = False,
     workers: WorkersOption = None,
-    mixed_precision: PrecisionOption = "no",
+    mixed_precision: PrecisionOption = "auto",
     checkpoint_every: CheckpointEveryOption = 500,
     sample_every: SampleEveryOption = 500,
     log_every: LogEveryOption = 10,
     weights_dir: Path | None = typer.Option(None, help="Folder holding the LPIPS VGG16 backbone."),
+    no_perceptual: bool = typer.Option(
+        False,
+        "--no-perceptual",
+        help="Train without the LPIPS term the preset weighs (recorded in the run config); "
+        "without this, a missing VGG16 backbone is an error.",
+    ),
 ) -> None:
     """Train the first-stage VQ autoencoder on patches of HQ faces (paper section 2)."""
     from drbfr_cli.presets import vae_config_from_preset
@@ -150,11 +166,9 @@ def train_vae_command(
         )  # fmt: skip
         settings = VAETaskConfig(
             model=model, data=",".join(data), preset=preset, seed=seed,
-            weights_dir=str(weights_dir) if weights_dir else None,
+            weights_dir=str(weights_dir) if weights_dir else None, perceptual=not no_perceptual,
         )  # fmt: skip
         task = VAETask(settings)
-        if task.notice:
-            err_console.print(f"notice: {task.notice}", highlight=False, soft_wrap=True)
         result, stats = train_vae(task, loop, out, resume=resume)
     terms = ", ".join(f"{k} {v:.4f}" for k, v in result.last_terms.items())
     console.print(f"vae trained to step {result.step}: {terms}")
@@ -186,7 +200,9 @@ def train_ldm_command(
         help="Bundle or LDM run whose denoiser starts this run (fine-tuning, new optimizer).",
     ),
     preset: str = typer.Option(
-        "tiny", help="Preset: tiny, base or paper (models/presets/ldm.toml)."
+        "tiny",
+        help="Preset: tiny, base or paper (models/presets/ldm.toml; "
+        "paper is paper-sized, not the authors' recipe: see its provenance table).",
     ),
     no_dr: bool = typer.Option(
         False, "--no-dr", help="DR-None ablation: condition on the LQ latent only."
@@ -197,7 +213,7 @@ def train_ldm_command(
     seed: int = typer.Option(0, help="Seed for weights, patches, degradations and noise."),
     resume: ResumeOption = False,
     workers: WorkersOption = None,
-    mixed_precision: PrecisionOption = "no",
+    mixed_precision: PrecisionOption = "auto",
     checkpoint_every: CheckpointEveryOption = 500,
     sample_every: SampleEveryOption = 500,
     log_every: LogEveryOption = 10,

@@ -143,6 +143,19 @@ def _all_reduce(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """Every process's rows (the same count on each) concatenated in rank order, no gradient."""
+    if not _distributed():
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
 def _broadcast(tensor: torch.Tensor) -> torch.Tensor:
     """Rank 0's tensor on every process (identity with one process)."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
@@ -211,8 +224,15 @@ class EMAVectorQuantizer(VectorQuantizer):
 
     @torch.no_grad()
     def _initialise(self, flat: torch.Tensor) -> None:
-        generator = torch.Generator(device=flat.device).manual_seed(int(torch.randint(2**31, ())))
-        centres = _broadcast(kmeans(flat, self.n_e, iterations=10, generator=generator))
+        """k-means of every process's encoder outputs, run once on rank 0 and broadcast."""
+        seed = int(torch.randint(2**31, ()))
+        rows = _gather_rows(flat)
+        if not _distributed() or dist.get_rank() == 0:
+            generator = torch.Generator(device=flat.device).manual_seed(seed)
+            centres = kmeans(rows, self.n_e, iterations=10, generator=generator)
+        else:
+            centres = torch.empty_like(self.embedding.weight)
+        centres = _broadcast(centres)
         self.embedding.weight.copy_(centres)
         self.embed_sum.copy_(centres)
         self.cluster_size.fill_(1.0)
@@ -286,6 +306,11 @@ class VQAutoencoder(nn.Module):
     @property
     def quantizer(self) -> EMAVectorQuantizer:
         return self.vq.quantize  # type: ignore[return-value]
+
+    @property
+    def last_layer(self) -> torch.Tensor:
+        """The decoder's last weight (VQGAN's adaptive adversarial weight is measured there)."""
+        return self.vq.decoder.conv_out.weight
 
     def check_size(self, image: torch.Tensor) -> None:
         """One-line error for inputs the encoder cannot take."""

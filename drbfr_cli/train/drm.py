@@ -1,4 +1,10 @@
-"""The DRM training stage: L_DR = L_recon + lambda1 L_contras + lambda2 L_distribution (Eq. 7)."""
+"""The DRM training stage: L_DR = L_recon + lambda1 L_contras + lambda2 L_distribution (Eq. 7).
+
+With several processes the batch-level terms see the whole batch: the contrastive negatives
+and the energy distance use every process's rows (gathered with gradients, `gather_rows`), so
+8 processes of 64 pairs give each positive 511 negatives, as one process holding 512 would.
+L_recon is per item, and DDP's gradient average makes it the whole batch's mean.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from drbfr_cli.config import from_dict, to_dict
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.losses import distribution_loss, info_nce, reconstruction_loss
 from drbfr_cli.nets.drm import DRMConfig, build_drm
+from drbfr_cli.train.accel import gather_rows
 from drbfr_cli.train.checkpoint import load_modules
 from drbfr_cli.train.datasets import PatchPairDataset, load_faces
 from drbfr_cli.train.loop import LossOutput
@@ -62,16 +69,15 @@ class DRMTask:
         cfg = self.model_config
         encoder = modules["encoder"]
         dr1, dr2 = encoder(batch["lq1"]), encoder(batch["lq2"])
-        terms: dict[str, torch.Tensor] = {"distribution": distribution_loss(torch.cat([dr1, dr2]))}
+        head = modules.get("head")
+        terms = batch_terms(dr1, dr2, head, cfg.temperature)
         total = cfg.lambda_distribution * terms["distribution"]
         if "generator" in modules:
             terms["recon"] = reconstruction_loss(
                 modules["generator"](batch["hq2"], dr1), batch["lq2"]
             )
             total = total + terms["recon"]
-        if "head" in modules:
-            head = modules["head"]
-            terms["contrastive"] = info_nce(head(dr1), head(dr2), cfg.temperature)
+        if "contrastive" in terms:
             total = total + cfg.lambda_contrastive * terms["contrastive"]
         return LossOutput(total=total, terms={k: float(v.detach()) for k, v in terms.items()})
 
@@ -96,6 +102,29 @@ class DRMTask:
             "seed": self.settings.seed,
             "model": to_dict(self.model_config),
         }
+
+
+def batch_terms(
+    dr1: torch.Tensor,
+    dr2: torch.Tensor,
+    head: nn.Module | None,
+    temperature: float,
+    reference: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """The batch-level terms of Eq. 7 over every process's rows: the energy distance of all
+    f_DR (Eq. 6) and, with a projection head, InfoNCE (Eq. 5) with every other item as a
+    negative. `reference`: this process's N(0, I) samples (one per row of cat(dr1, dr2);
+    drawn here when None)."""
+    local = torch.cat([dr1, dr2])
+    if reference is None:
+        reference = torch.randn(local.flatten(1).shape, device=local.device)
+    terms = {
+        "distribution": distribution_loss(gather_rows(local), reference=gather_rows(reference))
+    }
+    if head is not None:
+        z1, z2 = gather_rows(head(dr1)), gather_rows(head(dr2))
+        terms["contrastive"] = info_nce(z1, z2, temperature)
+    return terms
 
 
 def model_config_from_saved(saved: dict[str, Any]) -> DRMConfig:

@@ -9,7 +9,8 @@ rendezvous options) or `accelerate launch --multi_gpu` (which starts torchrun's 
   process, so a step sees batch_size * grad_accum * world_size items.
 - Learning rate: linear warm-up (lr * k / warmup_steps at step k), then constant (no decay, so a run
   can be extended by resuming with more `steps` without changing its past).
-- Optimizer: AdamW over all trainable parameters of all modules.
+- Optimizer: AdamW over all trainable parameters of all modules, in the task's parameter
+  groups (`TrainTask.param_groups`: own betas and gradient clipping, e.g. a discriminator).
 - Only rank 0 writes (checkpoints, metrics.jsonl, samples, progress bar); all ranks compute.
 - `compute_loss` receives the prepared (possibly DistributedDataParallel-wrapped) modules:
   call them, do not reach into their attributes. `sample_grid` receives the plain modules (the
@@ -55,9 +56,11 @@ from drbfr_cli.train.report import (
 )
 from drbfr_cli.train.resume import check_fresh_run_dir, check_same_config, latest_checkpoint
 from drbfr_cli.train.samples import SampleWriter
-from drbfr_cli.train.task import LoopConfig, LossOutput, TrainTask
+from drbfr_cli.train.task import LoopConfig, LossOutput, ParamGroup, TrainTask
 
-__all__ = ["LoopConfig", "LossOutput", "TrainResult", "TrainTask", "load_modules", "train"]
+__all__ = [
+    "LoopConfig", "LossOutput", "ParamGroup", "TrainResult", "TrainTask", "load_modules", "train",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class _Session:
     raw: dict[str, torch.nn.Module]
     prepared: dict[str, torch.nn.Module]
     params: list[torch.nn.Parameter]
+    groups: list[tuple[ParamGroup, list[torch.nn.Parameter]]]
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     ema: EmaModules | None
@@ -147,16 +151,37 @@ def _build(task: TrainTask, loop: LoopConfig, run_dir: Path, accelerator: Accele
             raise ValueError(
                 f"module {name!r} has no trainable parameter; keep it out of modules()"
             )
-    params = [p for module in raw.values() for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=loop.lr, weight_decay=loop.weight_decay)
+    groups = _param_groups(task, raw)
+    params = [p for _, group_params in groups for p in group_params]
+    optimizer = torch.optim.AdamW(
+        [{"params": ps, "betas": group.betas} for group, ps in groups],
+        lr=loop.lr,
+        weight_decay=loop.weight_decay,
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup(loop.warmup_steps))
     names = list(raw)
     *wrapped, optimizer = accelerator.prepare(*raw.values(), optimizer)
     ema = EmaModules(raw, loop.ema_decay) if loop.ema_decay else None
     return _Session(
         task, loop, run_dir, accelerator, raw, dict(zip(names, wrapped, strict=True)),
-        params, optimizer, scheduler, ema,
+        params, groups, optimizer, scheduler, ema,
     )  # fmt: skip
+
+
+def _param_groups(
+    task: TrainTask, raw: dict[str, torch.nn.Module]
+) -> list[tuple[ParamGroup, list[torch.nn.Parameter]]]:
+    """The task's parameter groups (default: one of every module) with their parameters."""
+    groups = (
+        task.param_groups() if hasattr(task, "param_groups") else [ParamGroup("all", tuple(raw))]
+    )
+    named = [name for group in groups for name in group.modules]
+    if sorted(named) != sorted(raw):
+        raise ValueError(f"param_groups must hold each module once: {named} vs {list(raw)}")
+    return [
+        (group, [p for n in group.modules for p in raw[n].parameters() if p.requires_grad])
+        for group in groups
+    ]
 
 
 def _load_weights(
@@ -172,15 +197,37 @@ def _load_weights(
         raise DrbfrError(f"{path}: does not fit the module being trained ({reason})") from None
 
 
+def _check_same_modules(session: _Session, folder: Path, saved: dict[str, Any]) -> None:
+    """A resume never drops or adds a trained module (and the loss terms it serves)."""
+    stored, current = sorted(saved.get("modules", [])), sorted(session.raw)
+    if stored != current:
+        raise DrbfrError(
+            f"{folder}: holds the modules {stored}, this run trains {current}; a resume cannot "
+            "drop or add one (start a new run, or --init-from where the stage has it)"
+        )
+
+
+def _load_optimizer(session: _Session, state: dict[str, Any], folder: Path) -> None:
+    try:
+        session.optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError) as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise DrbfrError(
+            f"{folder / ckpt.STATE_FILE}: optimizer state does not fit this run's parameter "
+            f"groups ({reason})"
+        ) from None
+
+
 def _restore(session: _Session, folder: Path, saved: dict[str, Any]) -> int:
     """Load a checkpoint into the session; returns the items this rank had consumed."""
+    _check_same_modules(session, folder, saved)
     weights = ckpt.read_weights(folder, saved, ema=False)
     state = ckpt.read_state(folder, saved)
     for name, module in session.raw.items():
         _load_weights(module, weights.get(name), folder / ckpt.weights_file(name))
     if session.ema is not None:
         session.ema.load_state_dicts(ckpt.read_weights(folder, saved, ema=True))
-    session.optimizer.load_state_dict(state["optimizer"])
+    _load_optimizer(session, state, folder)
     session.scheduler.load_state_dict(state["scheduler"])
     if session.accelerator.scaler is not None and state.get("scaler"):
         session.accelerator.scaler.load_state_dict(state["scaler"])
@@ -234,18 +281,29 @@ def _micro_batch(session: _Session, step: int) -> dict[str, float]:
     return terms
 
 
-def _optimizer_step(session: _Session) -> float:
-    """Clip, step the optimizer, scheduler and EMA; returns the gradient norm before clipping."""
-    accelerator, loop = session.accelerator, session.loop
-    norm = accelerator.clip_grad_norm_(session.params, loop.grad_clip or float("inf"))
+def _clip_groups(session: _Session) -> dict[str, float]:
+    """Unscale (fp16) once, then clip each parameter group on its own; the norms before."""
+    session.accelerator.unscale_gradients()
+    norms = {}
+    for index, (group, params) in enumerate(session.groups):
+        limit = session.loop.grad_clip if group.grad_clip == "loop" else group.grad_clip
+        norm = torch.nn.utils.clip_grad_norm_(params, limit or float("inf"))
+        norms["grad_norm" if index == 0 else f"grad_norm_{group.name}"] = float(norm)
+    return norms
+
+
+def _optimizer_step(session: _Session) -> dict[str, float]:
+    """Clip, step the optimizer, scheduler and EMA; returns the gradient norms before clipping."""
+    accelerator = session.accelerator
+    norms = _clip_groups(session)
     session.optimizer.step()
     session.optimizer.zero_grad(set_to_none=True)
     if accelerator.optimizer_step_was_skipped:  # fp16: the scaler found inf/nan gradients
-        return float(norm)
+        return norms
     session.scheduler.step()
     if session.ema is not None:
         session.ema.update(session.raw)
-    return float(norm)
+    return norms
 
 
 def _train_step(session: _Session, step: int) -> dict[str, float]:
@@ -255,8 +313,7 @@ def _train_step(session: _Session, step: int) -> dict[str, float]:
         meter.add(_micro_batch(session, step))
     if not session.accelerator.sync_gradients:
         raise RuntimeError("gradient accumulation out of step with accelerate")
-    grad_norm = _optimizer_step(session)
-    return {**meter.means(), "grad_norm": grad_norm}
+    return {**meter.means(), **_optimizer_step(session)}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -67,6 +67,19 @@ class LoopConfig:
 
 
 @dataclass(frozen=True)
+class ParamGroup:
+    """Modules that AdamW steps with their own betas and gradient clipping (e.g. a GAN's
+    discriminator). Adam's moments are per parameter, so a group is the same update as an
+    optimizer of its own; one optimizer keeps one fp16 loss-scaler step for all groups."""
+
+    name: str
+    modules: tuple[str, ...]
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float | Literal["loop"] | None = "loop"
+    """Clip this group's gradient norm to this (None: no clipping; loop: LoopConfig.grad_clip)."""
+
+
+@dataclass(frozen=True)
 class LossOutput:
     """A training loss: `total` to backpropagate, `terms` (detached floats) to log."""
 
@@ -79,6 +92,9 @@ class TrainTask(Protocol):
 
     Optional attribute: `resume_may_change: frozenset[str]`, dotted keys of `config()` that a
     resumed run may change (e.g. a data path); every other key must match the saved config.
+    Optional method: `param_groups() -> list[ParamGroup]`, every module in exactly one group
+    (default: one group of all modules with the loop's settings); the first group's gradient
+    norm is logged as `grad_norm`, the others' as `grad_norm_<name>`.
     """
 
     name: str

@@ -1,8 +1,15 @@
 """The first-stage training: a VQ autoencoder on patches of HQ faces (paper section 2).
 
-Loss per step: l1 |x - x_hat| + l2 (x - x_hat)^2 + commitment beta ||z - sg(e)||^2 (the codebook
-itself follows EMAs) + LPIPS(x, x_hat) when its backbone weights are present + an optional hinge
-PatchGAN term after `disc_start` steps. For the first `quantize_after` steps the decoder sees
+Loss per step, as VQGAN trains it (Esser et al. 2021; taming-transformers'
+VQLPIPSWithDiscriminator):
+L_rec = l1 |x - x_hat| + l2 (x - x_hat)^2 + p LPIPS(x, x_hat), plus the commitment
+beta ||z - sg(e)||^2 (the codebook itself follows EMAs), plus, after `disc_start` steps, a hinge
+PatchGAN: lambda L_G for the autoencoder with the adaptive weight
+lambda = disc_weight * |grad_w L_rec| / (|grad_w L_G| + 1e-4) (w: the decoder's last layer,
+clamped to [0, 1e4], no gradient through it), and the discriminator's own hinge loss, stepped
+with its own AdamW betas and gradient clip. LPIPS needs its VGG16 backbone: a run without it
+fails with the missing file named, unless it opts out (`perceptual=False`, `--no-perceptual`),
+which its config records. For the first `quantize_after` steps the decoder sees
 the continuous latent (a warm-up without quantization); the codebook then starts from k-means
 of the encoder outputs. After training, the latent scaling factor 1 / std(E(x)) is measured on
 training patches and stored in final/config.json (task_config.latent), so that scaled latents
@@ -24,7 +31,11 @@ from torch import nn
 from drbfr_cli.config import from_dict, to_dict
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.imaging import write_bytes_atomic
-from drbfr_cli.losses import generator_adversarial_loss, hinge_discriminator_loss
+from drbfr_cli.losses import (
+    adaptive_adversarial_weight,
+    generator_adversarial_loss,
+    hinge_discriminator_loss,
+)
 from drbfr_cli.metrics.lpips import LpipsNet, load_lpips
 from drbfr_cli.nets.autoencoder import LatentStats, Quantized, VQAutoencoder, latent_std_scale
 from drbfr_cli.nets.discriminator import PatchDiscriminator
@@ -32,7 +43,7 @@ from drbfr_cli.presets import VAEConfig
 from drbfr_cli.train import checkpoint as ckpt
 from drbfr_cli.train.batches import SeededItems
 from drbfr_cli.train.datasets import FacePatchDataset, load_faces
-from drbfr_cli.train.loop import LoopConfig, LossOutput, TrainResult, train
+from drbfr_cli.train.loop import LoopConfig, LossOutput, ParamGroup, TrainResult, train
 from drbfr_cli.weights import WeightsMissingError
 
 STAGE = "vae"
@@ -48,6 +59,8 @@ class VAETaskConfig:
     seed: int = 0
     weights_dir: str | None = None
     """Where the LPIPS backbone is looked up (None: the usual weights folders)."""
+    perceptual: bool = True
+    """False: train without the LPIPS term even when the preset weighs it (recorded)."""
 
 
 def model_config_from_saved(saved: dict[str, Any]) -> VAEConfig:
@@ -65,22 +78,26 @@ def codebook_terms(quantized: Quantized) -> dict[str, float]:
     }
 
 
-def load_perceptual(config: VAETaskConfig) -> tuple[nn.Module | None, str | None]:
-    """(LPIPS module, None), or (None, a one-line notice) when it is off or its weights absent."""
-    if config.model.loss.perceptual_weight == 0:
-        return None, None
+def load_perceptual(config: VAETaskConfig) -> nn.Module | None:
+    """The LPIPS-VGG module, or None when the preset weighs it 0 or the run opted out;
+    a one-line DrbfrError naming the missing VGG16 file otherwise."""
+    if config.model.loss.perceptual_weight == 0 or not config.perceptual:
+        return None
     weights_dir = Path(config.weights_dir) if config.weights_dir else None
     try:
-        return load_lpips(LpipsNet.VGG, weights_dir, torch.device("cpu")), None
+        return load_lpips(LpipsNet.VGG, weights_dir, torch.device("cpu"))
     except WeightsMissingError as exc:
-        return None, f"LPIPS perceptual loss skipped (its VGG16 backbone is missing): {exc}"
+        raise DrbfrError(
+            f"the LPIPS perceptual loss needs its VGG16 backbone: {exc}; fetch it (drbfr weights "
+            "fetch), pass --weights-dir, or train without it with --no-perceptual"
+        ) from None
 
 
 class VAETask:
     """TrainTask for the VQ autoencoder (and its discriminator when disc_weight > 0)."""
 
     name = STAGE
-    resume_may_change = frozenset({"data", "weights_dir", "lpips"})
+    resume_may_change = frozenset({"data", "weights_dir"})
 
     def __init__(self, config: VAETaskConfig, faces: list | None = None) -> None:
         self.settings, self.model_config = config, config.model
@@ -93,10 +110,22 @@ class VAETask:
                 self._modules["discriminator"] = PatchDiscriminator(
                     channels=config.model.loss.disc_channels, layers=config.model.loss.disc_layers
                 )
-        self.lpips, self.notice = load_perceptual(config)
+        self.lpips = load_perceptual(config)
 
     def modules(self) -> dict[str, nn.Module]:
         return self._modules
+
+    def param_groups(self) -> list[ParamGroup]:
+        """The autoencoder with the loop's clipping; the discriminator with its own."""
+        loss = self.model_config.loss
+        groups = [ParamGroup("autoencoder", ("vae",), betas=loss.betas)]
+        if "discriminator" in self._modules:
+            groups.append(
+                ParamGroup(
+                    "discriminator", ("discriminator",), loss.disc_betas, loss.disc_grad_clip
+                )
+            )
+        return groups
 
     def dataset(self, *, augment: bool = True) -> FacePatchDataset:
         """Training patches; augment=False gives them in their own colours (latent scaling)."""
@@ -121,15 +150,21 @@ class VAETask:
         quantize = step > cfg.quantize_after
         out = modules["vae"](target, quantize=quantize)
         terms = {"l1": F.l1_loss(out.image, target), "l2": F.mse_loss(out.image, target)}
-        total = cfg.l1_weight * terms["l1"] + cfg.l2_weight * terms["l2"]
+        rec = cfg.l1_weight * terms["l1"] + cfg.l2_weight * terms["l2"]
         if self.lpips is not None:
             terms["lpips"] = self._perceptual(out.image, target)
-            total = total + cfg.perceptual_weight * terms["lpips"]
+            rec = rec + cfg.perceptual_weight * terms["lpips"]
+        total = rec
         if "discriminator" in modules and step > cfg.disc_start:
             logits = modules["discriminator"](target, out.image)
             terms["disc"] = hinge_discriminator_loss(logits.real, logits.fake)
             terms["adversarial"] = generator_adversarial_loss(logits.fake_for_generator)
-            total = total + terms["disc"] + cfg.disc_weight * terms["adversarial"]
+            last_layer = self._modules["vae"].last_layer  # the same tensor inside DDP
+            weight = cfg.disc_weight * adaptive_adversarial_weight(
+                rec, terms["adversarial"], last_layer
+            )
+            terms["adversarial_weight"] = weight
+            total = total + terms["disc"] + weight * terms["adversarial"]
         logged = {k: float(v.detach()) for k, v in terms.items()}
         if out.quantized is not None:
             q = out.quantized
@@ -154,7 +189,7 @@ class VAETask:
             "data": self.settings.data,
             "seed": self.settings.seed,
             "weights_dir": self.settings.weights_dir,
-            "lpips": self.lpips is not None,
+            "perceptual": self.lpips is not None,
             "model": to_dict(self.model_config),
         }
 
