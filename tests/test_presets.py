@@ -46,3 +46,15 @@ def test_presets_still_load_with_their_provenance_tables() -> None:
         for name in preset_names(stage):
             model, train = load(name)
             assert model is not None and "steps" in train
+
+
+def test_auto_mixed_precision_is_bf16_where_supported_fp16_on_other_gpus_fp32_on_cpu() -> None:
+    from drbfr_cli.train.accel import resolve_mixed_precision
+
+    assert resolve_mixed_precision("auto", device_type="cuda", bf16_supported=True) == "bf16"
+    assert resolve_mixed_precision("auto", device_type="cuda", bf16_supported=False) == "fp16"
+    assert resolve_mixed_precision("auto", device_type="cpu", bf16_supported=False) == "no"
+    for explicit in ("no", "fp16", "bf16"):
+        assert resolve_mixed_precision(explicit, device_type="cpu", bf16_supported=False) == (
+            explicit
+        )
