@@ -59,13 +59,10 @@ def test_ray_writes_what_one_process_writes_with_an_actor_killed(
          "--engine", "ray", "--batch-size", "2"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    _restore_actor(run)
-    deadline = time.monotonic() + 240
-    while len(_outputs(out)) < 2 and time.monotonic() < deadline and run.poll() is None:
-        time.sleep(0.02)
-    assert run.poll() is None, f"the run ended before the kill: {run.stderr.read()}"
-    actor = _restore_actor(run)  # the live one (Ray may have replaced the first)
-    actor.send_signal(signal.SIGKILL)  # Ray restarts the actor and retries its batch
+    # Killed as soon as it exists: with --model identity the actor's work is over in a moment,
+    # so a later kill could miss the run. Its batches then run on the actor Ray restarts.
+    actor = _restore_actor(run)
+    actor.send_signal(signal.SIGKILL)
     killed_at = len(_outputs(out))
     _, stderr = run.communicate(timeout=300)
     assert run.returncode == 0, stderr
