@@ -82,3 +82,15 @@ def register_weights(monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setitem(weights.REGISTRY, name, entry)
 
     return register
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models: one torch thread is fastest and leaves the other core to the rest of the
+    machine (use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -12,13 +12,7 @@ import torch
 from drbfr_cli.benchmark.flops import flops_rows, projected_seconds, stage_flops
 from drbfr_cli.benchmark.gpu_check import DRY_RUN, match_row, read_results, run_check
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_dry_run_writes_every_kind_of_result(tmp_path: Path) -> None:

@@ -37,12 +37,7 @@ PLAIN = replace(GAN, loss=replace(LOSS, disc_weight=0.0))
 LOOP = {"batch_size": 4, "lr": 1e-3, "log_every": 1, "checkpoint_every": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _faces() -> list[np.ndarray]:
