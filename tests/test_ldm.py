@@ -412,6 +412,21 @@ def test_a_bundle_stands_in_for_the_drm_run(
         LDMTask(replace(config, drm=str(faces_dir)))
 
 
+def test_export_takes_a_bundle_as_the_drm(ldm_run: Path, bundle_dir: Path, tmp_path: Path) -> None:
+    """A run trained with `--drm BUNDLE` exports with that bundle's E_DR (its DRM run may be
+    gone): `export --drm BUNDLE` stores the bundle's encoder unchanged."""
+    out = tmp_path / "again"
+    result = runner.invoke(
+        app, ["export", "--ldm", str(ldm_run), "--drm", str(bundle_dir), "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    expected = load_bundle(bundle_dir).parts.encoder.state_dict()
+    got = load_bundle(out).parts.encoder.state_dict()
+    assert got.keys() == expected.keys()
+    assert all(torch.equal(got[name], expected[name]) for name in got)
+    assert json.loads((out / "bundle.json").read_text())["sources"]["drm"] == str(bundle_dir)
+
+
 def test_doctor_restores_one_face_with_a_named_bundle(bundle_dir: Path) -> None:
     finding = doctor.check_restore(str(bundle_dir))
     assert finding.level is doctor.Level.OK and "one 32 px face" in finding.detail
@@ -529,7 +544,7 @@ def test_restore_real_photos_with_a_bundle(
     args = ["restore", str(real_lq_whole_dir), "-o", str(out), "--model", str(bundle_dir),
             "--detector", "yunet", "--weights-dir", str(shared_weights_dir),
             "--bg-upsampler", "lanczos", "--steps", "2", "--batch-size", "8",
-            "--guidance", "2", "--samples", "2", "--quiet"]  # fmt: skip
+            "--guidance", "2", "--samples", "2", "--low-freq", "6", "--quiet"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
@@ -540,6 +555,7 @@ def test_restore_real_photos_with_a_bundle(
     assert len(list((out / "restored_imgs").iterdir())) == 5
     assert report["settings"]["sampling"]["guidance_scale"] == 2.0
     assert report["settings"]["sampling"]["samples"] == 2
+    assert report["settings"]["sampling"]["low_freq_sigma"] == 6.0
     assert report["settings"]["precision"] == "fp32"  # what `auto` runs on a CPU
 
 
@@ -554,7 +570,7 @@ def test_eval_restores_with_a_bundle_and_scores_it(bundle_dir: Path, tmp_path: P
     out = tmp_path / "report"
     args = ["eval", "--model", str(bundle_dir), "--lq", str(tmp_path / "lq"), "--gt",
             str(tmp_path / "gt"), "--metrics", "psnr,ssim", "--out", str(out),
-            "--steps", "2"]  # fmt: skip
+            "--steps", "2", "--low-freq", "4"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (out / "restored" / "restored_imgs").iterdir()) == [
@@ -565,6 +581,7 @@ def test_eval_restores_with_a_bundle_and_scores_it(bundle_dir: Path, tmp_path: P
     assert summary["inputs"]["restored"].endswith("restored_imgs")
     settings = json.loads((out / "restored" / "report.json").read_text())["settings"]
     assert settings["model"] == str(bundle_dir) and settings["sampling"]["steps"] == 2
+    assert settings["sampling"]["low_freq_sigma"] == 4.0
     assert settings["precision"] == "fp32" and settings["aligned"] is True
     assert summary["images"] == 2
 

@@ -14,7 +14,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from drbfr_cli.cli.main import app
+from drbfr_cli.faces.detect import DetectorKind
 from drbfr_cli.imaging import read_image, to_uint8
+from drbfr_cli.restore.tools import ToolChoices, resolve_detector
 from tests.test_restore_cli import IDENTITY
 
 runner = CliRunner()
@@ -128,8 +130,9 @@ def test_ext_jpg_drops_alpha_with_a_note(faces: Path, tmp_path: Path) -> None:
 def test_missing_detector_weights_offline_name_the_detectors_that_are_there(
     real_lq_whole_dir: Path, shared_weights_dir: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    """The default RetinaFace-R50 is not in the weights folder and cannot be fetched: one line
-    that says where to put it and which detectors' weights are already there."""
+    """RetinaFace-R50, asked for, is not in the weights folder and cannot be fetched: one line
+    that says where to put it and which detectors' weights are already there. Without
+    --detector, the run takes the detector that is there, says so once, and records it."""
     monkeypatch.setenv("DRBFR_OFFLINE", "1")
     weights_dir = tmp_path / "weights"
     weights_dir.mkdir()
@@ -137,11 +140,28 @@ def test_missing_detector_weights_offline_name_the_detectors_that_are_there(
     photos = tmp_path / "photos"
     photos.mkdir()
     shutil.copy(sorted(real_lq_whole_dir.iterdir())[0], photos)
-    result = _invoke(
-        "restore", photos, "-o", tmp_path / "out", *IDENTITY, "--weights-dir", weights_dir,
-        "--no-gallery",
-    )  # fmt: skip
+    common = (*IDENTITY, "--weights-dir", weights_dir, "--no-gallery")
+    result = _invoke("restore", photos, "-o", tmp_path / "out", *common, "--detector", "retinaface")
     assert result.exit_code == 2, result.output
     error = result.output.strip().splitlines()[-1]
     assert "retinaface-resnet50" in error and "or use --detector yunet (found)" in error
     assert "Traceback" not in result.output
+    result = _invoke("restore", photos, "-o", tmp_path / "default", *common)
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if "detected with yunet" in line]
+    assert len(notes) == 1 and "retinaface-resnet50 not found" in notes[0]
+    report = json.loads((tmp_path / "default" / "report.json").read_text())
+    assert report["settings"]["detector"] == "yunet"
+    assert report["images"][0]["status"] == "ok" and report["images"][0]["faces"]
+
+
+def test_the_default_detector_is_the_best_one_present(shared_weights_dir: Path) -> None:
+    """The shared folder holds RetinaFace-mobile and YuNet, not RetinaFace-R50: the default is
+    RetinaFace-mobile; an explicit choice is kept as it is."""
+    notes: list[str] = []
+    choices = ToolChoices(weights_dir=shared_weights_dir)
+    assert resolve_detector(choices, notes.append) is DetectorKind.RETINAFACE_MOBILE
+    assert len(notes) == 1
+    chosen = ToolChoices(weights_dir=shared_weights_dir, detector=DetectorKind.RETINAFACE)
+    assert resolve_detector(chosen, notes.append) is DetectorKind.RETINAFACE
+    assert len(notes) == 1

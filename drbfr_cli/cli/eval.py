@@ -99,6 +99,9 @@ def eval_command(
     samples: int | None = typer.Option(
         None, min=1, help="With --model: restorations averaged per face."
     ),
+    low_freq: float | None = typer.Option(
+        None, min=0.0, help="With --model: low-frequency transfer sigma (see restore --low-freq)."
+    ),
     batch_size: int = typer.Option(8, min=1, help="With --model: faces per restorer call."),
 ) -> None:
     """Evaluate --restored against --gt (paired) or alone (NIQE, FID vs --fid-stats); without
@@ -132,7 +135,9 @@ def eval_command(
         if restored is None:
             if lq is None or out is None:
                 raise fail("restoring needs --lq DIR (aligned LQ faces) and --out DIR")
-            sampling = {"steps": steps, "start_t": start_t, "samples": samples}
+            sampling = {
+                "steps": steps, "start_t": start_t, "samples": samples, "low_freq_sigma": low_freq,
+            }  # fmt: skip
             restored = _restore_with(model, lq, out, device, weights_dir, sampling, batch_size)
         net, backbone = _lpips_choice(lpips_net, lpips_backbone, chosen)
         config = EvalConfig(

@@ -13,7 +13,7 @@ def export(
     ldm: Path = typer.Option(..., help="LDM run folder (from drbfr train ldm)."),
     out: Path = typer.Option(..., "-o", "--out", help="New bundle folder."),
     drm: Path | None = typer.Option(
-        None, help="DRM run folder (default: the one the LDM run was trained on)."
+        None, help="DRM run folder or bundle (default: the one the LDM run was trained on)."
     ),
     vae: Path | None = typer.Option(
         None, help="VAE run folder (default: the one the LDM run was trained on)."

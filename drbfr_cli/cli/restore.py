@@ -83,8 +83,14 @@ def restore(
         ),
     ] = False,
     detector: Annotated[
-        DetectorKind, typer.Option(help="Face detector.", rich_help_panel=_DETECT)
-    ] = DetectorKind.RETINAFACE,
+        DetectorKind | None,
+        typer.Option(
+            help="Face detector (default: retinaface when its weights are in a weights folder, "
+            "else the first of retinaface-mobile, yunet found there, else retinaface, fetched).",
+            show_default=False,
+            rich_help_panel=_DETECT,
+        ),
+    ] = None,
     det_threshold: Annotated[
         float | None,
         typer.Option(
@@ -162,6 +168,16 @@ def restore(
             min=1,
             help="Restorations averaged per face: higher PSNR, softer detail, N times the time "
             "(default: the bundle's).",
+            rich_help_panel=_MODEL,
+        ),
+    ] = None,
+    low_freq: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Replace each restored face's frequencies below a Gaussian of this sigma (px of "
+            "the 512 px face) by the input's: undoes the shading and colour drift of latent "
+            "sampling (default: the bundle's; 0: off).",
             rich_help_panel=_MODEL,
         ),
     ] = None,
@@ -319,7 +335,7 @@ def restore(
     )
     sampling = {
         "sampler": sampler, "steps": steps, "start_t": start_t, "tem_t": tem_t,
-        "guidance_scale": guidance, "samples": samples,
+        "guidance_scale": guidance, "samples": samples, "low_freq_sigma": low_freq,
     }  # fmt: skip
     with user_errors():
         from drbfr_cli.devices import resolve_device

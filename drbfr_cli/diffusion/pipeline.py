@@ -1,7 +1,14 @@
-"""The restore loop written out: condition, sample, texture pass, decode (paper Eq. 8, DiffBFR).
+"""The restore loop written out: condition, sample, texture pass, decode (paper Eq. 8, DiffBFR),
+then the optional low-frequency transfer from the input.
 
-    lq [-1, 1] --E_VAE--> f_LQ --+--> restore_latents (sampling.py) --D_VAE--> restored
-               --E_DR--> f_DR  --+
+    lq [-1, 1] --E_VAE--> f_LQ --+--> restore_latents (sampling.py) --D_VAE--> x --> restored
+               --E_DR--> f_DR  --+                                             lq --^
+
+The low-frequency transfer, restored = x - G(x) + G(lq) with G a Gaussian blur, is the colour
+correction latent-diffusion restorers apply after decoding (StableSR, Wang et al. 2023, Sec. 3.4,
+with its wavelet low band replaced by a Gaussian one): a latent sampler drifts in shading and
+colour, while the input keeps those low frequencies through blur, noise, JPEG and moderate
+downscaling. It is off unless the sampling config's `low_freq_sigma` is set.
 
 `FrozenParts` holds the first stage and the DR encoder; `condition` computes the LDRM's
 conditions (training uses it too); `LDRMDenoiser` binds them and the noise schedule to the
@@ -91,7 +98,45 @@ def restore_faces(
     denoiser = LDRMDenoiser(unwrap(ldrm), cond, schedule)
     latents = restore_latents(denoiser, cond.f_lq, seeds, schedule, sampling)
     ldrm.train(was_training)
-    return parts.first_stage.decode(latents)
+    restored = parts.first_stage.decode(latents)
+    if sampling.low_freq_sigma > 0:
+        restored = transfer_low_frequencies(restored, lq.to(restored), sampling.low_freq_sigma)
+    return restored
+
+
+def gaussian_kernel(sigma: float) -> torch.Tensor:
+    """Normalised 1-D Gaussian taps of OpenCV's size for float images, round(8 sigma + 1) | 1."""
+    size = round(8 * sigma + 1) | 1
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    taps = torch.exp(-(x**2) / (2 * sigma**2))
+    return taps / taps.sum()
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of B x C x H x W images, mirrored borders (OpenCV's default,
+    BORDER_REFLECT_101); the kernel is cut to the image where it is wider."""
+    channels, (height, width) = images.shape[1], images.shape[-2:]
+    taps = gaussian_kernel(sigma).to(images)
+    radius = len(taps) // 2
+    out = images
+    for dim, side in ((3, width), (2, height)):
+        cut = min(radius, side - 1)
+        kernel = taps[radius - cut : radius + cut + 1]
+        kernel = kernel / kernel.sum()
+        shape = (1, 1, 1, len(kernel)) if dim == 3 else (1, 1, len(kernel), 1)
+        pad = (cut, cut, 0, 0) if dim == 3 else (0, 0, cut, cut)
+        padded = torch.nn.functional.pad(out, pad, mode="reflect")
+        weight = kernel.view(shape).expand(channels, -1, -1, -1)
+        out = torch.nn.functional.conv2d(padded, weight, groups=channels)
+    return out
+
+
+def transfer_low_frequencies(
+    restored: torch.Tensor, lq: torch.Tensor, sigma: float
+) -> torch.Tensor:
+    """restored - G_sigma(restored) + G_sigma(lq), clamped to [-1, 1] (module docstring)."""
+    low = gaussian_blur(lq, sigma) - gaussian_blur(restored, sigma)
+    return (restored + low).clamp(-1, 1)
 
 
 def unwrap(module: nn.Module) -> LDRM:

@@ -59,6 +59,9 @@ class SamplingConfig:
     """DDIM stochasticity (DDIM Eq. 16): 0 deterministic, 1 DDPM-like; DDIM only."""
     samples: int = 1
     """Restorations averaged per face (posterior mean; 1: a single sample, as in the paper)."""
+    low_freq_sigma: float = 0.0
+    """After decoding, the restored face's frequencies below a Gaussian of this sigma (pixels
+    of the face) are replaced by the LQ input's (diffusion/pipeline.py); 0: off."""
 
     def __post_init__(self) -> None:
         try:
@@ -79,6 +82,8 @@ class SamplingConfig:
             raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
         if not self.eta >= 0:
             raise ValueError(f"eta must be >= 0, got {self.eta}")
+        if not self.low_freq_sigma >= 0:
+            raise ValueError(f"low_freq_sigma must be >= 0, got {self.low_freq_sigma}")
         if self.eta > 0 and self.sampler != Sampler.DDIM:
             raise ValueError(f"eta > 0 needs the ddim sampler, got {self.sampler.value}")
 

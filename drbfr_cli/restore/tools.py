@@ -5,7 +5,7 @@ in one line; the restorer is made in one place, `build_restorer`."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,8 @@ class ToolChoices:
     sampling: Mapping[str, Any] = field(default_factory=dict)
     """Sampling fields that override the bundle's defaults (sampler, steps, start_t, tem_t)."""
     weights_dir: Path | None = None
-    detector: DetectorKind = DetectorKind.RETINAFACE
+    detector: DetectorKind | None = None
+    """None: the best detector whose weights are present (`resolve_detector`)."""
     background: Background = Background.AUTO
     bg_model: Path | None = None
     """Any super-resolution model file spandrel loads; replaces the registry's Real-ESRGAN."""
@@ -75,6 +76,7 @@ def build_tools(
         settings["identity"] = identity.DESCRIPTION
     if options.aligned:
         return RestoreTools(restorer=restorer, embedder=embedder), settings
+    choices = replace(choices, detector=resolve_detector(choices, notice))
     upsampler = build_background(choices, options.upscale, notice)
     parser = build_parser(choices.weights_dir, choices.device)
     settings |= {
@@ -136,21 +138,48 @@ def build_embedder() -> identity.FaceEmbedder:
     return identity.load_embedder()
 
 
+DETECTOR_PREFERENCE = (
+    DetectorKind.RETINAFACE,
+    DetectorKind.RETINAFACE_MOBILE,
+    DetectorKind.YUNET,
+)
+"""The default detector is the first of these whose weights are present (most accurate first)."""
+
+
+def resolve_detector(choices: ToolChoices, notice: Notice) -> DetectorKind:
+    """The chosen detector, or without a choice the first of DETECTOR_PREFERENCE whose weights
+    are in a weights folder (with a notice when that is not RetinaFace-R50), else RetinaFace-R50,
+    fetched by the registry: as `--bg-upsampler auto` takes what is there before downloading."""
+    if choices.detector is not None:
+        return choices.detector
+    best = DETECTOR_PREFERENCE[0]
+    for kind in DETECTOR_PREFERENCE:
+        if weights.find(WEIGHT_NAMES[kind], choices.weights_dir) is not None:
+            if kind is not best:
+                notice(
+                    f"{WEIGHT_NAMES[best]} not found: faces are detected with {kind.value} "
+                    f"(`--detector {best.value}` fetches {WEIGHT_NAMES[best]})"
+                )
+            return kind
+    return best
+
+
 def build_face_detector(choices: ToolChoices, notice: Notice) -> Detector:
-    """The chosen detector; when its weights cannot be had, the error names the detectors whose
-    weights are already in the weights folders."""
+    """The chosen (or resolved) detector; when its weights cannot be had, the error names the
+    detectors whose weights are already in the weights folders."""
+    kind = resolve_detector(choices, notice)
     try:
-        ensure_weights(WEIGHT_NAMES[choices.detector], choices.weights_dir, notice)
+        ensure_weights(WEIGHT_NAMES[kind], choices.weights_dir, notice)
     except DrbfrError as exc:
         present = [
-            kind.value
-            for kind, name in WEIGHT_NAMES.items()
-            if kind is not choices.detector and weights.find(name, choices.weights_dir)
+            other.value
+            for other, name in WEIGHT_NAMES.items()
+            if other is not kind and weights.find(name, choices.weights_dir)
         ]
         if not present:
             raise
         raise DrbfrError(f"{exc}; or use --detector {' / '.join(present)} (found)") from None
-    return build_detector(choices.detector, choices.weights_dir, choices.device)
+    return build_detector(kind, choices.weights_dir, choices.device)
 
 
 def build_background(choices: ToolChoices, scale: float, notice: Notice) -> Upsampler:

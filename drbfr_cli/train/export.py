@@ -1,7 +1,7 @@
-"""`drbfr export`: a bundle (bundle.py's format) from an LDM run and the DRM / VAE runs it was
-trained on (a VQ run, or TAEF2 by registry name). Runs written before configs were nested
-export too: every config is read through
-its typed class and written in the current layout."""
+"""`drbfr export`: a bundle (bundle.py's format) from an LDM run and the DRM run (or bundle)
+and VAE run it was trained on (a VQ run, or TAEF2 by registry name). Runs written before
+configs were nested export too: every config is read through its typed class and written in
+the current layout."""
 
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ from drbfr_cli.nets.autoencoder import LatentStats
 from drbfr_cli.nets.drm import DRMConfig
 from drbfr_cli.presets import LDMConfig, VAEConfig, first_stage_geometry
 from drbfr_cli.train import checkpoint as ckpt
-from drbfr_cli.train.drm import load_drm
-from drbfr_cli.train.ldm import load_ldm
+from drbfr_cli.train.ldm import load_frozen_encoder, load_ldm
 from drbfr_cli.train.vae import load_vae
 
 
@@ -41,13 +40,13 @@ def export_bundle(
     float32), `ema_only` stores only the EMA denoiser, as ldrm.safetensors."""
     ldrm, saved = load_ldm(ldm_run, ema=False)
     drm_run = drm_run or Path(saved["drm"])
-    drm_modules, drm_saved = load_drm(drm_run)
+    encoder, drm_saved = load_frozen_encoder(drm_run)  # a DRM run or a bundle's E_DR
     frozen = saved["frozen"]
     drm_config = from_dict(DRMConfig, drm_saved["model"], source=f"{drm_run} drm config")
     _same_part("DRM", normalised(DRMConfig, frozen["drm"]["model"]), to_dict(drm_config))
     model = from_dict(LDMConfig, saved["model"], source=f"{ldm_run} ldm config")
     tensors = {
-        "drm_encoder": drm_modules["encoder"].state_dict(),
+        "drm_encoder": encoder.state_dict(),
         **_denoiser(ldm_run, ldrm, ema_only),
     }
     if frozen["vae"].get("kind") == FirstStageKind.TAEF2:
