@@ -5,7 +5,7 @@ then the optional low-frequency transfer from the input.
                --E_DR--> f_DR  --+                                             lq --^
 
 The low-frequency transfer, restored = x - G(x) + G(lq) with G a Gaussian blur, is the colour
-correction latent-diffusion restorers apply after decoding (StableSR, Wang et al. 2023, Sec. 3.4,
+correction latent-diffusion restorers apply after decoding (StableSR, Wang et al. 2023,
 with its wavelet low band replaced by a Gaussian one): a latent sampler drifts in shading and
 colour, while the input keeps those low frequencies through blur, noise, JPEG and moderate
 downscaling. It is off unless the sampling config's `low_freq_sigma` is set.
