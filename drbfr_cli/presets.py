@@ -21,6 +21,7 @@ from drbfr_cli.config import from_dict, load_preset
 from drbfr_cli.degradations import DegradationRanges
 from drbfr_cli.diffusion.sampling import SamplingConfig
 from drbfr_cli.diffusion.schedule import NoiseSchedule
+from drbfr_cli.errors import DrbfrError
 from drbfr_cli.faces.align import FACE_SIZE
 from drbfr_cli.nets.autoencoder import VQConfig
 from drbfr_cli.nets.drm import DRMConfig
@@ -181,6 +182,17 @@ def first_stage_geometry(frozen_vae: Mapping[str, Any]) -> FirstStageGeometry:
 _SAMPLING_FIELDS = tuple(f"sampling.{f.name}" for f in fields(SamplingConfig))
 INFERENCE_ONLY_FIELDS = (*_SAMPLING_FIELDS, "decode_quantized")
 """LDMConfig fields (dotted) that do not touch training: a resumed run may change them."""
+
+
+def with_patch_size(model: LDMConfig, patch_size: int) -> LDMConfig:
+    """`model` training on patch_size crops (`train ldm --patch-size`); one-line error when the
+    preset's faces are smaller than the crop."""
+    smallest = model.data.face_sides[0]
+    if patch_size > smallest:
+        raise DrbfrError(
+            f"--patch-size {patch_size} exceeds the preset's smallest face side ({smallest} px)"
+        )
+    return replace(model, data=replace(model.data, patch_size=patch_size))
 
 
 def _preset(stage: str, cls: type, preset: str) -> tuple[Any, dict[str, Any]]:

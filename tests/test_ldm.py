@@ -26,7 +26,14 @@ from drbfr_cli.nets import ldrm as ldrm_net
 from drbfr_cli.nets.autoencoder import VQConfig
 from drbfr_cli.nets.drm import DRMConfig
 from drbfr_cli.nets.ldrm import LDRM, GaussianPriorSkip, LDRMConfig, TimeModulation
-from drbfr_cli.presets import LDMConfig, PatchConfig, VAEConfig, VAELossConfig
+from drbfr_cli.presets import (
+    LDMConfig,
+    PatchConfig,
+    VAEConfig,
+    VAELossConfig,
+    ldm_config_from_preset,
+    with_patch_size,
+)
 from drbfr_cli.restore.restorer import BundleRestorer, load_restorer
 from drbfr_cli.train.drm import DRMTask, DRMTaskConfig
 from drbfr_cli.train.ldm import LDMTask, LDMTaskConfig, load_ldm
@@ -270,6 +277,21 @@ def test_preset_and_vae_of_other_sizes_are_refused(
     )  # fmt: skip
     with pytest.raises(DrbfrError, match="32 px faces"):
         LDMTask(wrong)
+
+
+def test_patch_size_changes_only_the_training_crop() -> None:
+    """`train ldm --patch-size 256` trains the small preset on 256 px crops of the same faces,
+    with everything else the preset's; a crop larger than the faces is a one-line error."""
+    small, _ = ldm_config_from_preset("small")
+    larger = with_patch_size(small, 256)
+    assert larger.data.patch_size == 256 != small.data.patch_size
+    assert replace(larger, data=small.data) == small
+    with pytest.raises(DrbfrError, match="exceeds the preset's smallest face side"):
+        with_patch_size(small, small.data.face_sides[0] + 8)
+    args = ["train", "ldm", "--preset", "small", "--patch-size", "1024", "--data", "x"]
+    result = runner.invoke(app, [*args, "--drm", "x", "-o", "y"])
+    assert result.exit_code != 0 and "smallest face side (448 px)" in result.output
+    assert "Traceback" not in result.output
 
 
 # ---------------------------------------------------------------------------------------------

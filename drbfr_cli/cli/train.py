@@ -209,6 +209,12 @@ def train_ldm_command(
     ),
     steps: StepsOption = None,
     batch_size: int | None = typer.Option(None, min=1, help="Patches per step (per process)."),
+    patch_size: int | None = typer.Option(
+        None,
+        min=8,
+        help="Side of the training crops in px (default: the preset's; TAEF2 presets take any "
+        "multiple of 8 that the U-Net's downsampling divides, up to the smallest face side).",
+    ),
     lr: LrOption = None,
     seed: int = typer.Option(0, help="Seed for weights, patches, degradations and noise."),
     resume: ResumeOption = False,
@@ -219,12 +225,14 @@ def train_ldm_command(
     log_every: LogEveryOption = 10,
 ) -> None:
     """Train the latent diffusion restoration module (paper Eqs. 8-10) on frozen DRM and VAE."""
-    from drbfr_cli.presets import ldm_config_from_preset
+    from drbfr_cli.presets import ldm_config_from_preset, with_patch_size
     from drbfr_cli.train.ldm import LDMTask, LDMTaskConfig
     from drbfr_cli.train.loop import train
 
     with user_errors():
         model, defaults = ldm_config_from_preset(preset)
+        if patch_size is not None:
+            model = with_patch_size(model, patch_size)
         loop = loop_config(
             defaults, steps=steps, batch_size=batch_size, lr=lr, seed=seed, num_workers=workers,
             mixed_precision=mixed_precision, checkpoint_every=checkpoint_every,
