@@ -185,14 +185,16 @@ INFERENCE_ONLY_FIELDS = (*_SAMPLING_FIELDS, "decode_quantized")
 
 
 def with_patch_size(model: LDMConfig, patch_size: int) -> LDMConfig:
-    """`model` training on patch_size crops (`train ldm --patch-size`); one-line error when the
-    preset's faces are smaller than the crop."""
-    smallest = model.data.face_sides[0]
-    if patch_size > smallest:
+    """`model` training on patch_size crops (`train ldm --patch-size`); PatchConfig's check of
+    the crop against the smallest face side, as a one-line error."""
+    try:
+        data = replace(model.data, patch_size=patch_size)
+    except ValueError:
+        smallest = model.data.face_sides[0]
         raise DrbfrError(
             f"--patch-size {patch_size} exceeds the preset's smallest face side ({smallest} px)"
-        )
-    return replace(model, data=replace(model.data, patch_size=patch_size))
+        ) from None
+    return replace(model, data=data)
 
 
 def _preset(stage: str, cls: type, preset: str) -> tuple[Any, dict[str, Any]]:
