@@ -11,6 +11,9 @@
       ldrm.safetensors        the denoiser; ldrm.ema.safetensors its EMA (preferred) when kept.
                               A shipping export (`--ema-only`) stores only the EMA, as
                               ldrm.safetensors, and says so in bundle.json (`denoiser`: "ema")
+      fidelity.safetensors    optional: the fidelity network F (nets/fidelity.py), whose output
+                              replaces the input as the low-frequency reference; its shape is
+                              bundle.json's `fidelity.network`
 
 Weights are float32, or float16 when bundle.json says `"dtype": "float16"` (`drbfr export
 --half`); loading casts them to float32, so a half bundle computes in float32 on any device.
@@ -44,6 +47,7 @@ from drbfr_cli.errors import DrbfrError
 from drbfr_cli.imaging import make_temporary_folder
 from drbfr_cli.nets.autoencoder import FirstStage, LatentStats, VQAutoencoder
 from drbfr_cli.nets.drm import DRMConfig, build_drm
+from drbfr_cli.nets.fidelity import FidelityConfig, FidelityNet
 from drbfr_cli.nets.ldrm import LDRM, LDRMConfig
 from drbfr_cli.nets.taef2 import ChannelLatentStats, TAEF2FirstStage, load_taef2
 from drbfr_cli.presets import VAEConfig, first_stage_geometry
@@ -53,7 +57,7 @@ from drbfr_cli.zoo import models_dir
 FORMAT = "drbfr-bundle"
 VERSION = 1
 MANIFEST = "bundle.json"
-PARTS = ("drm_encoder", "vae", "ldrm")
+PARTS = ("drm_encoder", "vae", "ldrm", "fidelity")
 DEFAULT_NAME = "drbfr-small"
 """The bundle restore, eval and doctor use when no model is named (shipped in models/bundles)."""
 LEGACY_DEFAULT_NAME = "default"
@@ -72,6 +76,8 @@ class Bundle:
     path: Path | None = None
     train_t_max: float = 1.0
     """The largest start_t the denoiser was trained for (presets.LDMConfig.train_t_max)."""
+    fidelity: FidelityNet | None = None
+    """F, the low-frequency reference of the restorations (None: the LQ input is)."""
 
     @property
     def use_dr(self) -> bool:
@@ -90,6 +96,7 @@ class Bundle:
             schedule=self.schedule,
             sampling=sampling or self.sampling,
             use_dr=self.use_dr,
+            fidelity=self.fidelity,
         )
 
     def check_sampling(self, sampling: SamplingConfig) -> None:
@@ -104,6 +111,8 @@ class Bundle:
     def to(self, device: torch.device | str) -> Bundle:
         for module in (self.parts.encoder, self.parts.first_stage.model, self.ldrm):
             module.to(device)
+        if self.fidelity is not None:
+            self.fidelity.to(device)
         return self
 
 
@@ -255,6 +264,7 @@ def load_bundle(path: Path, *, ema: bool = True, weights_dir: Path | None = None
     _load_state(encoder, read_part(path, manifest, "drm_encoder"), "drm_encoder", path)
     ldrm = LDRM(network)
     _load_state(ldrm, read_part(path, manifest, denoiser_part(manifest, ema=ema)), "ldrm", path)
+    fidelity = _load_fidelity(path, manifest)
     for module in (encoder, first_stage.model, ldrm):
         module.requires_grad_(False).eval()
     parts = FrozenParts(
@@ -263,9 +273,24 @@ def load_bundle(path: Path, *, ema: bool = True, weights_dir: Path | None = None
         vae_config=record,
         drm_config={"model": to_dict(drm_config), "preset": manifest["drm"].get("preset")},
     )
-    bundle = Bundle(parts, ldrm, schedule, sampling, face_size, path, train_t_max)
+    bundle = Bundle(parts, ldrm, schedule, sampling, face_size, path, train_t_max, fidelity)
     bundle.check_sampling(sampling)
     return bundle
+
+
+def _load_fidelity(path: Path, manifest: Mapping[str, Any]) -> FidelityNet | None:
+    """The bundle's fidelity network F, frozen, or None when the bundle has none."""
+    if "fidelity" not in manifest:
+        return None
+    try:
+        config = from_dict(
+            FidelityConfig, manifest["fidelity"]["network"], source=f"{path} fidelity"
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DrbfrError(f"{path}: bad fidelity entry in the bundle manifest ({exc})") from None
+    network = FidelityNet(config)
+    _load_state(network, read_part(path, manifest, "fidelity"), "fidelity", path)
+    return network.requires_grad_(False).eval()
 
 
 def _load_first_stage(

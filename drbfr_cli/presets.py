@@ -5,6 +5,8 @@ A preset holds the configs of what it is made of, never copies of their fields:
     VAEConfig = image_size + network: VQConfig + data: PatchConfig + loss: VAELossConfig
     LDMConfig = network: LDRMConfig + data: PatchConfig + degradations: DegradationRanges
                 + schedule: NoiseSchedule + sampling: SamplingConfig
+    FidelityModelConfig = network: FidelityConfig + data: PatchConfig
+                + degradations: DegradationRanges
     DRMConfig (nets/drm.py) is a network config alone.
 
 Inference (bundles) reads these too, so this module imports no training code.
@@ -25,6 +27,7 @@ from drbfr_cli.errors import DrbfrError
 from drbfr_cli.faces.align import FACE_SIZE
 from drbfr_cli.nets.autoencoder import VQConfig
 from drbfr_cli.nets.drm import DRMConfig
+from drbfr_cli.nets.fidelity import FidelityConfig
 from drbfr_cli.nets.ldrm import LDRMConfig
 from drbfr_cli.nets.taef2 import DOWNSAMPLING as TAEF2_DOWNSAMPLING
 from drbfr_cli.nets.taef2 import LATENT_CHANNELS as TAEF2_CHANNELS
@@ -201,6 +204,27 @@ def _preset(stage: str, cls: type, preset: str) -> tuple[Any, dict[str, Any]]:
     table = load_preset(stage, preset)
     model = from_dict(cls, table.get("model", {}), source=f"{stage} preset {preset!r}")
     return model, dict(table.get("train", {}))
+
+
+@dataclass(frozen=True)
+class FidelityModelConfig:
+    """A fidelity-network preset ([model] of models/presets/fidelity.toml): F's shape and the
+    patches and Eq. (11) degradations it trains on."""
+
+    network: FidelityConfig = field(default_factory=FidelityConfig)
+    data: PatchConfig = field(default_factory=PatchConfig)
+    degradations: DegradationRanges = field(default_factory=DegradationRanges)
+
+    def __post_init__(self) -> None:
+        if self.data.patch_size % self.network.multiple:
+            raise ValueError(
+                f"patch_size must be a multiple of {self.network.multiple} (F's downsampling)"
+            )
+
+
+def fidelity_config_from_preset(preset: str) -> tuple[FidelityModelConfig, dict[str, Any]]:
+    """(model config, default training options) of a fidelity-network preset."""
+    return _preset("fidelity", FidelityModelConfig, preset)
 
 
 def drm_config_from_preset(preset: str) -> tuple[DRMConfig, dict[str, Any]]:

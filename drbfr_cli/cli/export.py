@@ -10,7 +10,7 @@ from drbfr_cli.cli.common import console, user_errors
 
 
 def export(
-    ldm: Path = typer.Option(..., help="LDM run folder (from drbfr train ldm)."),
+    ldm: Path | None = typer.Option(None, help="LDM run folder (from drbfr train ldm)."),
     out: Path = typer.Option(..., "-o", "--out", help="New bundle folder."),
     drm: Path | None = typer.Option(
         None, help="DRM run folder or bundle (default: the one the LDM run was trained on)."
@@ -22,6 +22,14 @@ def export(
     ema_only: bool = typer.Option(
         False, "--ema-only", help="Store only the EMA denoiser, not the trained weights (shipping)."
     ),
+    fidelity: Path | None = typer.Option(
+        None, help="Fidelity run folder (from drbfr train fidelity) whose F the bundle carries."
+    ),
+    from_bundle: Path | None = typer.Option(
+        None,
+        "--from-bundle",
+        help="Instead of --ldm: copy this bundle, adding (or replacing) the --fidelity network.",
+    ),
     weights_dir: Path | None = typer.Option(
         None, "--weights-dir", file_okay=False, help="Weights folder for the TAEF2 check load."
     ),
@@ -30,10 +38,21 @@ def export(
     `drbfr restore --model` and `drbfr analyze ldm --model` load. A bundle to ship is made with
     --half --ema-only (half the size of the EMA alone; loads as float32)."""
     from drbfr_cli.bundle import load_bundle
-    from drbfr_cli.train.export import export_bundle
+    from drbfr_cli.errors import DrbfrError
+    from drbfr_cli.train.export import export_bundle, repack_with_fidelity
 
     with user_errors():
-        path = export_bundle(ldm, out, drm_run=drm, vae_run=vae, half=half, ema_only=ema_only)
+        if (ldm is None) == (from_bundle is None):
+            raise DrbfrError("give exactly one of --ldm RUN and --from-bundle BUNDLE")
+        if from_bundle is not None:
+            if fidelity is None:
+                raise DrbfrError("--from-bundle needs --fidelity RUN (the part it adds)")
+            path = repack_with_fidelity(from_bundle, fidelity, out)
+        else:
+            path = export_bundle(
+                ldm, out, drm_run=drm, vae_run=vae, half=half, ema_only=ema_only,
+                fidelity_run=fidelity,
+            )  # fmt: skip
         bundle = load_bundle(
             path, weights_dir=weights_dir
         )  # proves the bundle loads and its parts agree
@@ -41,6 +60,7 @@ def export(
     sampling = bundle.sampling
     console.print(
         f"bundle: {path} ({size:.1f} MiB; {bundle.face_size} px faces, "
-        f"DR {'on' if bundle.use_dr else 'off (DR-None)'}, default sampling "
+        f"DR {'on' if bundle.use_dr else 'off (DR-None)'}, "
+        f"fidelity network {'on' if bundle.fidelity is not None else 'off'}, default sampling "
         f"{sampling.sampler} {sampling.steps} steps, start_t {sampling.start_t})"
     )

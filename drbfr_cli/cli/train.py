@@ -18,7 +18,8 @@ if TYPE_CHECKING:  # torch, accelerate: imported when a command runs
 
 app = typer.Typer(
     help="Train a stage: drm (degradation representation), vae (first-stage VQ autoencoder),\n"
-    "ldm (latent diffusion restoration module, on a trained drm and vae).",
+    "ldm (latent diffusion restoration module, on a trained drm and vae), fidelity (the\n"
+    "pixel-space regressor that gives restorations their coarse structure).",
     no_args_is_help=True,
 )
 
@@ -178,6 +179,42 @@ def train_vae_command(
             f"mean {stats.mean:.4f} on {stats.samples} training patches)"
         )
     console.print(f"weights: {result.final_dir}")
+
+
+@app.command("fidelity")
+def train_fidelity_command(
+    data: DataOption,
+    out: OutOption,
+    preset: str = typer.Option("small", help="Preset (models/presets/fidelity.toml)."),
+    steps: StepsOption = None,
+    batch_size: int | None = typer.Option(None, min=1, help="Patches per step (per process)."),
+    lr: LrOption = None,
+    seed: int = typer.Option(0, help="Seed for weights, patches and degradations."),
+    resume: ResumeOption = False,
+    workers: WorkersOption = None,
+    mixed_precision: PrecisionOption = "auto",
+    checkpoint_every: CheckpointEveryOption = 500,
+    sample_every: SampleEveryOption = 500,
+    log_every: LogEveryOption = 10,
+) -> None:
+    """Train the fidelity network F, the pixel-space regressor (L1) that gives the LDRM's
+    restoration its coarse structure (nets/fidelity.py)."""
+    from drbfr_cli.presets import fidelity_config_from_preset
+    from drbfr_cli.train.fidelity import FidelityTask, FidelityTaskConfig
+    from drbfr_cli.train.loop import train
+
+    with user_errors():
+        model, defaults = fidelity_config_from_preset(preset)
+        loop = loop_config(
+            defaults, steps=steps, batch_size=batch_size, lr=lr, seed=seed, num_workers=workers,
+            mixed_precision=mixed_precision, checkpoint_every=checkpoint_every,
+            sample_every=sample_every, log_every=log_every,
+        )  # fmt: skip
+        task = FidelityTask(
+            FidelityTaskConfig(model=model, data=",".join(data), preset=preset, seed=seed)
+        )
+        result = train(task, loop, out, resume=resume)
+    print_result("fidelity", result)
 
 
 @app.command("ldm")

@@ -1,14 +1,18 @@
 """The restore loop written out: condition, sample, texture pass, decode (paper Eq. 8, DiffBFR),
-then the optional low-frequency transfer from the input.
+then the optional low-frequency transfer from a reference.
 
     lq [-1, 1] --E_VAE--> f_LQ --+--> restore_latents (sampling.py) --D_VAE--> x --> restored
-               --E_DR--> f_DR  --+                                             lq --^
+               --E_DR--> f_DR  --+                                             r --^
+               --F--> r (the fidelity network's regression, or r = lq without one)
 
-The low-frequency transfer, restored = x - G(x) + G(lq) with G a Gaussian blur, is the colour
+The low-frequency transfer, restored = x - G(x) + G(r) with G a Gaussian blur, is the colour
 correction latent-diffusion restorers apply after decoding (StableSR, Wang et al. 2023,
 with its wavelet low band replaced by a Gaussian one): a latent sampler drifts in shading and
 colour, while the input keeps those low frequencies through blur, noise, JPEG and moderate
-downscaling. It is off unless the sampling config's `low_freq_sigma` is set.
+downscaling. With a fidelity network F (nets/fidelity.py) the reference is F(lq), the
+restoration of highest PSNR, whose band below G is also cleaner than the input's: the coarse
+structure comes from the regressor, the texture above it from the diffusion sample. It is off
+unless the sampling config's `low_freq_sigma` is set.
 
 `FrozenParts` holds the first stage and the DR encoder; `condition` computes the LDRM's
 conditions (training uses it too); `LDRMDenoiser` binds them and the noise schedule to the
@@ -88,8 +92,10 @@ def restore_faces(
     schedule: NoiseSchedule,
     sampling: SamplingConfig,
     use_dr: bool = True,
+    fidelity: nn.Module | None = None,
 ) -> torch.Tensor:
-    """Restored faces in [-1, 1] of LQ faces in [-1, 1]: condition, sample, texture pass, decode."""
+    """Restored faces in [-1, 1] of LQ faces in [-1, 1]: condition, sample, texture pass, decode,
+    low-frequency transfer from `fidelity`(lq) (from lq itself when None)."""
     was_training = ldrm.training
     ldrm.eval()
     cond = condition(parts, lq, use_dr=use_dr)
@@ -100,7 +106,10 @@ def restore_faces(
     ldrm.train(was_training)
     restored = parts.first_stage.decode(latents)
     if sampling.low_freq_sigma > 0:
-        restored = transfer_low_frequencies(restored, lq.to(restored), sampling.low_freq_sigma)
+        reference = lq if fidelity is None else fidelity(lq.float()).clamp(-1, 1)
+        restored = transfer_low_frequencies(
+            restored, reference.to(restored), sampling.low_freq_sigma
+        )
     return restored
 
 

@@ -9,10 +9,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
 
 from drbfr_cli import __version__
-from drbfr_cli.bundle import FORMAT, VERSION, check_agreement, write_bundle
+from drbfr_cli.bundle import (
+    FORMAT,
+    VERSION,
+    check_agreement,
+    read_manifest,
+    read_part,
+    write_bundle,
+)
 from drbfr_cli.choices import FirstStageKind
 from drbfr_cli.config import from_dict, normalised, to_dict
 from drbfr_cli.errors import DrbfrError
@@ -20,6 +28,7 @@ from drbfr_cli.nets.autoencoder import LatentStats
 from drbfr_cli.nets.drm import DRMConfig
 from drbfr_cli.presets import LDMConfig, VAEConfig, first_stage_geometry
 from drbfr_cli.train import checkpoint as ckpt
+from drbfr_cli.train.fidelity import load_fidelity
 from drbfr_cli.train.ldm import load_frozen_encoder, load_ldm
 from drbfr_cli.train.vae import load_vae
 
@@ -32,12 +41,14 @@ def export_bundle(
     vae_run: Path | None = None,
     half: bool = False,
     ema_only: bool = False,
+    fidelity_run: Path | None = None,
 ) -> Path:
     """Write a bundle of an LDM run and the DRM / VAE runs it was trained on (default: the runs
     recorded in the LDM run). Refuses an existing non-empty `out`; written atomically.
 
     For shipping: `half` stores every floating-point tensor as float16 (loading casts back to
-    float32), `ema_only` stores only the EMA denoiser, as ldrm.safetensors."""
+    float32), `ema_only` stores only the EMA denoiser, as ldrm.safetensors. `fidelity_run`: a
+    `train fidelity` run whose F (its EMA when kept) the bundle carries."""
     ldrm, saved = load_ldm(ldm_run, ema=False)
     drm_run = drm_run or Path(saved["drm"])
     encoder, drm_saved = load_frozen_encoder(drm_run)  # a DRM run or a bundle's E_DR
@@ -75,9 +86,47 @@ def export_bundle(
             "ldm": str(ldm_run),
         },
     }
+    if fidelity_run is not None:
+        manifest["fidelity"], tensors["fidelity"] = fidelity_part(fidelity_run, geometry.face_size)
+        manifest["sources"]["fidelity"] = str(fidelity_run)
     if half:
         tensors = {name: to_half(state, name) for name, state in tensors.items()}
     return write_bundle(out, manifest, tensors)
+
+
+def fidelity_part(run: Path, face_size: int) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The bundle's `fidelity` entry and F's weights (EMA when kept) from a `train fidelity` run."""
+    network, saved = load_fidelity(run)
+    if face_size % network.config.multiple:
+        raise DrbfrError(
+            f"{run}: F needs sides that are multiples of {network.config.multiple}, "
+            f"the bundle restores {face_size} px faces"
+        )
+    entry = {"preset": saved.get("preset"), "network": to_dict(network.config)}
+    return entry, network.state_dict()
+
+
+def repack_with_fidelity(bundle: Path, fidelity_run: Path, out: Path) -> Path:
+    """A copy of `bundle` in the new folder `out` with the F of `fidelity_run` added (or
+    replacing its own), stored in the bundle's dtype; every other part byte for byte."""
+    manifest = read_manifest(bundle)
+    tensors = {
+        file.removesuffix(".safetensors"): _stored_tensors(bundle, manifest, file)
+        for file in manifest.get("files", {})
+        if file != "fidelity.safetensors"
+    }
+    entry, state = fidelity_part(fidelity_run, int(manifest["face_size"]))
+    half = manifest.get("dtype") == "float16"
+    tensors["fidelity"] = to_half(state, "fidelity") if half else state
+    sources = {**manifest.get("sources", {}), "fidelity": str(fidelity_run)}
+    manifest = {k: v for k, v in manifest.items() if k != "files"}
+    return write_bundle(out, {**manifest, "fidelity": entry, "sources": sources}, tensors)
+
+
+def _stored_tensors(bundle: Path, manifest: Mapping[str, Any], file: str) -> dict:
+    """A bundle part's tensors as stored (dtype kept), after its sha256 check."""
+    read_part(bundle, manifest, file.removesuffix(".safetensors"), parse=False)
+    return safetensors.torch.load((bundle / file).read_bytes())
 
 
 def _denoiser(ldm_run: Path, ldrm: torch.nn.Module, ema_only: bool) -> dict[str, dict]:

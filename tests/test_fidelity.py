@@ -1,0 +1,155 @@
+"""The fidelity network F (nets/fidelity.py): its start as the identity, `drbfr train fidelity`
+on real faces through the CLI, and a bundle that carries F as its low-frequency reference."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from drbfr_cli.benchmark.random_bundle import random_bundle
+from drbfr_cli.bundle import load_bundle, read_manifest
+from drbfr_cli.cli.main import app
+from drbfr_cli.diffusion.pipeline import transfer_low_frequencies
+from drbfr_cli.diffusion.sampling import SamplingConfig
+from drbfr_cli.nets.fidelity import FidelityConfig, FidelityNet
+from drbfr_cli.presets import fidelity_config_from_preset
+from drbfr_cli.train.batches import fixed_batch
+from drbfr_cli.train.fidelity import FidelityTask, FidelityTaskConfig, load_fidelity
+from tests.conftest import PROJECT_ROOT
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+runner = CliRunner()
+SHIPPED = PROJECT_ROOT / "models" / "bundles" / "drbfr-small"
+
+
+def _log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_f_starts_as_the_identity_and_learns_away_from_it() -> None:
+    torch.manual_seed(0)
+    net = FidelityNet(FidelityConfig(channels=(8, 16, 24), blocks=(1, 1, 2)))
+    y = torch.rand(2, 3, 64, 48) * 2 - 1
+    assert torch.equal(net(y), y)
+    loss = (net(y) - torch.zeros_like(y)).abs().mean()
+    loss.backward()
+    assert float(net.head.weight.grad.abs().sum()) > 0  # the zero head still gets a gradient
+
+
+def test_f_refuses_sides_that_its_levels_cannot_halve() -> None:
+    net = FidelityNet(FidelityConfig(channels=(8, 16), blocks=(1, 1)))
+    assert net.config.multiple == 4
+    with pytest.raises(ValueError, match="multiples of 4"):
+        net(torch.zeros(1, 3, 64, 66))
+
+
+def test_the_small_preset_restores_512_px_faces() -> None:
+    model, train = fidelity_config_from_preset("small")
+    assert 512 % model.network.multiple == 0 and model.data.patch_size % 8 == 0
+    assert train["ema_decay"] and train["batch_size"] >= 8
+
+
+@pytest.fixture(scope="module")
+def trained_run(hq_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("fidelity")
+    for face in sorted(hq_dir.glob("*.png"))[:8]:
+        (root / "faces").mkdir(exist_ok=True)
+        shutil.copy(face, root / "faces" / face.name)
+    run = root / "run"
+    args = ["train", "fidelity", "--preset", "tiny", "--data", str(root / "faces"), "-o", str(run)]
+    quick = ["--steps", "80", "--log-every", "10", "--checkpoint-every", "40"]
+    result = runner.invoke(app, [*args, *quick, "--sample-every", "80", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def test_training_raises_the_gain_over_the_input(trained_run: Path) -> None:
+    log = _log(trained_run)
+    assert [entry["step"] for entry in log] == list(range(10, 90, 10))
+    first = np.mean([entry["psnr_gain"] for entry in log[:2]])  # dB above the LQ input
+    last = np.mean([entry["psnr_gain"] for entry in log[-2:]])
+    assert last > first + 0.15 and last > 0.3
+    assert (trained_run / "samples").is_dir() and any((trained_run / "samples").iterdir())
+    network, saved = load_fidelity(trained_run)
+    assert saved["stage"] == "fidelity" and network.config.channels == (8, 16)
+    faces = trained_run.parent / "faces"
+    model, _ = fidelity_config_from_preset("tiny")  # pairs of another seed than training's
+    task = FidelityTask(FidelityTaskConfig(model=model, data=str(faces), preset="tiny", seed=9))
+    batch = fixed_batch(task.dataset(), 32, seed=9)
+    with torch.no_grad():
+        restored = network(batch["lq"])
+    assert (restored - batch["hq"]).abs().mean() < 0.97 * (batch["lq"] - batch["hq"]).abs().mean()
+
+
+def test_a_run_of_another_stage_is_refused_in_one_line(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["export", "--from-bundle", str(SHIPPED), "--fidelity", str(SHIPPED), "-o", "x"]
+    )
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_export_needs_exactly_one_source(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["export", "-o", str(tmp_path / "b")])
+    assert result.exit_code != 0 and "exactly one of --ldm" in result.output
+    result = runner.invoke(
+        app, ["export", "--from-bundle", str(SHIPPED), "-o", str(tmp_path / "b")]
+    )
+    assert result.exit_code != 0 and "needs --fidelity" in result.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_repack_adds_f_to_the_shipped_bundle(
+    trained_run: Path, shared_weights_dir: Path, tmp_path: Path
+) -> None:
+    """repack: the shipped parts byte for byte plus F, stored in fp16 as the bundle's other
+    parts; the loaded bundle holds the run's EMA weights."""
+    out = tmp_path / "bundle"
+    args = ["export", "--from-bundle", str(SHIPPED), "--fidelity", str(trained_run), "-o", str(out)]
+    result = runner.invoke(app, [*args, "--weights-dir", str(shared_weights_dir)])
+    assert result.exit_code == 0, result.output
+    assert "fidelity network on" in result.output
+    before, after = read_manifest(SHIPPED), read_manifest(out)
+    for file, sha in before["files"].items():
+        assert (
+            after["files"][file] == sha
+            and (out / file).read_bytes() == (SHIPPED / file).read_bytes()
+        )
+    assert after["fidelity"]["network"]["channels"] == [8, 16]
+    assert after["sources"]["fidelity"] == str(trained_run)
+
+    bundle = load_bundle(out, weights_dir=shared_weights_dir)
+    f, _ = load_fidelity(trained_run)
+    for key, value in f.state_dict().items():  # fp16 storage of the EMA weights
+        torch.testing.assert_close(bundle.fidelity.state_dict()[key], value.half().float())
+    assert load_bundle(SHIPPED, weights_dir=shared_weights_dir).fidelity is None
+
+
+def test_restore_takes_the_low_frequencies_from_f(trained_run: Path) -> None:
+    """Bundle.restore with F: the transfer from F(lq) of the sigma-0 restoration; without F,
+    the transfer from lq itself."""
+    plain_bundle = random_bundle("tiny", seed=3)
+    f, _ = load_fidelity(trained_run)
+    with_f = replace(plain_bundle, fidelity=f)
+    size = plain_bundle.face_size
+    lq = torch.rand(2, 3, size, size) * 2 - 1
+    plain = SamplingConfig(steps=2)
+    fixed = SamplingConfig(steps=2, low_freq_sigma=3.0)
+    raw = with_f.restore(lq, [5, 6], plain)
+    torch.testing.assert_close(plain_bundle.restore(lq, [5, 6], plain), raw)
+    with torch.no_grad():
+        reference = f(lq).clamp(-1, 1)
+    assert not torch.allclose(reference, lq)
+    torch.testing.assert_close(
+        with_f.restore(lq, [5, 6], fixed), transfer_low_frequencies(raw, reference, 3.0)
+    )
+    torch.testing.assert_close(
+        plain_bundle.restore(lq, [5, 6], fixed), transfer_low_frequencies(raw, lq, 3.0)
+    )
