@@ -113,9 +113,11 @@ def test_repack_adds_f_to_the_shipped_bundle(
     parts; the loaded bundle holds the run's EMA weights."""
     out = tmp_path / "bundle"
     args = ["export", "--from-bundle", str(SHIPPED), "--fidelity", str(trained_run), "-o", str(out)]
-    result = runner.invoke(app, [*args, "--weights-dir", str(shared_weights_dir)])
+    result = runner.invoke(
+        app, [*args, "--weights-dir", str(shared_weights_dir), "--low-freq", "1.5"]
+    )
     assert result.exit_code == 0, result.output
-    assert "fidelity network on" in result.output
+    assert "fidelity network on" in result.output and "low-freq sigma 1.5" in result.output
     before, after = read_manifest(SHIPPED), read_manifest(out)
     for file, sha in before["files"].items():
         assert (
@@ -123,6 +125,7 @@ def test_repack_adds_f_to_the_shipped_bundle(
             and (out / file).read_bytes() == (SHIPPED / file).read_bytes()
         )
     assert after["fidelity"]["network"]["channels"] == [8, 16]
+    assert after["sampling"] == {**before["sampling"], "low_freq_sigma": 1.5, "use_fidelity": True}
     assert after["sources"]["fidelity"] == str(trained_run)
 
     bundle = load_bundle(out, weights_dir=shared_weights_dir)
@@ -132,24 +135,27 @@ def test_repack_adds_f_to_the_shipped_bundle(
     assert load_bundle(SHIPPED, weights_dir=shared_weights_dir).fidelity is None
 
 
-def test_restore_takes_the_low_frequencies_from_f(trained_run: Path) -> None:
-    """Bundle.restore with F: the transfer from F(lq) of the sigma-0 restoration; without F,
-    the transfer from lq itself."""
+def test_restore_with_f_restores_f_of_the_input(trained_run: Path) -> None:
+    """Bundle.restore with F is the F-less bundle's restoration of F(lq): conditions and the
+    low-frequency reference both come from F's output; the result differs from restoring lq."""
     plain_bundle = random_bundle("tiny", seed=3)
     f, _ = load_fidelity(trained_run)
     with_f = replace(plain_bundle, fidelity=f)
     size = plain_bundle.face_size
     lq = torch.rand(2, 3, size, size) * 2 - 1
-    plain = SamplingConfig(steps=2)
-    fixed = SamplingConfig(steps=2, low_freq_sigma=3.0)
-    raw = with_f.restore(lq, [5, 6], plain)
-    torch.testing.assert_close(plain_bundle.restore(lq, [5, 6], plain), raw)
     with torch.no_grad():
-        reference = f(lq).clamp(-1, 1)
-    assert not torch.allclose(reference, lq)
+        cleaned = f(lq).clamp(-1, 1)
+    assert not torch.allclose(cleaned, lq)
+    for sampling in (SamplingConfig(steps=2), SamplingConfig(steps=2, low_freq_sigma=3.0)):
+        got = with_f.restore(lq, [5, 6], sampling)
+        torch.testing.assert_close(got, plain_bundle.restore(cleaned, [5, 6], sampling))
+        assert not torch.allclose(got, plain_bundle.restore(lq, [5, 6], sampling))
+    without = SamplingConfig(steps=2, low_freq_sigma=3.0, use_fidelity=False)  # --no-fidelity-net
     torch.testing.assert_close(
-        with_f.restore(lq, [5, 6], fixed), transfer_low_frequencies(raw, reference, 3.0)
+        with_f.restore(lq, [5, 6], without), plain_bundle.restore(lq, [5, 6], without)
     )
+    fixed = SamplingConfig(steps=2, low_freq_sigma=3.0)
+    raw = with_f.restore(lq, [5, 6], SamplingConfig(steps=2))
     torch.testing.assert_close(
-        plain_bundle.restore(lq, [5, 6], fixed), transfer_low_frequencies(raw, lq, 3.0)
+        with_f.restore(lq, [5, 6], fixed), transfer_low_frequencies(raw, cleaned, 3.0)
     )

@@ -30,6 +30,12 @@ def export(
         "--from-bundle",
         help="Instead of --ldm: copy this bundle, adding (or replacing) the --fidelity network.",
     ),
+    low_freq: float | None = typer.Option(
+        None,
+        "--low-freq",
+        min=0.0,
+        help="With --from-bundle: the bundle's new default --low-freq sigma (px).",
+    ),
     weights_dir: Path | None = typer.Option(
         None, "--weights-dir", file_okay=False, help="Weights folder for the TAEF2 check load."
     ),
@@ -47,8 +53,10 @@ def export(
         if from_bundle is not None:
             if fidelity is None:
                 raise DrbfrError("--from-bundle needs --fidelity RUN (the part it adds)")
-            path = repack_with_fidelity(from_bundle, fidelity, out)
+            path = repack_with_fidelity(from_bundle, fidelity, out, low_freq_sigma=low_freq)
         else:
+            if low_freq is not None:
+                raise DrbfrError("--low-freq goes with --from-bundle (set it in the LDM preset)")
             path = export_bundle(
                 ldm, out, drm_run=drm, vae_run=vae, half=half, ema_only=ema_only,
                 fidelity_run=fidelity,
@@ -62,5 +70,6 @@ def export(
         f"bundle: {path} ({size:.1f} MiB; {bundle.face_size} px faces, "
         f"DR {'on' if bundle.use_dr else 'off (DR-None)'}, "
         f"fidelity network {'on' if bundle.fidelity is not None else 'off'}, default sampling "
-        f"{sampling.sampler} {sampling.steps} steps, start_t {sampling.start_t})"
+        f"{sampling.sampler} {sampling.steps} steps, start_t {sampling.start_t}, "
+        f"low-freq sigma {sampling.low_freq_sigma:g})"
     )

@@ -176,8 +176,17 @@ def restore(
         typer.Option(
             min=0.0,
             help="Replace each restored face's frequencies below a Gaussian of this sigma (px of "
-            "the 512 px face) by the input's: undoes the shading and colour drift of latent "
-            "sampling (default: the bundle's; 0: off).",
+            "the 512 px face) by the input's, or by the fidelity network's output: undoes the "
+            "shading and colour drift of latent sampling (default: the bundle's; 0: off).",
+            rich_help_panel=_MODEL,
+        ),
+    ] = None,
+    fidelity_net: Annotated[
+        bool | None,
+        typer.Option(
+            "--fidelity-net/--no-fidelity-net",
+            help="Restore the output of the bundle's fidelity network F (a PSNR regressor) "
+            "rather than the input itself, when the bundle has one (default: on).",
             rich_help_panel=_MODEL,
         ),
     ] = None,
@@ -336,6 +345,7 @@ def restore(
     sampling = {
         "sampler": sampler, "steps": steps, "start_t": start_t, "tem_t": tem_t,
         "guidance_scale": guidance, "samples": samples, "low_freq_sigma": low_freq,
+        "use_fidelity": fidelity_net,
     }  # fmt: skip
     with user_errors():
         from drbfr_cli.devices import resolve_device

@@ -1,22 +1,21 @@
-"""The restore loop written out: condition, sample, texture pass, decode (paper Eq. 8, DiffBFR),
-then the optional low-frequency transfer from a reference.
+"""The restore loop written out: the optional fidelity network, condition, sample, texture
+pass, decode (paper Eq. 8, DiffBFR), then the optional low-frequency transfer.
 
-    lq [-1, 1] --E_VAE--> f_LQ --+--> restore_latents (sampling.py) --D_VAE--> x --> restored
-               --E_DR--> f_DR  --+                                             r --^
-               --F--> r (the fidelity network's regression, or r = lq without one)
+    y [-1, 1] --F--> r --E_VAE--> f_LQ --+--> restore_latents (sampling.py) --D_VAE--> x --> out
+                       --E_DR--> f_DR  --+                                             r --^
 
-The low-frequency transfer, restored = x - G(x) + G(r) with G a Gaussian blur, is the colour
+r = F(y) when the bundle carries a fidelity network (nets/fidelity.py), else r = y. F is a
+pixel-space regressor trained for PSNR; as DiffBIR's restoration module (Lin et al. 2024,
+stage 1) it removes most of the degradation first, and the LDRM restores its output: its
+conditions are those of r, and it adds the detail a regressor averages away.
+
+The low-frequency transfer, out = x - G(x) + G(r) with G a Gaussian blur, is the colour
 correction latent-diffusion restorers apply after decoding (StableSR, Wang et al. 2023,
 with its wavelet low band replaced by a Gaussian one): a latent sampler drifts in shading and
-colour, while the input keeps those low frequencies through blur, noise, JPEG and moderate
-downscaling. With a fidelity network F (nets/fidelity.py) the reference is F(lq), the
-restoration of highest PSNR, whose band below G is also cleaner than the input's: the coarse
-structure comes from the regressor, the texture above it from the diffusion sample. It is off
-unless the sampling config's `low_freq_sigma` is set.
-
-`FrozenParts` holds the first stage and the DR encoder; `condition` computes the LDRM's
-conditions (training uses it too); `LDRMDenoiser` binds them and the noise schedule to the
-network for the samplers; `restore_faces` runs the whole chain. Nothing here trains.
+colour, while r keeps those low frequencies (the input through blur, noise, JPEG and moderate
+downscaling; F's output more closely still), so the coarse structure comes from r and the
+texture above G from the diffusion sample. It is off unless the sampling config's
+`low_freq_sigma` is set.
 """
 
 from __future__ import annotations
@@ -94,8 +93,11 @@ def restore_faces(
     use_dr: bool = True,
     fidelity: nn.Module | None = None,
 ) -> torch.Tensor:
-    """Restored faces in [-1, 1] of LQ faces in [-1, 1]: condition, sample, texture pass, decode,
-    low-frequency transfer from `fidelity`(lq) (from lq itself when None)."""
+    """Restored faces in [-1, 1] of LQ faces in [-1, 1]: r = `fidelity`(lq) (r = lq when None
+    or `sampling.use_fidelity` is off), then condition on r, sample, texture pass, decode,
+    low-frequency transfer from r."""
+    if fidelity is not None and sampling.use_fidelity:
+        lq = fidelity(lq.float()).clamp(-1, 1)
     was_training = ldrm.training
     ldrm.eval()
     cond = condition(parts, lq, use_dr=use_dr)
@@ -106,10 +108,7 @@ def restore_faces(
     ldrm.train(was_training)
     restored = parts.first_stage.decode(latents)
     if sampling.low_freq_sigma > 0:
-        reference = lq if fidelity is None else fidelity(lq.float()).clamp(-1, 1)
-        restored = transfer_low_frequencies(
-            restored, reference.to(restored), sampling.low_freq_sigma
-        )
+        restored = transfer_low_frequencies(restored, lq.to(restored), sampling.low_freq_sigma)
     return restored
 
 

@@ -61,7 +61,11 @@ class SamplingConfig:
     """Restorations averaged per face (posterior mean; 1: a single sample, as in the paper)."""
     low_freq_sigma: float = 0.0
     """After decoding, the restored face's frequencies below a Gaussian of this sigma (pixels
-    of the face) are replaced by the LQ input's (diffusion/pipeline.py); 0: off."""
+    of the face) are replaced by the LQ input's, or by F's output (diffusion/pipeline.py);
+    0: off."""
+    use_fidelity: bool = True
+    """Restore F(y), the bundle's fidelity network's output, when it has one (pipeline.py);
+    False restores the input y itself. Bundles without F ignore it."""
 
     def __post_init__(self) -> None:
         try:

@@ -6,6 +6,7 @@ the current layout."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from drbfr_cli.bundle import (
 )
 from drbfr_cli.choices import FirstStageKind
 from drbfr_cli.config import from_dict, normalised, to_dict
+from drbfr_cli.diffusion.sampling import SamplingConfig
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.nets.autoencoder import LatentStats
 from drbfr_cli.nets.drm import DRMConfig
@@ -106,10 +108,16 @@ def fidelity_part(run: Path, face_size: int) -> tuple[dict[str, Any], dict[str, 
     return entry, network.state_dict()
 
 
-def repack_with_fidelity(bundle: Path, fidelity_run: Path, out: Path) -> Path:
+def repack_with_fidelity(
+    bundle: Path, fidelity_run: Path, out: Path, *, low_freq_sigma: float | None = None
+) -> Path:
     """A copy of `bundle` in the new folder `out` with the F of `fidelity_run` added (or
-    replacing its own), stored in the bundle's dtype; every other part byte for byte."""
+    replacing its own), stored in the bundle's dtype; every other part byte for byte.
+    `low_freq_sigma`: the new default sigma of the low-frequency transfer from F(y)."""
     manifest = read_manifest(bundle)
+    if low_freq_sigma is not None:
+        sampling = from_dict(SamplingConfig, manifest["sampling"], source=f"{bundle} sampling")
+        manifest["sampling"] = to_dict(replace(sampling, low_freq_sigma=low_freq_sigma))
     tensors = {
         file.removesuffix(".safetensors"): _stored_tensors(bundle, manifest, file)
         for file in manifest.get("files", {})
