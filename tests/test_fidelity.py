@@ -18,9 +18,11 @@ from drbfr_cli.bundle import load_bundle, read_manifest
 from drbfr_cli.cli.main import app
 from drbfr_cli.diffusion.pipeline import transfer_low_frequencies
 from drbfr_cli.diffusion.sampling import SamplingConfig
+from drbfr_cli.errors import DrbfrError
 from drbfr_cli.nets.fidelity import FidelityConfig, FidelityNet
 from drbfr_cli.presets import fidelity_config_from_preset
 from drbfr_cli.train.batches import fixed_batch
+from drbfr_cli.train.export import fidelity_part
 from drbfr_cli.train.fidelity import FidelityTask, FidelityTaskConfig, load_fidelity
 from tests.conftest import PROJECT_ROOT
 
@@ -125,6 +127,7 @@ def test_repack_adds_f_to_the_shipped_bundle(
             and (out / file).read_bytes() == (SHIPPED / file).read_bytes()
         )
     assert after["fidelity"]["network"]["channels"] == [8, 16]
+    assert after["fidelity"]["weights"] == "ema"
     assert after["sampling"] == {**before["sampling"], "low_freq_sigma": 1.5, "use_fidelity": True}
     assert after["sources"]["fidelity"] == str(trained_run)
 
@@ -133,6 +136,18 @@ def test_repack_adds_f_to_the_shipped_bundle(
     for key, value in f.state_dict().items():  # fp16 storage of the EMA weights
         torch.testing.assert_close(bundle.fidelity.state_dict()[key], value.half().float())
     assert load_bundle(SHIPPED, weights_dir=shared_weights_dir).fidelity is None
+
+
+def test_export_takes_the_trained_weights_when_asked(trained_run: Path) -> None:
+    ema_entry, ema_state = fidelity_part(trained_run, 512)
+    entry, state = fidelity_part(trained_run, 512, ema=False)
+    assert (ema_entry["weights"], entry["weights"]) == ("ema", "trained")
+    trained, _ = load_fidelity(trained_run, ema=False)
+    for key, value in trained.state_dict().items():
+        torch.testing.assert_close(state[key], value)
+    assert any(not torch.equal(ema_state[k], state[k]) for k in state)
+    with pytest.raises(DrbfrError, match="multiples of 4"):
+        fidelity_part(trained_run, 510)
 
 
 def test_restore_with_f_restores_f_of_the_input(trained_run: Path) -> None:

@@ -25,6 +25,11 @@ def export(
     fidelity: Path | None = typer.Option(
         None, help="Fidelity run folder (from drbfr train fidelity) whose F the bundle carries."
     ),
+    fidelity_weights: str = typer.Option(
+        "ema",
+        help="Of the --fidelity run: ema (its EMA weights, when kept) or trained (the weights "
+        "of its last step).",
+    ),
     from_bundle: Path | None = typer.Option(
         None,
         "--from-bundle",
@@ -48,18 +53,23 @@ def export(
     from drbfr_cli.train.export import export_bundle, repack_with_fidelity
 
     with user_errors():
+        if fidelity_weights not in ("ema", "trained"):
+            raise DrbfrError(f"--fidelity-weights is ema or trained, got {fidelity_weights!r}")
+        fidelity_ema = fidelity_weights == "ema"
         if (ldm is None) == (from_bundle is None):
             raise DrbfrError("give exactly one of --ldm RUN and --from-bundle BUNDLE")
         if from_bundle is not None:
             if fidelity is None:
                 raise DrbfrError("--from-bundle needs --fidelity RUN (the part it adds)")
-            path = repack_with_fidelity(from_bundle, fidelity, out, low_freq_sigma=low_freq)
+            path = repack_with_fidelity(
+                from_bundle, fidelity, out, low_freq_sigma=low_freq, fidelity_ema=fidelity_ema
+            )
         else:
             if low_freq is not None:
                 raise DrbfrError("--low-freq goes with --from-bundle (set it in the LDM preset)")
             path = export_bundle(
                 ldm, out, drm_run=drm, vae_run=vae, half=half, ema_only=ema_only,
-                fidelity_run=fidelity,
+                fidelity_run=fidelity, fidelity_ema=fidelity_ema,
             )  # fmt: skip
         bundle = load_bundle(
             path, weights_dir=weights_dir

@@ -44,13 +44,15 @@ def export_bundle(
     half: bool = False,
     ema_only: bool = False,
     fidelity_run: Path | None = None,
+    fidelity_ema: bool = True,
 ) -> Path:
     """Write a bundle of an LDM run and the DRM / VAE runs it was trained on (default: the runs
     recorded in the LDM run). Refuses an existing non-empty `out`; written atomically.
 
     For shipping: `half` stores every floating-point tensor as float16 (loading casts back to
     float32), `ema_only` stores only the EMA denoiser, as ldrm.safetensors. `fidelity_run`: a
-    `train fidelity` run whose F (its EMA when kept) the bundle carries."""
+    `train fidelity` run whose F the bundle carries (its EMA when kept and `fidelity_ema`, else
+    its trained weights)."""
     ldrm, saved = load_ldm(ldm_run, ema=False)
     drm_run = drm_run or Path(saved["drm"])
     encoder, drm_saved = load_frozen_encoder(drm_run)  # a DRM run or a bundle's E_DR
@@ -89,27 +91,38 @@ def export_bundle(
         },
     }
     if fidelity_run is not None:
-        manifest["fidelity"], tensors["fidelity"] = fidelity_part(fidelity_run, geometry.face_size)
+        manifest["fidelity"], tensors["fidelity"] = fidelity_part(
+            fidelity_run, geometry.face_size, ema=fidelity_ema
+        )
         manifest["sources"]["fidelity"] = str(fidelity_run)
     if half:
         tensors = {name: to_half(state, name) for name, state in tensors.items()}
     return write_bundle(out, manifest, tensors)
 
 
-def fidelity_part(run: Path, face_size: int) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """The bundle's `fidelity` entry and F's weights (EMA when kept) from a `train fidelity` run."""
-    network, saved = load_fidelity(run)
+def fidelity_part(
+    run: Path, face_size: int, *, ema: bool = True
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The bundle's `fidelity` entry and F's weights (the EMA when kept and `ema`, else the
+    trained weights) from a `train fidelity` run."""
+    network, saved = load_fidelity(run, ema=ema)
     if face_size % network.config.multiple:
         raise DrbfrError(
             f"{run}: F needs sides that are multiples of {network.config.multiple}, "
             f"the bundle restores {face_size} px faces"
         )
-    entry = {"preset": saved.get("preset"), "network": to_dict(network.config)}
+    weights = "ema" if ema and saved_has_ema(run) else "trained"
+    entry = {"preset": saved.get("preset"), "network": to_dict(network.config), "weights": weights}
     return entry, network.state_dict()
 
 
 def repack_with_fidelity(
-    bundle: Path, fidelity_run: Path, out: Path, *, low_freq_sigma: float | None = None
+    bundle: Path,
+    fidelity_run: Path,
+    out: Path,
+    *,
+    low_freq_sigma: float | None = None,
+    fidelity_ema: bool = True,
 ) -> Path:
     """A copy of `bundle` in the new folder `out` with the F of `fidelity_run` added (or
     replacing its own), stored in the bundle's dtype; every other part byte for byte.
@@ -123,7 +136,7 @@ def repack_with_fidelity(
         for file in manifest.get("files", {})
         if file != "fidelity.safetensors"
     }
-    entry, state = fidelity_part(fidelity_run, int(manifest["face_size"]))
+    entry, state = fidelity_part(fidelity_run, int(manifest["face_size"]), ema=fidelity_ema)
     half = manifest.get("dtype") == "float16"
     tensors["fidelity"] = to_half(state, "fidelity") if half else state
     sources = {**manifest.get("sources", {}), "fidelity": str(fidelity_run)}
