@@ -14,7 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from drbfr_cli.benchmark.random_bundle import random_bundle
-from drbfr_cli.bundle import load_bundle, read_manifest
+from drbfr_cli.bundle import load_bundle, read_manifest, read_part
 from drbfr_cli.cli.main import app
 from drbfr_cli.diffusion.pipeline import transfer_low_frequencies
 from drbfr_cli.diffusion.sampling import SamplingConfig
@@ -111,8 +111,8 @@ def test_export_needs_exactly_one_source(tmp_path: Path) -> None:
 def test_repack_adds_f_to_the_shipped_bundle(
     trained_run: Path, shared_weights_dir: Path, tmp_path: Path
 ) -> None:
-    """repack: the shipped parts byte for byte plus F, stored in fp16 as the bundle's other
-    parts; the loaded bundle holds the run's EMA weights."""
+    """repack: the shipped parts byte for byte with F replaced, stored in fp16 as the bundle's
+    other parts; the loaded bundle holds the run's EMA weights."""
     out = tmp_path / "bundle"
     args = ["export", "--from-bundle", str(SHIPPED), "--fidelity", str(trained_run), "-o", str(out)]
     result = runner.invoke(
@@ -122,6 +122,8 @@ def test_repack_adds_f_to_the_shipped_bundle(
     assert "fidelity network on" in result.output and "low-freq sigma 1.5" in result.output
     before, after = read_manifest(SHIPPED), read_manifest(out)
     for file, sha in before["files"].items():
+        if file == "fidelity.safetensors":  # the shipped F, replaced
+            continue
         assert (
             after["files"][file] == sha
             and (out / file).read_bytes() == (SHIPPED / file).read_bytes()
@@ -135,7 +137,36 @@ def test_repack_adds_f_to_the_shipped_bundle(
     f, _ = load_fidelity(trained_run)
     for key, value in f.state_dict().items():  # fp16 storage of the EMA weights
         torch.testing.assert_close(bundle.fidelity.state_dict()[key], value.half().float())
-    assert load_bundle(SHIPPED, weights_dir=shared_weights_dir).fidelity is None
+
+
+def test_init_from_starts_from_a_bundle_or_a_run(trained_run: Path, tmp_path: Path) -> None:
+    model, _ = fidelity_config_from_preset("tiny")
+    faces = str(trained_run.parent / "faces")
+    ema, _ = load_fidelity(trained_run)
+    task = FidelityTask(
+        FidelityTaskConfig(model=model, data=faces, preset="tiny", init_from=str(trained_run))
+    )
+    for key, value in ema.state_dict().items():
+        torch.testing.assert_close(task.modules()["fidelity"].state_dict()[key], value)
+    small, _ = fidelity_config_from_preset("small")
+    with pytest.raises(DrbfrError, match="do not fit"):  # the tiny F into the small preset
+        FidelityTask(
+            FidelityTaskConfig(model=small, data=faces, preset="small", init_from=str(trained_run))
+        )
+    shipped = FidelityTask(
+        FidelityTaskConfig(model=small, data=faces, preset="small", init_from=str(SHIPPED))
+    )  # the shipped bundle's F starts a small run
+    weights = shipped.modules()["fidelity"].state_dict()
+    stored = read_part(SHIPPED, read_manifest(SHIPPED), "fidelity")
+    torch.testing.assert_close(weights["head.weight"], stored["head.weight"])
+    with pytest.raises(DrbfrError, match="carries no fidelity network"):
+        bundle = tmp_path / "b"
+        bundle.mkdir()
+        manifest = {k: v for k, v in read_manifest(SHIPPED).items() if k != "fidelity"}
+        (bundle / "bundle.json").write_text(json.dumps(manifest))
+        FidelityTask(
+            FidelityTaskConfig(model=model, data=faces, preset="tiny", init_from=str(bundle))
+        )
 
 
 def test_export_takes_the_trained_weights_when_asked(trained_run: Path) -> None:

@@ -41,7 +41,11 @@ def manifest() -> dict:
 
 def test_the_shipped_bundle_is_half_precision_ema_only_and_under_60_mb(manifest: dict) -> None:
     assert (manifest["dtype"], manifest["denoiser"]) == ("float16", "ema")
-    assert set(manifest["files"]) == {"drm_encoder.safetensors", "ldrm.safetensors"}
+    assert set(manifest["files"]) == {
+        "drm_encoder.safetensors",
+        "ldrm.safetensors",
+        "fidelity.safetensors",
+    }
     for file in manifest["files"]:
         assert (SHIPPED / file).is_file(), f"{SHIPPED / file} is missing"
     size = sum(f.stat().st_size for f in SHIPPED.iterdir() if f.is_file())
@@ -85,6 +89,9 @@ def test_the_half_bundle_loads_as_float32(manifest: dict, shared_weights_dir: Pa
     assert {p.dtype for p in bundle.ldrm.parameters()} == {torch.float32}
     parameters = sum(p.numel() for p in bundle.ldrm.parameters())
     assert 15e6 < parameters < 18e6  # the small preset's 16.4 M
+    assert bundle.fidelity is not None and bundle.sampling.use_fidelity
+    assert {p.dtype for p in bundle.fidelity.parameters()} == {torch.float32}
+    assert 1e6 < sum(p.numel() for p in bundle.fidelity.parameters()) < 1.5e6  # small F: 1.2 M
 
 
 def test_restore_without_model_uses_the_shipped_bundle(

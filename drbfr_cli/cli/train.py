@@ -186,6 +186,12 @@ def train_fidelity_command(
     data: DataOption,
     out: OutOption,
     preset: str = typer.Option("small", help="Preset (models/presets/fidelity.toml)."),
+    init_from: Path | None = typer.Option(
+        None,
+        "--init-from",
+        exists=True,
+        help="Bundle carrying F, or fidelity run, whose weights start this run (new optimizer).",
+    ),
     steps: StepsOption = None,
     batch_size: int | None = typer.Option(None, min=1, help="Patches per step (per process)."),
     lr: LrOption = None,
@@ -211,7 +217,13 @@ def train_fidelity_command(
             sample_every=sample_every, log_every=log_every,
         )  # fmt: skip
         task = FidelityTask(
-            FidelityTaskConfig(model=model, data=",".join(data), preset=preset, seed=seed)
+            FidelityTaskConfig(
+                model=model,
+                data=",".join(data),
+                preset=preset,
+                seed=seed,
+                init_from=str(init_from) if init_from else None,
+            )
         )
         result = train(task, loop, out, resume=resume)
     print_result("fidelity", result)

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from drbfr_cli.bundle import MANIFEST, read_manifest, read_part
 from drbfr_cli.config import from_dict, to_dict
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.nets.fidelity import FidelityNet, build_fidelity
@@ -30,6 +31,8 @@ class FidelityTaskConfig:
     data: str
     preset: str
     seed: int = 0
+    init_from: str | None = None
+    """A bundle carrying F, or a fidelity run, whose weights start this run (new optimizer)."""
 
 
 class FidelityTask:
@@ -46,6 +49,8 @@ class FidelityTask:
         with torch.random.fork_rng():  # weights depend on the seed only, not on global state
             torch.manual_seed(config.seed)
             self._modules: dict[str, nn.Module] = {"fidelity": build_fidelity(config.model.network)}
+        if config.init_from:
+            start_weights(self._modules["fidelity"], Path(config.init_from))
 
     def modules(self) -> dict[str, nn.Module]:
         return self._modules
@@ -90,6 +95,7 @@ class FidelityTask:
             "preset": self.settings.preset,
             "data": self.settings.data,
             "seed": self.settings.seed,
+            "init_from": self.settings.init_from,
             "model": to_dict(self.model_config),
         }
 
@@ -113,3 +119,20 @@ def load_fidelity(run_dir: Path, *, ema: bool = True) -> tuple[FidelityNet, dict
             f"{run_dir}: fidelity weights do not match its config ({first_line})"
         ) from None
     return network.eval(), saved
+
+
+def start_weights(network: FidelityNet, source: Path) -> None:
+    """Load F's weights from a bundle that carries F (its `fidelity` part) or a fidelity run
+    (its EMA when kept); a one-line error when the shapes differ."""
+    if (source / MANIFEST).is_file():
+        manifest = read_manifest(source)
+        if "fidelity" not in manifest:
+            raise DrbfrError(f"{source}: this bundle carries no fidelity network")
+        state = read_part(source, manifest, "fidelity")
+    else:
+        state = load_fidelity(source)[0].state_dict()
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as exc:
+        first_line = str(exc).splitlines()[0]
+        raise DrbfrError(f"{source}: F's weights do not fit this preset ({first_line})") from None
