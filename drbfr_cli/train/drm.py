@@ -24,6 +24,7 @@ from drbfr_cli.train.accel import gather_rows
 from drbfr_cli.train.checkpoint import load_modules
 from drbfr_cli.train.datasets import PatchPairDataset, load_faces
 from drbfr_cli.train.loop import LossOutput
+from drbfr_cli.train.samples import image_rows
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,7 @@ class DRMTask:
             return None
         n = min(8, batch["lq1"].shape[0])
         fake = modules["generator"](batch["hq2"][:n], modules["encoder"](batch["lq1"][:n]))
-        rows = [torch.cat(list(t[:n]), dim=2) for t in (batch["hq2"], batch["lq2"], fake)]
-        return ((torch.cat(rows, dim=1) + 1) / 2).clamp(0, 1)
+        return image_rows(batch["hq2"][:n], batch["lq2"][:n], fake)
 
     def config(self) -> dict[str, Any]:
         return {

@@ -21,6 +21,7 @@ from drbfr_cli.presets import FidelityModelConfig
 from drbfr_cli.train.checkpoint import load_modules
 from drbfr_cli.train.datasets import RestorationPairDataset, load_faces
 from drbfr_cli.train.loop import LossOutput
+from drbfr_cli.train.samples import image_rows
 
 STAGE = "fidelity"
 
@@ -86,8 +87,7 @@ class FidelityTask:
         """Rows: LQ, F(LQ), HQ for up to 8 items."""
         n = min(8, batch["lq"].shape[0])
         lq, hq = batch["lq"][:n], batch["hq"][:n]
-        rows = [torch.cat(list(t), dim=2) for t in (lq, modules["fidelity"](lq), hq)]
-        return ((torch.cat(rows, dim=1) + 1) / 2).clamp(0, 1)
+        return image_rows(lq, modules["fidelity"](lq), hq)
 
     def config(self) -> dict[str, Any]:
         return {

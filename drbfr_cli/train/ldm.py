@@ -50,6 +50,7 @@ from drbfr_cli.train.checkpoint import load_modules
 from drbfr_cli.train.datasets import RestorationPairDataset, load_faces
 from drbfr_cli.train.drm import load_drm
 from drbfr_cli.train.loop import LossOutput
+from drbfr_cli.train.samples import image_rows
 from drbfr_cli.train.vae import load_vae
 
 STAGE = "ldm"
@@ -234,8 +235,7 @@ class LDMTask:
             sampling=self.model_config.sampling,
             use_dr=self.settings.use_dr,
         )
-        rows = [torch.cat(list(t), dim=2) for t in (lq, restored, hq)]
-        return ((torch.cat(rows, dim=1) + 1) / 2).clamp(0, 1)
+        return image_rows(lq, restored, hq)
 
     def config(self) -> dict[str, Any]:
         return {

@@ -16,6 +16,13 @@ if TYPE_CHECKING:
     from drbfr_cli.train.task import TrainTask
 
 
+def image_rows(*rows: torch.Tensor) -> torch.Tensor:
+    """A sample grid: each N x 3 x H x W batch in [-1, 1] laid out as one row of its images,
+    the rows stacked top to bottom, as float 3 x (rows H) x (N W) in [0, 1]."""
+    lines = [torch.cat(list(images), dim=2) for images in rows]
+    return ((torch.cat(lines, dim=1) + 1) / 2).clamp(0, 1)
+
+
 def grid_to_image(grid: torch.Tensor) -> torch.Tensor:
     """Check a task's grid (float 3xHxW in [0, 1]) and return it as HxWx3 on the CPU."""
     if grid.ndim != 3 or grid.shape[0] != 3 or not grid.is_floating_point():

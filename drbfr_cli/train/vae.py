@@ -44,6 +44,7 @@ from drbfr_cli.train import checkpoint as ckpt
 from drbfr_cli.train.batches import SeededItems
 from drbfr_cli.train.datasets import FacePatchDataset, load_faces
 from drbfr_cli.train.loop import LoopConfig, LossOutput, ParamGroup, TrainResult, train
+from drbfr_cli.train.samples import image_rows
 from drbfr_cli.weights import WeightsMissingError
 
 STAGE = "vae"
@@ -179,8 +180,7 @@ class VAETask:
         """Rows: training patches, their reconstructions (quantized once the codebook is set)."""
         images, vae = batch["image"][:8], modules["vae"]
         rebuilt = vae(images, quantize=bool(vae.quantizer.initialised)).image
-        rows = [torch.cat(list(t), dim=2) for t in (images, rebuilt)]
-        return ((torch.cat(rows, dim=1) + 1) / 2).clamp(0, 1)
+        return image_rows(images, rebuilt)
 
     def config(self) -> dict[str, Any]:
         return {
