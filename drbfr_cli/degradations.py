@@ -70,6 +70,19 @@ def sample_params(rng: np.random.Generator, ranges: DegradationRanges) -> Degrad
     )
 
 
+def sample_mixed_params(
+    rng: np.random.Generator,
+    ranges: DegradationRanges,
+    mild: DegradationRanges,
+    mild_fraction: float,
+) -> DegradationParams:
+    """Draw from `mild` with probability `mild_fraction`, else from `ranges`. With a fraction
+    of 0 no extra number is drawn, so the stream equals `sample_params(rng, ranges)`."""
+    if mild_fraction > 0 and rng.random() < mild_fraction:
+        return sample_params(rng, mild)
+    return sample_params(rng, ranges)
+
+
 def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
     """y * k_sigma: isotropic Gaussian kernel of radius ceil(3 sigma), reflected borders."""
     if sigma <= 0:

@@ -214,8 +214,13 @@ class FidelityModelConfig:
     network: FidelityConfig = field(default_factory=FidelityConfig)
     data: PatchConfig = field(default_factory=PatchConfig)
     degradations: DegradationRanges = field(default_factory=DegradationRanges)
+    mild_degradations: DegradationRanges = field(default_factory=DegradationRanges)
+    """Ranges drawn instead of `degradations` for a `mild_fraction` of the patches."""
+    mild_fraction: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.mild_fraction <= 1.0:
+            raise ValueError(f"mild_fraction must lie in [0, 1], got {self.mild_fraction}")
         if self.data.patch_size % self.network.multiple:
             raise ValueError(
                 f"patch_size must be a multiple of {self.network.multiple} (F's downsampling)"

@@ -17,6 +17,7 @@ from drbfr_cli.degradations import (
     gaussian_blur,
     jpeg_compress,
     resize_to,
+    sample_mixed_params,
     sample_params,
 )
 
@@ -143,6 +144,24 @@ def test_sampler_stays_in_ranges_and_is_seeded() -> None:
     assert all(isinstance(d.q, int) for d in draws)
     assert {d.q for d in draws} >= {60, 100}  # integer endpoints are reachable
     assert sample_params(np.random.default_rng(1), ranges) == draws[1]
+
+
+def test_mixed_sampler_draws_the_mild_ranges_for_their_fraction() -> None:
+    wide = DegradationRanges(blur=(5.0, 6.0), scale=(5.0, 6.0), noise=(0.0, 0.0), jpeg=(90, 90))
+    mild = DegradationRanges(blur=(0.1, 1.0), scale=(1.0, 2.0), noise=(0.0, 0.0), jpeg=(90, 90))
+    draws = [sample_mixed_params(np.random.default_rng(s), wide, mild, 0.3) for s in range(2000)]
+    mild_share = np.mean([d.sigma <= 1.0 for d in draws])
+    assert abs(mild_share - 0.3) < 0.04
+    assert all((d.sigma <= 1.0) == (d.r <= 2.0) for d in draws)  # one range set per draw
+    for seed in range(20):  # fraction 0 draws no extra number: the stream of sample_params
+        rng = np.random.default_rng(seed)
+        assert sample_mixed_params(rng, wide, mild, 0.0) == sample_params(
+            np.random.default_rng(seed), wide
+        )
+    assert all(
+        sample_mixed_params(np.random.default_rng(s), wide, mild, 1.0).sigma <= 1.0
+        for s in range(50)
+    )
 
 
 def test_sampler_ranges_are_overridable_and_validated() -> None:

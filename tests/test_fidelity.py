@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from drbfr_cli.benchmark.random_bundle import random_bundle
 from drbfr_cli.bundle import load_bundle, read_manifest, read_part
 from drbfr_cli.cli.main import app
+from drbfr_cli.degradations import DegradationRanges
 from drbfr_cli.diffusion.pipeline import transfer_low_frequencies
 from drbfr_cli.diffusion.sampling import SamplingConfig
 from drbfr_cli.errors import DrbfrError
@@ -56,6 +57,23 @@ def test_the_small_preset_restores_512_px_faces() -> None:
     model, train = fidelity_config_from_preset("small")
     assert 512 % model.network.multiple == 0 and model.data.patch_size % 8 == 0
     assert train["ema_decay"] and train["batch_size"] >= 8
+    assert 0 < model.mild_fraction < 1 and 0 < train["cooldown_steps"] < train["steps"]
+    mild, wide = model.mild_degradations, model.degradations
+    assert mild.blur[1] < wide.blur[1] and mild.scale[1] < wide.scale[1]
+
+
+def test_the_mild_fraction_of_pairs_comes_from_the_mild_ranges(hq_dir: Path) -> None:
+    faces = str(hq_dir)
+    model, _ = fidelity_config_from_preset("tiny")
+    clean = DegradationRanges(blur=(0.0, 0.0), scale=(1.0, 1.0), noise=(0.0, 0.0), jpeg=(100, 100))
+    harsh = DegradationRanges(blur=(2.0, 3.0), scale=(3.0, 4.0), noise=(10.0, 20.0), jpeg=(60, 70))
+    errors = {}
+    for fraction in (0.0, 1.0):
+        mixed = replace(model, degradations=harsh, mild_degradations=clean, mild_fraction=fraction)
+        task = FidelityTask(FidelityTaskConfig(model=mixed, data=faces, preset="tiny", seed=3))
+        batch = fixed_batch(task.dataset(), 8, seed=3)
+        errors[fraction] = float((batch["lq"] - batch["hq"]).abs().mean())
+    assert errors[1.0] < 0.01 < 0.04 < errors[0.0]  # JPEG at 100 alone vs the harsh ranges
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import torch
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.train import LoopConfig, load_modules, train
 from drbfr_cli.train.batches import EpochSampler, Shard, isolated_rng
+from drbfr_cli.train.loop import lr_factor
 from tests.train_toy import ToyTask
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -97,6 +98,20 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
     for a, b in zip(straight_log, resumed_log, strict=True):
         assert b["loss"] == pytest.approx(a["loss"], abs=1e-6)
         assert b["lr"] == pytest.approx(a["lr"])
+
+
+def test_lr_warms_up_holds_and_cools_down_to_zero(tmp_path):
+    factor = lr_factor(_loop(steps=100, warmup_steps=10, cooldown_steps=40))
+    assert [factor(k) for k in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert [factor(k) for k in (10, 59, 60)] == [1.0, 1.0, 1.0]
+    assert [factor(k) for k in (70, 80, 99)] == pytest.approx([0.75, 0.5, 0.025])
+    assert lr_factor(_loop(steps=100))(99) == 1.0  # no cool-down: constant
+    run = tmp_path / "run"
+    train(ToyTask(), _loop(steps=20, log_every=1, lr=1e-2, cooldown_steps=10), run)
+    logged = [r["lr"] for r in _metrics(run)]  # after step k: the lr of step k + 1
+    assert logged == pytest.approx([1e-2] * 10 + [1e-3 * k for k in range(9, -1, -1)])
+    with pytest.raises(DrbfrError, match="cooldown_steps must lie in"):
+        _loop(steps=10, cooldown_steps=11)
 
 
 def _one_line_error(excinfo: pytest.ExceptionInfo) -> str:

@@ -23,7 +23,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from drbfr_cli.degradations import DegradationRanges, degrade, sample_params
+from drbfr_cli.degradations import (
+    DegradationRanges,
+    degrade,
+    sample_mixed_params,
+    sample_params,
+)
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.imaging import collect_images, read_image, to_uint8
 from drbfr_cli.synthetic import prepare_hq
@@ -252,7 +257,8 @@ def random_patch(
 
 class RestorationPairDataset(Dataset):
     """Items: hq, lq (3 x P x P in [-1, 1]): a random HQ patch (as `FacePatchDataset`) and its
-    Eq. (11) degradation with parameters drawn per item from `ranges`, at the patch's own scale.
+    Eq. (11) degradation with parameters drawn per item from `ranges` (from `mild` instead for a
+    `mild_fraction` of the items), at the patch's own scale.
     """
 
     def __init__(
@@ -264,11 +270,17 @@ class RestorationPairDataset(Dataset):
         ranges: DegradationRanges,
         seed: int = 0,
         color_augment: bool = False,
+        mild: DegradationRanges | None = None,
+        mild_fraction: float = 0.0,
     ) -> None:
+        if not 0.0 <= mild_fraction <= 1.0:
+            raise ValueError(f"mild_fraction must lie in [0, 1], got {mild_fraction}")
         self.patches = FacePatchDataset(
             faces, patch_size=patch_size, sides=sides, seed=seed, color_augment=color_augment
         )
         self.ranges = ranges
+        self.mild = mild or ranges
+        self.mild_fraction = mild_fraction if mild is not None else 0.0
 
     def __len__(self) -> int:
         return VIRTUAL_LENGTH
@@ -279,5 +291,6 @@ class RestorationPairDataset(Dataset):
         hq = random_patch(data.faces, data.patch_size, data.sides, rng)
         if data.color_augment:
             hq = augment_colors(hq, rng)
-        lq = degrade(hq, sample_params(rng, self.ranges), rng)
+        params = sample_mixed_params(rng, self.ranges, self.mild, self.mild_fraction)
+        lq = degrade(hq, params, rng)
         return {"hq": _to_tensor(hq), "lq": _to_tensor(lq)}

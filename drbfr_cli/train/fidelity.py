@@ -65,6 +65,8 @@ class FidelityTask:
             ranges=cfg.degradations,
             seed=self.settings.seed,
             color_augment=cfg.data.color_augment,
+            mild=cfg.mild_degradations,
+            mild_fraction=cfg.mild_fraction,
         )
 
     def compute_loss(

@@ -7,8 +7,9 @@ rendezvous options) or `accelerate launch --multi_gpu` (which starts torchrun's 
 
 - One step is one optimizer step over `grad_accum` micro-batches of `batch_size` items per
   process, so a step sees batch_size * grad_accum * world_size items.
-- Learning rate: linear warm-up (lr * k / warmup_steps at step k), then constant (no decay, so a run
-  can be extended by resuming with more `steps` without changing its past).
+- Learning rate: linear warm-up (lr * k / warmup_steps at step k), then constant, so a run can be
+  extended by resuming with more `steps` without changing its past; with `cooldown_steps` it
+  then decays linearly to 0 over the last cooldown_steps (extending such a run moves the decay).
 - Optimizer: AdamW over all trainable parameters of all modules, in the task's parameter
   groups (`TrainTask.param_groups`: own betas and gradient clipping, e.g. a discriminator).
 - Only rank 0 writes (checkpoints, metrics.jsonl, samples, progress bar); all ranks compute.
@@ -132,9 +133,15 @@ def _resume_point(
     return folder, saved
 
 
-def _warmup(warmup_steps: int) -> Callable[[int], float]:
+def lr_factor(loop: LoopConfig) -> Callable[[int], float]:
+    """The multiplier of `lr` after `step` optimizer steps: linear warm-up, constant, then a
+    linear cool-down to 0 over the last `cooldown_steps` (never 0 for a step that runs)."""
+    warmup, cooldown, steps = loop.warmup_steps, loop.cooldown_steps, loop.steps
+
     def factor(step: int) -> float:
-        return min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+        rise = min(1.0, (step + 1) / warmup) if warmup else 1.0
+        fall = min(1.0, (steps - step) / cooldown) if cooldown else 1.0
+        return min(rise, max(fall, 0.0))
 
     return factor
 
@@ -158,7 +165,7 @@ def _build(task: TrainTask, loop: LoopConfig, run_dir: Path, accelerator: Accele
         lr=loop.lr,
         weight_decay=loop.weight_decay,
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup(loop.warmup_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(loop))
     names = list(raw)
     *wrapped, optimizer = accelerator.prepare(*raw.values(), optimizer)
     ema = EmaModules(raw, loop.ema_decay) if loop.ema_decay else None

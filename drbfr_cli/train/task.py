@@ -24,6 +24,9 @@ class LoopConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 0
     """Linear warm-up from 0 to `lr` over this many steps, then constant."""
+    cooldown_steps: int = 0
+    """Linear decay of the lr to 0 over the last this-many steps (warm-up, stable, decay:
+    Hu et al. 2024, MiniCPM); 0 keeps it constant to the end."""
     grad_clip: float | None = 1.0
     """Clip the global gradient norm to this (None: no clipping; the norm is logged either way)."""
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
@@ -53,6 +56,10 @@ class LoopConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise DrbfrError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.cooldown_steps <= self.steps:
+            raise DrbfrError(
+                f"cooldown_steps must lie in [0, steps={self.steps}], got {self.cooldown_steps}"
+            )
         for name in ("warmup_steps", "num_workers", "sample_every", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise DrbfrError(f"{name} must not be negative, got {getattr(self, name)}")
