@@ -20,7 +20,7 @@ from drbfr_cli.degradations import DegradationRanges
 from drbfr_cli.diffusion.pipeline import transfer_low_frequencies
 from drbfr_cli.diffusion.sampling import SamplingConfig
 from drbfr_cli.errors import DrbfrError
-from drbfr_cli.nets.fidelity import FidelityConfig, FidelityNet
+from drbfr_cli.nets.fidelity import FidelityConfig, FidelityNet, fidelity_output
 from drbfr_cli.presets import fidelity_config_from_preset
 from drbfr_cli.train.batches import fixed_batch
 from drbfr_cli.train.export import fidelity_part
@@ -44,6 +44,22 @@ def test_f_starts_as_the_identity_and_learns_away_from_it() -> None:
     loss = (net(y) - torch.zeros_like(y)).abs().mean()
     loss.backward()
     assert float(net.head.weight.grad.abs().sum()) > 0  # the zero head still gets a gradient
+
+
+def test_the_flip_ensemble_is_the_mean_of_f_and_its_mirror() -> None:
+    torch.manual_seed(0)
+    net = FidelityNet(FidelityConfig(channels=(8, 16), blocks=(1, 1)))
+    for p in net.parameters():  # away from the identity, which any flip leaves unchanged
+        torch.nn.init.normal_(p, std=0.2)
+    y = torch.rand(2, 3, 32, 24) * 2 - 1
+    with torch.no_grad():
+        plain, ensembled = fidelity_output(net, y), fidelity_output(net, y, flip=True)
+        mirrored = fidelity_output(net, y.flip(-1), flip=True)
+        expected = ((net(y) + net(y.flip(-1)).flip(-1)) / 2).clamp(-1, 1)
+    torch.testing.assert_close(plain, net(y).clamp(-1, 1))
+    torch.testing.assert_close(ensembled, expected)
+    torch.testing.assert_close(mirrored, ensembled.flip(-1))  # flip-equivariant, unlike F
+    assert not torch.allclose(fidelity_output(net, y.flip(-1)), plain.flip(-1), atol=1e-3)
 
 
 def test_f_refuses_sides_that_its_levels_cannot_halve() -> None:
@@ -149,7 +165,8 @@ def test_repack_adds_f_to_the_shipped_bundle(
         )
     assert after["fidelity"]["network"]["channels"] == [8, 16]
     assert after["fidelity"]["weights"] == "ema"
-    assert after["sampling"] == {**before["sampling"], "low_freq_sigma": 1.5, "use_fidelity": True}
+    expected = {**before["sampling"], "low_freq_sigma": 1.5, "use_fidelity": True}
+    assert after["sampling"] == {"fidelity_flip": True, **expected}
     assert after["sources"]["fidelity"] == str(trained_run)
 
     bundle = load_bundle(out, weights_dir=shared_weights_dir)
@@ -209,8 +226,13 @@ def test_restore_with_f_restores_f_of_the_input(trained_run: Path) -> None:
     size = plain_bundle.face_size
     lq = torch.rand(2, 3, size, size) * 2 - 1
     with torch.no_grad():
-        cleaned = f(lq).clamp(-1, 1)
-    assert not torch.allclose(cleaned, lq)
+        cleaned = fidelity_output(f, lq, flip=True)
+        unflipped = fidelity_output(f, lq)
+    assert not torch.allclose(cleaned, lq) and not torch.allclose(cleaned, unflipped)
+    one_call = SamplingConfig(steps=2, fidelity_flip=False)  # --no-fidelity-flip
+    torch.testing.assert_close(
+        with_f.restore(lq, [5, 6], one_call), plain_bundle.restore(unflipped, [5, 6], one_call)
+    )
     for sampling in (SamplingConfig(steps=2), SamplingConfig(steps=2, low_freq_sigma=3.0)):
         got = with_f.restore(lq, [5, 6], sampling)
         torch.testing.assert_close(got, plain_bundle.restore(cleaned, [5, 6], sampling))

@@ -107,6 +107,11 @@ def eval_command(
         "--fidelity-net/--no-fidelity-net",
         help="With --model: restore F's output (see restore --fidelity-net; default: on).",
     ),
+    fidelity_flip: bool | None = typer.Option(
+        None,
+        "--fidelity-flip/--no-fidelity-flip",
+        help="With --model: flip-averaged F (see restore --fidelity-flip; default: on).",
+    ),
     batch_size: int = typer.Option(8, min=1, help="With --model: faces per restorer call."),
 ) -> None:
     """Evaluate --restored against --gt (paired) or alone (NIQE, FID vs --fid-stats); without
@@ -142,7 +147,7 @@ def eval_command(
                 raise fail("restoring needs --lq DIR (aligned LQ faces) and --out DIR")
             sampling = {
                 "steps": steps, "start_t": start_t, "samples": samples, "low_freq_sigma": low_freq,
-                "use_fidelity": fidelity_net,
+                "use_fidelity": fidelity_net, "fidelity_flip": fidelity_flip,
             }  # fmt: skip
             restored = _restore_with(model, lq, out, device, weights_dir, sampling, batch_size)
         net, backbone = _lpips_choice(lpips_net, lpips_backbone, chosen)

@@ -190,6 +190,15 @@ def restore(
             rich_help_panel=_MODEL,
         ),
     ] = None,
+    fidelity_flip: Annotated[
+        bool | None,
+        typer.Option(
+            "--fidelity-flip/--no-fidelity-flip",
+            help="Average F's output with the mirror of F of the mirrored face (one more F call "
+            "per face, a little higher PSNR; default: the bundle's, on).",
+            rich_help_panel=_MODEL,
+        ),
+    ] = None,
     seed: Annotated[
         int, typer.Option(help="Run seed; each face's seed derives from it and its image path.")
     ] = 0,
@@ -345,7 +354,7 @@ def restore(
     sampling = {
         "sampler": sampler, "steps": steps, "start_t": start_t, "tem_t": tem_t,
         "guidance_scale": guidance, "samples": samples, "low_freq_sigma": low_freq,
-        "use_fidelity": fidelity_net,
+        "use_fidelity": fidelity_net, "fidelity_flip": fidelity_flip,
     }  # fmt: skip
     with user_errors():
         from drbfr_cli.devices import resolve_device

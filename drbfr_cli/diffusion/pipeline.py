@@ -30,6 +30,7 @@ from drbfr_cli.diffusion.sampling import SamplingConfig, restore_latents
 from drbfr_cli.diffusion.schedule import NoiseSchedule
 from drbfr_cli.nets.autoencoder import FirstStage
 from drbfr_cli.nets.drm import DREncoder
+from drbfr_cli.nets.fidelity import fidelity_output
 from drbfr_cli.nets.ldrm import LDRM
 
 
@@ -97,7 +98,7 @@ def restore_faces(
     or `sampling.use_fidelity` is off), then condition on r, sample, texture pass, decode,
     low-frequency transfer from r."""
     if fidelity is not None and sampling.use_fidelity:
-        lq = fidelity(lq.float()).clamp(-1, 1)
+        lq = fidelity_output(fidelity, lq.float(), flip=sampling.fidelity_flip)
     was_training = ldrm.training
     ldrm.eval()
     cond = condition(parts, lq, use_dr=use_dr)

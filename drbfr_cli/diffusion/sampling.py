@@ -66,6 +66,9 @@ class SamplingConfig:
     use_fidelity: bool = True
     """Restore F(y), the bundle's fidelity network's output, when it has one (pipeline.py);
     False restores the input y itself. Bundles without F ignore it."""
+    fidelity_flip: bool = True
+    """F(y) averaged with the mirror of F of the mirrored face (nets/fidelity.py): one more
+    F call per face, a little higher PSNR."""
 
     def __post_init__(self) -> None:
         try:

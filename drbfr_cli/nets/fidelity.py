@@ -108,3 +108,13 @@ class FidelityNet(nn.Module):
 def build_fidelity(config: FidelityConfig) -> FidelityNet:
     """F with its weights drawn from the global torch generator (identity at start)."""
     return FidelityNet(config)
+
+
+def fidelity_output(net: nn.Module, lq: torch.Tensor, *, flip: bool = False) -> torch.Tensor:
+    """F(y) in [-1, 1]; with `flip` the mean of F(y) and the mirror image of F(mirrored y): the
+    geometric self-ensemble of Lim et al. 2017 (EDSR+), kept to the left-right flip under which
+    aligned faces stay aligned."""
+    restored = net(lq)
+    if flip:
+        restored = (restored + net(lq.flip(-1)).flip(-1)) / 2
+    return restored.clamp(-1, 1)
