@@ -4,6 +4,7 @@ items are made, export by registry name, and a bundle that resolves TAEF2 like a
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +18,13 @@ from drbfr_cli.diffusion.schedule import make_scheduler
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.imaging import write_image
 from drbfr_cli.nets.drm import DRMConfig
+from drbfr_cli.nets.fidelity import fidelity_output
 from drbfr_cli.nets.ldrm import LDRMConfig
 from drbfr_cli.presets import LDMConfig, PatchConfig, ldm_config_from_preset
 from drbfr_cli.restore.restorer import load_restorer
 from drbfr_cli.train.drm import DRMTask, DRMTaskConfig
 from drbfr_cli.train.export import export_bundle
+from drbfr_cli.train.fidelity import load_frozen_fidelity
 from drbfr_cli.train.ldm import (
     LatentPairs,
     LDMTask,
@@ -30,6 +33,9 @@ from drbfr_cli.train.ldm import (
     training_t_end,
 )
 from drbfr_cli.train.loop import LoopConfig, train
+from tests.conftest import PROJECT_ROOT
+
+SHIPPED = PROJECT_ROOT / "models" / "bundles" / "drbfr-small"
 
 SMALL_DRM = DRMConfig(
     face_size=64, crop_size=32, patch_size=16, encoder_channels=(8, 16), tokens=2, token_dim=16,
@@ -87,6 +93,29 @@ def test_items_carry_the_latents_of_their_patches(runs: dict[str, Path], shared_
     encode = task.parts.first_stage.encode
     torch.testing.assert_close(item["z0"], encode(item["hq"][None])[0])
     torch.testing.assert_close(item["f_lq"], encode(item["lq"][None])[0])
+
+
+def test_with_f_the_ldrm_learns_on_f_of_each_patch(runs: dict[str, Path], shared_weights_dir):
+    """`train ldm --fidelity BUNDLE`: each item's lq, and so f_LQ and E_DR's input, is the
+    flip-averaged F of the plain item's lq (what restore feeds the LDRM with that F)."""
+    base = LDMTaskConfig(
+        model=TAEF2_LDM, data=str(runs["faces"]), preset="t", drm=str(runs["root"] / "drm"),
+        weights_dir=str(shared_weights_dir),
+    )  # fmt: skip
+    plain, cleaned = LDMTask(base), LDMTask(replace(base, fidelity=str(SHIPPED)))
+    assert cleaned.config()["fidelity"] == str(SHIPPED) and plain.config()["fidelity"] is None
+    network = load_frozen_fidelity(SHIPPED)
+    assert not any(p.requires_grad for p in network.parameters())
+    raw, item = plain.dataset()[3], cleaned.dataset()[3]
+    torch.testing.assert_close(item["hq"], raw["hq"])
+    with torch.no_grad():
+        expected = fidelity_output(network, raw["lq"][None], flip=True)[0]
+    torch.testing.assert_close(item["lq"], expected)
+    assert float((item["lq"] - raw["lq"]).abs().mean()) > 1e-3
+    encode = cleaned.parts.first_stage.encode
+    torch.testing.assert_close(item["f_lq"], encode(item["lq"][None])[0])
+    with pytest.raises(DrbfrError, match="carries no fidelity network"):
+        load_frozen_fidelity(export_bundle(runs["ldm"], runs["root"] / "no_f_bundle"))
 
 
 def test_a_taef2_bundle_names_its_first_stage_and_restores_like_memory(

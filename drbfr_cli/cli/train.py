@@ -248,6 +248,13 @@ def train_ldm_command(
         exists=True,
         help="Bundle or LDM run whose denoiser starts this run (fine-tuning, new optimizer).",
     ),
+    fidelity: Path | None = typer.Option(
+        None,
+        "--fidelity",
+        exists=True,
+        help="Bundle carrying F, or fidelity run: its frozen F cleans each LQ patch first, so "
+        "the LDRM learns on F's outputs (export the run with the same F).",
+    ),
     preset: str = typer.Option(
         "tiny",
         help="Preset: tiny, base or paper (models/presets/ldm.toml; "
@@ -292,6 +299,7 @@ def train_ldm_command(
             vae=str(vae) if vae else "", use_dr=not no_dr, seed=seed,
             weights_dir=str(weights_dir) if weights_dir else None,
             init_from=str(init_from) if init_from else None,
+            fidelity=str(fidelity) if fidelity else None,
         )  # fmt: skip
         result = train(LDMTask(settings), loop, out, resume=resume)
     print_result("ldm", result)

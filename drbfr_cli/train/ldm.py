@@ -31,6 +31,7 @@ from drbfr_cli.diffusion.pipeline import FrozenParts, condition, restore_faces
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.nets.autoencoder import FirstStage
 from drbfr_cli.nets.drm import DRMConfig
+from drbfr_cli.nets.fidelity import fidelity_output
 from drbfr_cli.nets.ldrm import LDRM, LDRMConfig
 from drbfr_cli.nets.taef2 import (
     DECODER_WEIGHTS,
@@ -49,6 +50,7 @@ from drbfr_cli.train import checkpoint as ckpt
 from drbfr_cli.train.checkpoint import load_modules
 from drbfr_cli.train.datasets import RestorationPairDataset, load_faces
 from drbfr_cli.train.drm import load_drm
+from drbfr_cli.train.fidelity import load_frozen_fidelity
 from drbfr_cli.train.loop import LossOutput
 from drbfr_cli.train.samples import image_rows
 from drbfr_cli.train.vae import load_vae
@@ -73,6 +75,9 @@ class LDMTaskConfig:
     init_from: str | None = None
     """A bundle or LDM run whose denoiser weights start this run (fine-tuning; the optimizer
     starts afresh)."""
+    fidelity: str | None = None
+    """A bundle carrying F, or a fidelity run, whose frozen F cleans every LQ patch before it
+    conditions the LDRM: the LDRM then learns on what it restores in a bundle with that F."""
 
 
 def load_frozen_encoder(source: Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -143,7 +148,7 @@ class LDMTask:
     name = STAGE
     # paths may move; the sampling defaults and the decoding choice do not touch training
     resume_may_change = frozenset(
-        {"data", "drm", "vae", "weights_dir", "init_from"}
+        {"data", "drm", "vae", "weights_dir", "init_from", "fidelity"}
         | {f"model.{k}" for k in INFERENCE_ONLY_FIELDS}
     )
 
@@ -175,6 +180,7 @@ class LDMTask:
             self._modules: dict[str, nn.Module] = {"ldrm": ldrm}
         if config.init_from:
             load_denoiser_weights(ldrm, Path(config.init_from))
+        self.fidelity = load_frozen_fidelity(Path(config.fidelity)) if config.fidelity else None
 
     def modules(self) -> dict[str, nn.Module]:
         return self._modules
@@ -191,6 +197,8 @@ class LDMTask:
             seed=self.settings.seed,
             color_augment=cfg.data.color_augment,
         )
+        if self.fidelity is not None:
+            pairs = CleanedPairs(pairs, self.fidelity, flip=cfg.sampling.fidelity_flip)
         if cfg.first_stage is FirstStageKind.TAEF2:
             return LatentPairs(pairs, self.parts.first_stage)
         return pairs
@@ -224,7 +232,8 @@ class LDMTask:
     def sample_grid(
         self, modules: dict[str, nn.Module], batch: dict[str, torch.Tensor]
     ) -> torch.Tensor:
-        """Rows: LQ, restored (the preset's default sampling, seed 0..n-1), HQ; up to 6 items."""
+        """Rows: LQ (F's output when the run has F), restored (the preset's default sampling,
+        seed 0..n-1), HQ; up to 6 items."""
         hq, lq = batch["hq"][:6], batch["lq"][:6]
         restored = restore_faces(
             modules["ldrm"],
@@ -248,6 +257,7 @@ class LDMTask:
             "seed": self.settings.seed,
             "weights_dir": self.settings.weights_dir,
             "init_from": self.settings.init_from,
+            "fidelity": self.settings.fidelity,
             "model": to_dict(self.model_config),
             "network": to_dict(self.network_config),
             "frozen": {"drm": self.parts.drm_config, "vae": self.parts.vae_config},
@@ -258,6 +268,23 @@ def training_t_end(num_train_timesteps: int, train_t_max: float) -> int:
     """One past the largest training timestep: t_max = round(train_t_max (T - 1)), the index
     that sampling's start_t maps to (diffusion/sampling.py run_timesteps)."""
     return round(train_t_max * (num_train_timesteps - 1)) + 1
+
+
+class CleanedPairs(Dataset):
+    """Items of a pair dataset with lq replaced by F(lq) (restore's `fidelity_output`, so the
+    LDRM trains on the inputs it restores in a bundle with this F)."""
+
+    def __init__(self, pairs: Dataset, fidelity: nn.Module, *, flip: bool) -> None:
+        self.pairs, self.fidelity, self.flip = pairs, fidelity, flip
+
+    def __len__(self) -> int:
+        return len(self.pairs)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = self.pairs[index]
+        with torch.no_grad():
+            cleaned = fidelity_output(self.fidelity, item["lq"][None], flip=self.flip)[0]
+        return {**item, "lq": cleaned}
 
 
 class LatentPairs(Dataset):
