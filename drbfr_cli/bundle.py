@@ -221,6 +221,15 @@ def _load_state(module: torch.nn.Module, state: dict, what: str, path: Path) -> 
         ) from None
 
 
+def load_bundle_fidelity(path: Path) -> FidelityNet:
+    """F of a bundle, checked, frozen on the CPU: a bundle stands in for the fidelity run it was
+    exported from (`train ldm --fidelity`); one-line error when it carries none."""
+    network = _load_fidelity(path, read_manifest(path))
+    if network is None:
+        raise DrbfrError(f"{path}: this bundle carries no fidelity network")
+    return network
+
+
 def load_bundle_encoder(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """E_DR of a bundle, checked, frozen on the CPU, with its DRM config record ({"model",
     "preset"}): a bundle stands in for the DRM run it was exported from (`train ldm --drm`)."""

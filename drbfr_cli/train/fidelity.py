@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from drbfr_cli.bundle import MANIFEST, read_manifest, read_part
+from drbfr_cli.bundle import MANIFEST, load_bundle_fidelity, read_manifest, read_part
 from drbfr_cli.config import from_dict, to_dict
 from drbfr_cli.errors import DrbfrError
-from drbfr_cli.nets.fidelity import FidelityConfig, FidelityNet, build_fidelity
+from drbfr_cli.nets.fidelity import FidelityNet, build_fidelity
 from drbfr_cli.presets import FidelityModelConfig
 from drbfr_cli.train.checkpoint import load_modules
 from drbfr_cli.train.datasets import RestorationPairDataset, load_faces
@@ -144,14 +144,5 @@ def load_frozen_fidelity(source: Path) -> FidelityNet:
     """F of a bundle that carries one, or of a fidelity run (its EMA when kept), frozen and in
     eval mode: the cleaner of the LQ patches an LDRM trains on (train/ldm.py)."""
     if (source / MANIFEST).is_file():
-        manifest = read_manifest(source)
-        if "fidelity" not in manifest:
-            raise DrbfrError(f"{source}: this bundle carries no fidelity network")
-        network_config = from_dict(
-            FidelityConfig, manifest["fidelity"]["network"], source=f"{source} fidelity"
-        )
-        network = build_fidelity(network_config)
-        start_weights(network, source)
-    else:
-        network = load_fidelity(source)[0]
-    return network.requires_grad_(False).eval()
+        return load_bundle_fidelity(source)
+    return load_fidelity(source)[0].requires_grad_(False).eval()
