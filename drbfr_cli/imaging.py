@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import glob
 import os
+import re
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -40,9 +41,14 @@ IMAGE_EXTENSIONS = frozenset(
 ALPHA_EXTENSIONS = frozenset({".png", ".webp", ".tif", ".tiff"})
 """Formats that keep an alpha channel when drbfr writes them."""
 
-TEMP_PREFIX = "."
+TEMP_PREFIX = ".drbfr-"
 TEMP_SUFFIX = ".tmp"
-"""Atomic writes go through `.NAME.XXXX.tmp` in the target folder, then a rename."""
+TEMP_SESSION = secrets.token_hex(8)
+"""This process's mark in the name of every temporary it creates: atomic writes go through
+`.drbfr-SESSION-XXXXXXXX.tmp` in the target folder, then a rename. The name does not hold the
+target's (a 255-byte name stays writable), and a restore run lists SESSION in its record file,
+so cleanup deletes only temporaries that a recorded drbfr process created."""
+_TEMP_NAME = re.compile(r"^\.drbfr-([0-9a-f]{16})-[0-9a-f]{8}\.tmp$")
 GLOB_CHARACTERS = frozenset("*?[")
 STDIN_ARGUMENT = "-"
 """An input argument that stands for paths read from stdin, one per line."""
@@ -364,7 +370,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 def open_atomic(path: Path) -> Iterator[BinaryIO]:
     """A binary file handle whose content appears at `path` only when the block completes.
 
-    The data goes to `.NAME.XXXX.tmp` beside `path` (see TEMP_PREFIX / TEMP_SUFFIX), is fsynced
+    The data goes to a temporary beside `path` (see TEMP_SESSION), is fsynced
     and renamed over `path`; an error inside the block or while writing removes the temporary.
     """
     try:
@@ -387,7 +393,7 @@ def open_atomic(path: Path) -> Iterator[BinaryIO]:
 
 
 def _create_temporary(path: Path) -> tuple[int, str]:
-    """Create `.NAME.XXXX.tmp` beside `path` for writing; returns (descriptor, name).
+    """Create a temporary beside `path` for writing; returns (descriptor, name).
 
     Unlike tempfile.mkstemp (always 0600), the file gets 0666 less the process umask, as any
     file the user creates: 0644 under the usual umask 022.
@@ -402,7 +408,7 @@ def _create_temporary(path: Path) -> tuple[int, str]:
 
 
 def make_temporary_folder(path: Path) -> Path:
-    """Create the empty folder `.NAME.XXXX.tmp` beside `path`, to fill and rename to `path`.
+    """Create an empty temporary folder beside `path`, to fill and rename to `path`.
 
     Unlike tempfile.mkdtemp (always 0700), it gets 0777 less the process umask, as any folder
     the user creates: 0755 under the usual umask 022.
@@ -417,7 +423,7 @@ def make_temporary_folder(path: Path) -> Path:
 
 
 def _temporary_name(path: Path) -> Path:
-    return path.parent / f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    return path.parent / f"{TEMP_PREFIX}{TEMP_SESSION}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
 
 
 def make_output_folder(out_dir: Path) -> None:
@@ -432,9 +438,18 @@ def make_output_folder(out_dir: Path) -> None:
         raise DrbfrError(f"{out_dir}: output folder is not writable")
 
 
-def is_temporary(path: Path) -> bool:
-    """True for a temporary file `open_atomic` creates (left behind only by a killed process)."""
-    return path.name.startswith(TEMP_PREFIX) and path.name.endswith(TEMP_SUFFIX)
+def temporary_session(path: Path) -> str | None:
+    """The TEMP_SESSION of the drbfr process that created the temporary `path`; None for a name
+    that is not a drbfr temporary."""
+    match = _TEMP_NAME.match(path.name)
+    return match.group(1) if match else None
+
+
+def is_temporary(path: Path, sessions: Iterable[str] | None = None) -> bool:
+    """True for a temporary `open_atomic` creates (left behind only by a killed process); with
+    `sessions`, only one that a process of those sessions created."""
+    session = temporary_session(path)
+    return session is not None and (sessions is None or session in set(sessions))
 
 
 # ---------------------------------------------------------------------------------------------

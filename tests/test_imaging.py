@@ -236,7 +236,18 @@ def test_open_atomic_leaves_nothing_when_the_block_fails(tmp_path: Path) -> None
     with open_atomic(target) as handle:
         handle.write(b"new")
     assert target.read_text() == "new" and not is_temporary(target)
-    assert is_temporary(tmp_path / ".report.json.k2j4.tmp")
+    assert is_temporary(tmp_path / ".drbfr-0123456789abcdef-1a2b3c4d.tmp")
+    assert is_temporary(tmp_path / ".drbfr-0123456789abcdef-1a2b3c4d.tmp", ["0123456789abcdef"])
+    assert not is_temporary(tmp_path / ".drbfr-0123456789abcdef-1a2b3c4d.tmp", ["f" * 16])
+    for name in (".notes.tmp", ".report.json.k2j4.tmp", ".drbfr-notes.tmp"):
+        assert not is_temporary(tmp_path / name)  # a user's file, never deleted
+
+
+def test_open_atomic_writes_a_255_byte_name(tmp_path: Path) -> None:
+    target = tmp_path / ("n" * 251 + ".jpg")
+    with open_atomic(target) as handle:
+        handle.write(b"data")
+    assert target.read_bytes() == b"data"
 
 
 def test_collect_images_is_recursive_case_insensitive_and_sorted(tmp_path: Path) -> None:

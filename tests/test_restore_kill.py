@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from drbfr_cli.cli.main import app
 from drbfr_cli.imaging import read_image
-from drbfr_cli.restore.records import RECORDS_NAME
+from drbfr_cli.restore.records import RECORDS_NAME, is_image_record
 from tests.conftest import PROJECT_ROOT
 from tests.test_restore_cli import small_copies
 
@@ -70,7 +70,8 @@ def test_kill_then_rerun_completes_without_redoing_or_partial_files(
     for name in before:  # whatever the kill left is complete
         assert read_image(out / "restored_imgs" / name).size == (490, 324)
     assert not (out / "report.json").exists()
-    kept = [json.loads(line) for line in (out / RECORDS_NAME).read_text().splitlines()]
+    lines = [json.loads(line) for line in (out / RECORDS_NAME).read_text().splitlines()]
+    kept = [line for line in lines if is_image_record(line)]
     finished = {r["relative"]: r for r in kept}
     assert set(before) <= set(finished)  # every finished image has its record
     assert all(len(r["faces"]) == 2 and r["output_size"] == [490, 324] for r in finished.values())

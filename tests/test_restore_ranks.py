@@ -21,7 +21,7 @@ from drbfr_cli.cli.main import app
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.restore.merge import PARTS_DIR, PartWriter, parts_dir
 from drbfr_cli.restore.ranks import Rank, rank_from_env, shard_of
-from drbfr_cli.restore.records import RecordLog, record_files
+from drbfr_cli.restore.records import RecordLog, is_image_record, record_files
 from drbfr_cli.restore.report import ImageRecord, ImageStatus, RunSummary
 from tests.conftest import PROJECT_ROOT
 from tests.test_restore_cli import small_copies
@@ -63,7 +63,8 @@ def _files(out: Path) -> dict[str, bytes]:
 
 
 def _records(out: Path) -> list[dict]:
-    return [json.loads(line) for f in record_files(out) for line in f.read_text().splitlines()]
+    lines = [json.loads(line) for f in record_files(out) for line in f.read_text().splitlines()]
+    return [line for line in lines if is_image_record(line)]
 
 
 def _comparable(record: dict) -> dict:

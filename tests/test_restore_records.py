@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from drbfr_cli.cli.main import app
 from drbfr_cli.imaging import write_image
-from drbfr_cli.restore.records import RECORDS_NAME
+from drbfr_cli.restore.records import RECORDS_NAME, is_image_record
 from tests.test_restore_cli import IDENTITY, small_copies
 
 runner = CliRunner()
@@ -29,7 +29,8 @@ def _report(out: Path) -> dict:
 
 
 def _records(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / RECORDS_NAME).read_text().splitlines()]
+    lines = [json.loads(line) for line in (out / RECORDS_NAME).read_text().splitlines()]
+    return [line for line in lines if is_image_record(line)]
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ Each rank writes OUT/report.parts/<run id>/rank-NNNNN.jsonl, a line per image of
 (the image's place in the whole input list and its record), then rank-NNNNN.done.json, its
 marker (settings, start and end). The rank that finds every marker of the run present merges
 them, in input order, into report.json as one process would have written it; `drbfr report merge
-OUT` does the same by hand. The parts of a merged run are deleted.
+OUT` does the same by hand. The parts of a merged run are deleted: only the files of those names
+(and drbfr's temporaries), never anything else in report.parts/.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import contextlib
 import heapq
 import json
 import os
-import shutil
+import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from drbfr_cli.errors import DrbfrError
-from drbfr_cli.imaging import open_atomic
+from drbfr_cli.imaging import is_temporary, open_atomic
 from drbfr_cli.restore.report import (
     REPORT_NAME,
     ImageRecord,
@@ -32,6 +33,7 @@ from drbfr_cli.restore.report import (
 PARTS_DIR = "report.parts"
 _CLAIM = "merging"
 """Created exclusively by the one rank that merges a run."""
+_PART_FILE = re.compile(r"^rank-[0-9]{5}\.(jsonl|done\.json)$")
 
 
 def parts_dir(out_dir: Path, run_id: str) -> Path:
@@ -46,9 +48,29 @@ def marker_path(folder: Path, rank: int) -> Path:
     return folder / f"rank-{rank:05d}.done.json"
 
 
-def remove_parts(out_dir: Path) -> None:
-    """Delete the parts of earlier runs (killed before they merged: a rerun reports all)."""
-    shutil.rmtree(out_dir / PARTS_DIR, ignore_errors=True)
+def remove_parts(out_dir: Path, runs: Iterable[str], sessions: Iterable[str]) -> None:
+    """Delete the parts of the recorded earlier `runs` (killed before they merged: a rerun
+    reports all), with the temporaries of the recorded `sessions` in them; report.parts/ goes
+    when nothing else is left in it."""
+    root = out_dir / PARTS_DIR
+    for run_id in runs:
+        remove_run_parts(root / run_id, sessions)
+    with contextlib.suppress(OSError):
+        root.rmdir()
+
+
+def remove_run_parts(folder: Path, sessions: Iterable[str] = ()) -> None:
+    """Delete a run's part files, claim and markers (by name) and the temporaries of
+    `sessions` in `folder`, then the folder when it is empty."""
+    if folder.is_symlink() or not folder.is_dir():
+        return
+    sessions = set(sessions)
+    for path in folder.iterdir():
+        ours = path.name == _CLAIM or _PART_FILE.match(path.name) or is_temporary(path, sessions)
+        if ours and not path.is_symlink() and path.is_file():
+            path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 class PartWriter:
@@ -146,7 +168,7 @@ def _merge(out_dir: Path, folder: Path, world_size: int) -> RunSummary:
         report.add(record)
     summary.seconds = max(m["ended"] for m in markers) - min(m["started"] for m in markers)
     report.close(summary)
-    shutil.rmtree(folder, ignore_errors=True)
+    remove_run_parts(folder)
     with contextlib.suppress(OSError):
         folder.parent.rmdir()  # report.parts/, when no other run's parts are in it
     return summary

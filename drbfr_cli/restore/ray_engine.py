@@ -97,6 +97,7 @@ def restore_images_ray(
     outputs = plan_outputs(sources, options)
     ready_output_folder(options.out_dir, notice, gallery=options.gallery)
     log = open_log(options.out_dir)
+    log.begin()
     started = not ray.is_initialized()
     try:
         start_ray(address)

@@ -10,6 +10,11 @@ Several processes restoring into one OUT (`ranks.py`) each append to their own f
 report.records.rank-NNNNN.jsonl; every process reads all of them, so a rerun with any number of
 processes resumes from the records of all. A file counts as drbfr's when any record file lists
 its present content.
+
+Each process that restores into OUT first appends a session line to its record file: its
+TEMP_SESSION (the mark in the names of its temporaries, imaging.py) and the run id of its report
+parts. A later run deletes only the temporaries and report parts of recorded sessions, so a
+file of the user's in OUT is never taken for one of drbfr's.
 """
 
 from __future__ import annotations
@@ -17,16 +22,65 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from drbfr_cli.errors import DrbfrError
+from drbfr_cli.imaging import TEMP_SESSION
 
 RECORDS_NAME = "report.records.jsonl"
 RECORDS_GLOB = "report.records*.jsonl"
 """Every record file of an output folder: RECORDS_NAME and the shards of ranks."""
 _FIRST_KEY = b'{"input": '
 """Every record line starts so (ImageRecord's first field): how a file is known as ours."""
+SESSION_STATUS = "session"
+"""The status of a session line (not an image's record)."""
+_SESSION = re.compile(r"^[0-9a-f]{16}$")
+_RUN = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass
+class Sessions:
+    """What the session lines of OUT's record files list: the TEMP_SESSION of every process
+    that restored into OUT, and the run ids of their report parts."""
+
+    temporaries: set[str] = field(default_factory=set)
+    runs: set[str] = field(default_factory=set)
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Take a session line's values (only well-formed ones: a run id becomes a path)."""
+        session, run = record.get("session"), record.get("run")
+        if isinstance(session, str) and _SESSION.match(session):
+            self.temporaries.add(session)
+        if isinstance(run, str) and _RUN.match(run):
+            self.runs.add(run)
+
+
+def session_line(run_id: str | None) -> dict[str, Any]:
+    """The session line of this process (see Sessions)."""
+    return {"input": None, "status": SESSION_STATUS, "session": TEMP_SESSION, "run": run_id}
+
+
+def is_image_record(record: dict[str, Any]) -> bool:
+    """False for a session line."""
+    return record.get("status") != SESSION_STATUS
+
+
+def recorded_sessions(out_dir: Path) -> Sessions:
+    """The sessions listed by OUT's record files (a file that is not drbfr's lists none)."""
+    sessions = Sessions()
+    marker = f'"status": "{SESSION_STATUS}"'.encode()
+    for path in record_files(out_dir):
+        with path.open("rb") as handle:
+            if handle.read(len(_FIRST_KEY)) != _FIRST_KEY:
+                continue
+            handle.seek(0)
+            for line in handle:
+                if marker in line and (record := _parse(line)) is not None:
+                    sessions.add(record)
+    return sessions
 
 
 def records_name(rank: int | None) -> str:
@@ -135,6 +189,10 @@ class RecordLog:
         with self._files[number].open("rb") as handle:
             handle.seek(offset)
             return _parse(handle.readline())
+
+    def begin(self, run_id: str | None = None) -> None:
+        """Record this process's session (before it writes anything into OUT)."""
+        self.append(session_line(run_id))
 
     def append(self, record: dict[str, Any]) -> None:
         """Add one record and flush it to disk before returning."""

@@ -32,7 +32,7 @@ from drbfr_cli.imaging import ImageSource, is_temporary, make_output_folder
 from drbfr_cli.restore.legacy import adopt_legacy_report
 from drbfr_cli.restore.merge import PartWriter, merge_if_complete, parts_dir, remove_parts
 from drbfr_cli.restore.ranks import Rank, agree_on_run
-from drbfr_cli.restore.records import RECORDS_NAME, RecordLog, records_name
+from drbfr_cli.restore.records import RECORDS_NAME, RecordLog, recorded_sessions, records_name
 from drbfr_cli.restore.report import (
     REPORT_NAME,
     ImageRecord,
@@ -103,6 +103,7 @@ def restore_images(
     ]
     mine = [sources[i] for i in indexes], [outputs[i] for i in indexes]
     log = open_log(options.out_dir, records_name(rank.rank if rank.sharded else None))
+    log.begin(run_id)
     settings = dict(settings or {})
     if rank.sharded:
         report: ReportWriter | PartWriter = PartWriter(
@@ -142,13 +143,15 @@ def write_run_gallery(out_dir: Path, notice: Notice) -> None:
 
 
 def ready_output_folder(out_dir: Path, notice: Notice, *, gallery: bool = False) -> None:
-    """Before any image: create OUT, delete what a killed run left unfinished (temporaries,
-    report parts), check report.json (and with `gallery` the gallery's pages) are drbfr's,
-    adopt a legacy report (rank 0 alone)."""
-    removed = prepare_output_folder(out_dir)
+    """Before any image: create OUT, delete what a killed drbfr run left unfinished (the
+    temporaries and report parts its record file lists, nothing else), check report.json (and
+    with `gallery` the gallery's pages) are drbfr's, adopt a legacy report (rank 0 alone)."""
+    make_output_folder(out_dir)
+    sessions = recorded_sessions(out_dir)
+    removed = remove_temporaries(out_dir, sessions.temporaries)
     if removed:
         notice(f"removed {removed} unfinished temporary file(s) left by an interrupted run")
-    remove_parts(out_dir)
+    remove_parts(out_dir, sessions.runs, sessions.temporaries)
     check_report_path(out_dir / REPORT_NAME)
     if gallery:
         check_targets(out_dir)
@@ -211,17 +214,17 @@ def excluded_inputs(out_dir: Path) -> list[Path]:
     return [out_dir, *(out_dir / folder for folder in OUTPUT_FOLDERS)]
 
 
-def prepare_output_folder(out_dir: Path) -> int:
-    """Create OUT, check that it is writable, and delete the temporaries of atomic writes an
-    interrupted run left in it (nothing else); returns how many were deleted."""
-    make_output_folder(out_dir)
-    candidates = [path for path in out_dir.iterdir() if is_temporary(path)]
+def remove_temporaries(out_dir: Path, sessions: set[str]) -> int:
+    """Delete the temporaries of atomic writes that the recorded drbfr `sessions` left in OUT
+    and in its output folders (nothing else); returns how many were deleted."""
+    candidates = list(out_dir.iterdir())
     for folder in OUTPUT_FOLDERS:
-        if (out_dir / folder).is_dir():
-            candidates += [p for p in (out_dir / folder).rglob(".*") if is_temporary(p)]
-    for path in candidates:
+        if (out_dir / folder).is_dir() and not (out_dir / folder).is_symlink():
+            candidates += (out_dir / folder).rglob(".drbfr-*")
+    ours = [p for p in candidates if is_temporary(p, sessions) and p.is_file()]
+    for path in ours:
         path.unlink(missing_ok=True)
-    return len(candidates)
+    return len(ours)
 
 
 # --------------------------------------------------------------------------- batching
