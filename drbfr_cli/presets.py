@@ -125,6 +125,13 @@ class LDMConfig:
     """Training draws t ~ U{0, ..., round(train_t_max (T - 1))} (Eq. 8 uses the whole schedule,
     1.0). A model that only ever samples truncated (DiffBFR, start_t < 1) may train on the
     steps it samples; its bundles then refuse a start_t above train_t_max."""
+    pair_reuse: int = 1
+    """Items each encoded training pair serves (TAEF2 presets): a pool in the loader worker
+    (train/ldm.py ReplayPairs) hands every fresh pair out once and then `pair_reuse - 1` items
+    drawn from the pool, each with fresh (t, noise) draws, so steps are bound by the U-Net,
+    not by encoding. 1: every item is a fresh pair."""
+    pair_pool: int = 256
+    """Pairs the loader worker's pool holds (with pair_reuse > 1)."""
     first_stage: FirstStageKind = FirstStageKind.VQ
     """vq: the VQ autoencoder of a `train vae` run (patches of its image size); taef2: the
     pretrained TAEF2 (patches are crops of FACE_SIZE faces, any multiple of 8)."""
@@ -137,6 +144,8 @@ class LDMConfig:
             raise ValueError("condition_dropout must lie in [0, 1)")
         if not 0.0 < self.train_t_max <= 1.0:
             raise ValueError(f"train_t_max must lie in (0, 1], got {self.train_t_max}")
+        if self.pair_reuse < 1 or self.pair_pool < 1:
+            raise ValueError("pair_reuse and pair_pool must be at least 1")
         if self.sampling.start_t > self.train_t_max:
             raise ValueError(
                 f"sampling starts at start_t {self.sampling.start_t}, beyond the trained "

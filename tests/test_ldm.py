@@ -18,7 +18,7 @@ from drbfr_cli.bundle import DEFAULT_NAME, load_bundle, resolve_bundle, shipped_
 from drbfr_cli.choices import Precision
 from drbfr_cli.cli.main import app
 from drbfr_cli.diffusion.pipeline import Condition, LDRMDenoiser, restore_faces
-from drbfr_cli.diffusion.sampling import SamplingConfig, restore_latents
+from drbfr_cli.diffusion.sampling import FIDELITY_START_T, SamplingConfig, restore_latents
 from drbfr_cli.diffusion.schedule import NoiseSchedule, make_scheduler
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.imaging import write_image
@@ -592,7 +592,7 @@ def test_eval_restores_with_a_bundle_and_scores_it(bundle_dir: Path, tmp_path: P
     out = tmp_path / "report"
     args = ["eval", "--model", str(bundle_dir), "--lq", str(tmp_path / "lq"), "--gt",
             str(tmp_path / "gt"), "--metrics", "psnr,ssim", "--out", str(out),
-            "--steps", "2", "--low-freq", "4"]  # fmt: skip
+            "--steps", "2", "--low-freq", "4", "--fidelity", "1"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (out / "restored" / "restored_imgs").iterdir()) == [
@@ -603,7 +603,8 @@ def test_eval_restores_with_a_bundle_and_scores_it(bundle_dir: Path, tmp_path: P
     assert summary["inputs"]["restored"].endswith("restored_imgs")
     settings = json.loads((out / "restored" / "report.json").read_text())["settings"]
     assert settings["model"] == str(bundle_dir) and settings["sampling"]["steps"] == 2
-    assert settings["sampling"]["low_freq_sigma"] == 4.0
+    assert settings["sampling"]["low_freq_sigma"] == 4.0  # given explicitly: beats --fidelity
+    assert settings["sampling"]["start_t"] == FIDELITY_START_T[1]
     assert settings["precision"] == "fp32" and settings["aligned"] is True
     assert summary["images"] == 2
 

@@ -29,6 +29,7 @@ from drbfr_cli.train.ldm import (
     LatentPairs,
     LDMTask,
     LDMTaskConfig,
+    ReplayPairs,
     load_ldm,
     training_t_end,
 )
@@ -198,3 +199,75 @@ def test_a_bundle_refuses_sampling_beyond_its_trained_noise_levels(
     assert "\n" not in str(caught.value)
     with pytest.raises(ValueError, match="beyond the trained"):
         LDMConfig(sampling=SamplingConfig(start_t=0.8), train_t_max=0.5)
+
+
+class _CountingPairs(torch.utils.data.Dataset):
+    """Each item made holds its serial number (a new encoding each call); counts them."""
+
+    def __init__(self) -> None:
+        self.made = 0
+
+    def __len__(self) -> int:
+        return 10_000
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        self.made += 1
+        return {"z0": torch.full((2,), float(self.made)), "index": torch.tensor(index)}
+
+
+def _take(dataset: ReplayPairs, count: int) -> list[float]:
+    stream = iter(dataset)
+    return [float(next(stream)["z0"][0]) for _ in range(count)]
+
+
+def test_replay_pairs_serve_each_encoded_pair_about_reuse_times() -> None:
+    pairs = _CountingPairs()
+    replay = ReplayPairs(pairs, reuse=8, pool_size=64)
+    items = _take(replay, 2000)
+    warm = ReplayPairs.WARM
+    assert items[:warm] == [float(i) for i in range(1, warm + 1)]  # warm-up: all fresh
+    made_after_warm = pairs.made - warm
+    assert made_after_warm == pytest.approx((2000 - warm) / 8, abs=2)
+    assert len(set(items)) == pairs.made  # every fresh pair is handed out
+
+
+def test_replay_pairs_draw_only_from_the_pool_of_recent_pairs() -> None:
+    replay = ReplayPairs(_CountingPairs(), reuse=4, pool_size=8)
+    stream = iter(replay)
+    seen_fresh: list[float] = []
+    for _ in range(400):
+        item = float(next(stream)["z0"][0])
+        if item not in seen_fresh:
+            seen_fresh.append(item)
+        else:  # a reused item is among the last pool_size + a few fresh ones
+            assert item in seen_fresh[-40:]
+    assert len(seen_fresh) > 400 / 4 - 10
+
+
+def test_replay_pairs_are_reproducible_from_the_torch_seed() -> None:
+    def run(seed: int) -> list[float]:
+        torch.manual_seed(seed)
+        return _take(ReplayPairs(_CountingPairs(), reuse=3, pool_size=16), 200)
+
+    assert run(5) == run(5)
+    assert run(5) != run(6)
+    with pytest.raises(ValueError, match="at least 1"):
+        ReplayPairs(_CountingPairs(), reuse=0, pool_size=4)
+
+
+def test_the_small_face_preset_reuses_pairs_and_trains_every_noise_level(
+    runs: dict[str, Path], shared_weights_dir: Path
+) -> None:
+    model, _ = ldm_config_from_preset("small-face")
+    assert model.train_t_max == 1.0 and model.pair_reuse > 1 and model.sampling.samples == 1
+    small, _ = ldm_config_from_preset("small")
+    assert model.network == small.network  # --init-from drbfr-small fits
+    config = LDMTaskConfig(
+        model=replace(TAEF2_LDM, pair_reuse=4, pair_pool=8), data=str(runs["faces"]),
+        preset="t", drm=str(runs["root"] / "drm"), weights_dir=str(shared_weights_dir),
+    )  # fmt: skip
+    dataset = LDMTask(config).dataset()
+    assert isinstance(dataset, ReplayPairs) and dataset.reuse == 4
+    item = next(iter(dataset))
+    encode = LDMTask(config).parts.first_stage.encode
+    torch.testing.assert_close(item["z0"], encode(item["hq"][None])[0])

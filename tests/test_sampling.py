@@ -342,3 +342,27 @@ def test_config_validation(kwargs: dict, message: str) -> None:
 def test_noise_schedule_validation(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         NoiseSchedule(**kwargs)
+
+
+def test_fidelity_weight_maps_to_start_and_low_frequency_between_its_ends() -> None:
+    from drbfr_cli.diffusion.sampling import (
+        FIDELITY_LOW_FREQ,
+        FIDELITY_START_T,
+        fidelity_sampling,
+        with_fidelity,
+    )
+
+    generative, faithful = fidelity_sampling(0.0), fidelity_sampling(1.0)
+    assert generative == {"start_t": FIDELITY_START_T[0], "low_freq_sigma": FIDELITY_LOW_FREQ[0]}
+    assert faithful == {"start_t": FIDELITY_START_T[1], "low_freq_sigma": FIDELITY_LOW_FREQ[1]}
+    middle = fidelity_sampling(0.5)
+    assert middle["start_t"] == pytest.approx(sum(FIDELITY_START_T) / 2)
+    assert faithful["start_t"] < middle["start_t"] < generative["start_t"]  # faithful: less noise
+    for weight in (-0.1, 1.01):
+        with pytest.raises(ValueError, match=r"fidelity must lie in \[0, 1\]"):
+            fidelity_sampling(weight)
+    options = {"steps": 4, "start_t": None, "low_freq_sigma": 3.0}
+    assert with_fidelity(options, None) == options
+    merged = with_fidelity(options, 0.0)
+    assert merged == {"steps": 4, "start_t": FIDELITY_START_T[0], "low_freq_sigma": 3.0}
+    SamplingConfig(start_t=merged["start_t"], low_freq_sigma=merged["low_freq_sigma"])

@@ -93,6 +93,13 @@ def eval_command(
         "default without --restored: drbfr-small).",
     ),
     steps: int | None = typer.Option(None, min=1, help="With --model: sampling steps."),
+    fidelity: float | None = typer.Option(
+        None,
+        "--fidelity",
+        min=0.0,
+        max=1.0,
+        help="With --model: generation vs faithfulness in [0, 1] (see restore --fidelity).",
+    ),
     start_t: float | None = typer.Option(
         None, min=0.01, max=1.0, help="With --model: sampling start (1: pure noise)."
     ),
@@ -149,6 +156,9 @@ def eval_command(
                 "steps": steps, "start_t": start_t, "samples": samples, "low_freq_sigma": low_freq,
                 "use_fidelity": fidelity_net, "fidelity_flip": fidelity_flip,
             }  # fmt: skip
+            from drbfr_cli.diffusion.sampling import with_fidelity
+
+            sampling = with_fidelity(sampling, fidelity)
             restored = _restore_with(model, lq, out, device, weights_dir, sampling, batch_size)
         net, backbone = _lpips_choice(lpips_net, lpips_backbone, chosen)
         config = EvalConfig(

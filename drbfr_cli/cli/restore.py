@@ -141,6 +141,18 @@ def restore(
         int | None,
         typer.Option(min=1, help="Sampling steps (default: the bundle's).", rich_help_panel=_MODEL),
     ] = None,
+    fidelity: Annotated[
+        float | None,
+        typer.Option(
+            "--fidelity",
+            min=0.0,
+            max=1.0,
+            help="Generation vs faithfulness in [0, 1] (CodeFormer's -w: 0 most generative, 1 "
+            "most faithful): sets --start-t and --low-freq, which override it "
+            "(default: the bundle's sampling).",
+            rich_help_panel=_MODEL,
+        ),
+    ] = None,
     start_t: Annotated[
         float | None,
         typer.Option(
@@ -356,6 +368,9 @@ def restore(
         "guidance_scale": guidance, "samples": samples, "low_freq_sigma": low_freq,
         "use_fidelity": fidelity_net, "fidelity_flip": fidelity_flip,
     }  # fmt: skip
+    from drbfr_cli.diffusion.sampling import with_fidelity
+
+    sampling = with_fidelity(sampling, fidelity)
     with user_errors():
         from drbfr_cli.devices import resolve_device
         from drbfr_cli.restore.ranks import rank_device, rank_from_env

@@ -5,6 +5,7 @@ Runs unchanged under `torchrun --nproc_per_node N -m drbfr_cli train ...` or `ac
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -257,7 +258,7 @@ def train_ldm_command(
     ),
     preset: str = typer.Option(
         "tiny",
-        help="Preset: tiny, base or paper (models/presets/ldm.toml; "
+        help="Preset: tiny, small, small-face, base or paper (models/presets/ldm.toml; "
         "paper is paper-sized, not the authors' recipe: see its provenance table).",
     ),
     no_dr: bool = typer.Option(
@@ -270,6 +271,13 @@ def train_ldm_command(
         min=8,
         help="Side of the training crops in px (default: the preset's; TAEF2 presets take any "
         "multiple of 8 that the U-Net's downsampling divides, up to the smallest face side).",
+    ),
+    pair_reuse: int | None = typer.Option(
+        None,
+        "--pair-reuse",
+        min=1,
+        help="Items each encoded pair serves, drawn from a pool in the loader worker "
+        "(default: the preset's; 1: every item freshly encoded).",
     ),
     lr: LrOption = None,
     seed: int = typer.Option(0, help="Seed for weights, patches, degradations and noise."),
@@ -289,6 +297,8 @@ def train_ldm_command(
         model, defaults = ldm_config_from_preset(preset)
         if patch_size is not None:
             model = with_patch_size(model, patch_size)
+        if pair_reuse is not None:
+            model = replace(model, pair_reuse=pair_reuse)
         loop = loop_config(
             defaults, steps=steps, batch_size=batch_size, lr=lr, seed=seed, num_workers=workers,
             mixed_precision=mixed_precision, checkpoint_every=checkpoint_every,

@@ -95,6 +95,34 @@ class SamplingConfig:
             raise ValueError(f"eta > 0 needs the ddim sampler, got {self.sampler.value}")
 
 
+FIDELITY_START_T = (0.7, 0.2)
+"""start_t at --fidelity 0 (most generative) and 1 (most faithful); linear between."""
+FIDELITY_LOW_FREQ = (8.0, 2.0)
+"""low_freq_sigma (px) at --fidelity 0 (a colour fix only) and 1 (F's shading kept)."""
+
+
+def fidelity_sampling(weight: float) -> dict[str, float]:
+    """The sampling knobs behind `--fidelity W`, W in [0, 1] (CodeFormer's -w convention: 0
+    the most generative, 1 the most faithful): a lower truncated start keeps more of F's
+    estimate (DiffBFR), a wider low-frequency transfer more of its shading."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"fidelity must lie in [0, 1], got {weight}")
+
+    def between(ends: tuple[float, float]) -> float:
+        return round(ends[0] + weight * (ends[1] - ends[0]), 4)
+
+    return {"start_t": between(FIDELITY_START_T), "low_freq_sigma": between(FIDELITY_LOW_FREQ)}
+
+
+def with_fidelity(options: dict[str, object], weight: float | None) -> dict[str, object]:
+    """Sampling overrides: `fidelity_sampling(weight)` under the options given explicitly
+    (not None), which win; `options` unchanged when weight is None."""
+    if weight is None:
+        return dict(options)
+    given = {key: value for key, value in options.items() if value is not None}
+    return {**options, **fidelity_sampling(weight), **given}
+
+
 class Denoiser(Protocol):
     """An eps-prediction network with its conditions (LQ latent, DR tokens) already bound."""
 

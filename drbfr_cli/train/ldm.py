@@ -8,14 +8,16 @@ the items has its conditions dropped (the unconditional model of the texture pas
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, IterableDataset
 
 from drbfr_cli import weights
 from drbfr_cli.bundle import (
@@ -200,7 +202,10 @@ class LDMTask:
         if self.fidelity is not None:
             pairs = CleanedPairs(pairs, self.fidelity, flip=cfg.sampling.fidelity_flip)
         if cfg.first_stage is FirstStageKind.TAEF2:
-            return LatentPairs(pairs, self.parts.first_stage)
+            latents = LatentPairs(pairs, self.parts.first_stage)
+            if cfg.pair_reuse > 1:
+                return ReplayPairs(latents, reuse=cfg.pair_reuse, pool_size=cfg.pair_pool)
+            return latents
         return pairs
 
     def _frozen_on(self, device: torch.device) -> FrozenParts:
@@ -303,6 +308,42 @@ class LatentPairs(Dataset):
         with torch.no_grad():
             latents = self.first_stage.encode(torch.stack([item["hq"], item["lq"]]))
         return {**item, "z0": latents[0], "f_lq": latents[1]}
+
+
+class ReplayPairs(IterableDataset):
+    """Endless items from a pool of encoded pairs, so each pair serves about `reuse` items.
+
+    Each fresh pair of `pairs` (indices drawn at random) is handed out once and joins a pool
+    of up to `pool_size` pairs (replacing a random one when full); `reuse - 1` items drawn
+    from the pool follow it. The loss draws fresh (t, noise) for every item, so a reused pair
+    is a new Eq. (8) sample of the same (z_0, f_LQ, f_DR). The first `min(pool_size, WARM)`
+    items are all fresh, so early batches (and the sample grid) hold distinct pairs. Draws
+    come from a generator seeded by torch's per-worker seed (batches.py, iterable datasets).
+    """
+
+    WARM = 32
+
+    def __init__(self, pairs: Dataset, *, reuse: int, pool_size: int) -> None:
+        if reuse < 1 or pool_size < 1:
+            raise ValueError("reuse and pool_size must be at least 1")
+        self.pairs, self.reuse, self.pool_size = pairs, reuse, pool_size
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        rng = np.random.default_rng(torch.initial_seed() % 2**63)
+        size = len(self.pairs)  # type: ignore[arg-type]
+        warm = min(self.pool_size, self.WARM)
+        pool: list[dict[str, torch.Tensor]] = []
+        while True:
+            item = self.pairs[int(rng.integers(size))]
+            if len(pool) < self.pool_size:
+                pool.append(item)
+            else:
+                pool[int(rng.integers(self.pool_size))] = item
+            yield item
+            if len(pool) < warm:
+                continue
+            for _ in range(self.reuse - 1):
+                yield pool[int(rng.integers(len(pool)))]
 
 
 def load_denoiser_weights(ldrm: LDRM, source: Path) -> None:
