@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from drbfr_cli.cli.common import EXIT_PARTIAL, console, err_console, fail, user_errors
+from drbfr_cli.cli.common import (
+    ERROR,
+    EXIT_PARTIAL,
+    console,
+    err_console,
+    fail,
+    print_line,
+    user_errors,
+)
 from drbfr_cli.faces.align import FACE_SIZE
 from drbfr_cli.faces.crops import AlignOptions, CropFormat, ImageOutcome, ImageStatus
 from drbfr_cli.faces.detect import DEFAULT_MAX_SIDE, DetectOptions, DetectorKind
@@ -164,13 +172,9 @@ def _run(
 
 def _print_outcome(outcome: ImageOutcome, progress: Progress) -> None:
     if outcome.status is ImageStatus.FAILED:
-        progress.console.print(
-            f"[bold red]error:[/] {outcome.error}", highlight=False, soft_wrap=True
-        )
+        print_line(progress.console, ERROR, outcome.error)
     elif outcome.status is ImageStatus.NO_FACE:
-        progress.console.print(
-            f"[yellow]no face:[/] {outcome.source.path}", highlight=False, soft_wrap=True
-        )
+        print_line(progress.console, "[yellow]no face:[/]", outcome.source.path)
 
 
 def _print_summary(summary: AlignSummary) -> None:
@@ -179,10 +183,10 @@ def _print_summary(summary: AlignSummary) -> None:
         skipped = (
             f", {summary.faces_skipped} kept from {summary.images_skipped} images finished before"
         )
-    console.print(
+    print_line(
+        console,
+        "",
         f"drbfr align: {summary.images} images, {summary.faces_written} faces written{skipped}, "
         f"{len(summary.no_face)} images with no face, {summary.failed} failed "
         f"in {summary.seconds:.1f} s; manifest: {summary.manifest}",
-        highlight=False,
-        soft_wrap=True,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -21,12 +22,48 @@ EXIT_USER_ERROR = 2
 """Exit code for bad input or environment (one-line message printed)."""
 EXIT_PARTIAL = 1
 """Exit code when a batch finished but some items failed (each reported)."""
+ERROR = "[bold red]error:[/]"
+NOTE = "[yellow]note:[/]"
+_SURROGATES = range(0xDC80, 0xDD00)
+"""How Python holds the bytes of a file name that are not UTF-8 (os.fsdecode)."""
+_BIDI = frozenset(
+    "\u061c\u200e\u200f\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+"""Bidirectional overrides and line separators: they reorder or break a terminal line."""
+
+
+def printable(text: object) -> str:
+    """`text` on one terminal line: control characters (newline, ESC, ...) and undecodable
+    file-name bytes as \\xNN, bidirectional overrides and line separators as \\uNNNN."""
+    return "".join(_printable(char) for char in str(text))
+
+
+def _printable(char: str) -> str:
+    code = ord(char)
+    if code in _SURROGATES:
+        return f"\\x{code - 0xDC00:02x}"
+    if unicodedata.category(char) == "Cc":
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if char in _BIDI else char
+
+
+def shown(text: object) -> str:
+    """Any user-supplied text (a file name, a message quoting one) for rich: printable, and
+    brackets are not markup (`[copy 2] scan.jpg`, `a[/]b.jpg` print as they are)."""
+    return escape(printable(text))
+
+
+def print_line(target: Console, label: str, message: object) -> None:
+    """`label` (rich markup, e.g. ERROR) and `message` as plain text, on one line whatever the
+    width."""
+    text = f"{label} {shown(message)}" if label else shown(message)
+    target.print(text, highlight=False, soft_wrap=True)
 
 
 def fail(message: str, code: int = EXIT_USER_ERROR) -> typer.Exit:
     """Print a one-line error on stderr and return the Exit to raise (the message is printed
     as is: brackets in it, as in `drbfr[identity]`, are not rich markup)."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    print_line(err_console, ERROR, message)
     return typer.Exit(code)
 
 

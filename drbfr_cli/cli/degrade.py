@@ -11,11 +11,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from drbfr_cli.cli.common import (
+    ERROR,
     EXIT_PARTIAL,
     console,
     err_console,
     fail,
     parse_range,
+    print_line,
     user_errors,
 )
 from drbfr_cli.degradations import DegradationRanges
@@ -90,9 +92,7 @@ def _run_with_progress(
 
         def on_done(outcome: DegradeOutcome) -> None:
             if outcome.status is Status.FAILED:
-                progress.console.print(
-                    f"[bold red]error:[/] {outcome.error}", highlight=False, soft_wrap=True
-                )
+                print_line(progress.console, ERROR, outcome.error)
             progress.advance(task)
 
         return make_lq_set(sources, out, config, workers=workers, on_done=on_done)
@@ -121,8 +121,9 @@ def _print_summary(outcomes: list[DegradeOutcome], out: Path, seconds: float) ->
                 f"{max(values):.2f}",
             )
     console.print(table)
-    console.print(
+    print_line(
+        console,
+        "",
         f"written {counts[Status.WRITTEN]}, unchanged {counts[Status.UNCHANGED]}, "
         f"failed {counts[Status.FAILED]}; manifest: {out / MANIFEST_NAME}",
-        highlight=False,
     )

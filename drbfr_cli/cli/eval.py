@@ -11,7 +11,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from drbfr_cli.choices import LpipsNet, Metric
-from drbfr_cli.cli.common import EXIT_PARTIAL, console, err_console, fail, user_errors
+from drbfr_cli.cli.common import (
+    ERROR,
+    EXIT_PARTIAL,
+    console,
+    err_console,
+    fail,
+    print_line,
+    user_errors,
+)
 from drbfr_cli.imaging import collect_images, max_pixels_from_env, read_image
 from drbfr_cli.metrics import datasets
 
@@ -183,7 +191,7 @@ def eval_command(
             written = write_reports(
                 out, result, inputs, lq_dir=lq, grid_samples=grid_samples, max_pixels=max_pixels
             )
-            console.print(f"reports: {', '.join(str(p) for p in written)}", highlight=False)
+            print_line(console, "reports:", ", ".join(str(p) for p in written))
     if result.skipped or result.unscored or any(r.error for r in result.images):
         raise typer.Exit(EXIT_PARTIAL)
 
@@ -248,11 +256,7 @@ def _run(restored: Path, gt: Path | None, config: EvalConfig, lq: Path | None) -
 
         def on_image(result: ImageResult) -> None:
             if result.error:
-                progress.console.print(
-                    f"[bold red]error:[/] {result.name}: {result.error}",
-                    highlight=False,
-                    soft_wrap=True,
-                )
+                print_line(progress.console, ERROR, f"{result.name}: {result.error}")
             progress.advance(task)
 
         return evaluate(restored, gt, config, on_image=on_image, lq=lq)
@@ -279,11 +283,7 @@ def _print(result: EvalResult) -> None:
     ):
         if names:
             shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
-            err_console.print(
-                f"[yellow]unmatched {label} ({len(names)}):[/] {shown}",
-                highlight=False,
-                soft_wrap=True,
-            )
+            print_line(err_console, f"[yellow]unmatched {label} ({len(names)}):[/]", shown)
     failed = sum(1 for r in result.images if r.error)
     table = Table(title=f"drbfr eval: {len(result.images) - failed} images", show_edge=False)
     for column in ("metric", "value", "", "protocol"):

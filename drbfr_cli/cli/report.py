@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from drbfr_cli.cli.common import console, user_errors
+from drbfr_cli.cli.common import console, print_line, user_errors
 
 app = typer.Typer(help="Restore reports.", no_args_is_help=True)
 
@@ -32,10 +32,10 @@ def merge(
             check_targets(out)
         summary = merge_reports(out)
         if gallery:
-            write_run_gallery(out, lambda message: console.print(f"note: {message}"))
-    console.print(
+            write_run_gallery(out, lambda message: print_line(console, "note:", message))
+    print_line(
+        console,
+        "",
         f"{out / 'report.json'}: {summary.images} images ({summary.restored} restored, "
         f"{summary.skipped} skipped, {summary.failed} failed)",
-        highlight=False,
-        soft_wrap=True,
     )

@@ -26,7 +26,16 @@ from rich.progress import (
 from rich.table import Table
 
 from drbfr_cli.choices import Background, Metric, OutputFormat, Precision, Sampler
-from drbfr_cli.cli.common import EXIT_PARTIAL, console, err_console, fail, user_errors
+from drbfr_cli.cli.common import (
+    ERROR,
+    EXIT_PARTIAL,
+    NOTE,
+    console,
+    err_console,
+    fail,
+    print_line,
+    user_errors,
+)
 from drbfr_cli.faces.detect import DEFAULT_MAX_SIDE, DetectorKind
 from drbfr_cli.imaging import max_pixels_from_env
 from drbfr_cli.restore.background import DEFAULT_OVERLAP, DEFAULT_TILE
@@ -530,8 +539,7 @@ class _Printer:
 
     def notice(self, message: str) -> None:
         if not self.quiet:
-            text = f"[yellow]note:[/] {self._prefix}{message}"
-            err_console.print(text, highlight=False, soft_wrap=True)
+            print_line(err_console, NOTE, f"{self._prefix}{message}")
 
     def shard_done(self, summary: RunSummary) -> None:
         """A rank's one-line account of its shard."""
@@ -549,9 +557,7 @@ class _Printer:
 
     def record(self, record: ImageRecord, progress: Progress) -> None:
         if record.error:
-            progress.console.print(
-                f"[bold red]error:[/] {record.error}", highlight=False, soft_wrap=True
-            )
+            print_line(progress.console, ERROR, record.error)
         if self.json_lines:
             sys.stdout.write(json.dumps(record.to_dict()) + "\n")
             sys.stdout.flush()
@@ -585,9 +591,9 @@ class _Printer:
         for label, value in rows:
             table.add_row(label, str(value))
         self._console.print(table)
-        self._console.print(f"report: {out / 'report.json'}", highlight=False, soft_wrap=True)
+        print_line(self._console, "report:", out / "report.json")
         if (out / "index.html").is_file():
-            self._console.print(f"gallery: {out / 'index.html'}", highlight=False, soft_wrap=True)
+            print_line(self._console, "gallery:", out / "index.html")
 
 
 class _ProgressContext:

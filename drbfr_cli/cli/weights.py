@@ -17,11 +17,13 @@ from rich.table import Table
 
 from drbfr_cli import weights
 from drbfr_cli.cli.common import (
+    ERROR,
     EXIT_PARTIAL,
     EXIT_USER_ERROR,
     console,
     err_console,
     fail,
+    print_line,
     user_errors,
 )
 from drbfr_cli.errors import DrbfrError
@@ -124,10 +126,10 @@ def fetch(
         try:
             path = _fetch_one(name, weights_dir, timeout)
         except DrbfrError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            print_line(err_console, ERROR, exc)
             failed += 1
         else:
-            console.print(f"{name}: {path}", highlight=False, soft_wrap=True)
+            print_line(console, "", f"{name}: {path}")
     if failed:
         raise typer.Exit(EXIT_PARTIAL if failed < len(names) else EXIT_USER_ERROR)
 
