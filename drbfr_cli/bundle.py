@@ -197,7 +197,17 @@ def read_part(
         raise DrbfrError(f"{path / file}: corrupt bundle part (sha256 mismatch)")
     if not parse:
         return {}
-    return {key: _as_float32(value) for key, value in safetensors.torch.load(data).items()}
+    return {key: _as_float32(value) for key, value in _parse_part(data, path / file).items()}
+
+
+def _parse_part(data: bytes, file: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file's bytes; a broken header or body (even one whose
+    sha256 its manifest lists) is a one-line DrbfrError."""
+    try:
+        return safetensors.torch.load(data)
+    except (safetensors.SafetensorError, ValueError, RuntimeError, OverflowError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DrbfrError(f"{file}: not a readable safetensors file ({reason})") from None
 
 
 def _as_float32(tensor: torch.Tensor) -> torch.Tensor:
