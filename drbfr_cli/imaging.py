@@ -9,13 +9,15 @@ batches of face crops to/from the restorer's NCHW layout in [0, 1] (`drbfr_cli.r
 from __future__ import annotations
 
 import errno
+import fnmatch
 import glob
 import os
 import re
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -49,6 +51,9 @@ TEMP_SESSION = secrets.token_hex(8)
 target's (a 255-byte name stays writable), and a restore run lists SESSION in its record file,
 so cleanup deletes only temporaries that a recorded drbfr process created."""
 _TEMP_NAME = re.compile(r"^\.drbfr-([0-9a-f]{16})-[0-9a-f]{8}\.tmp$")
+OUTPUT_MARKERS = ("report.records*.jsonl", "drbfr-gallery.txt")
+"""A folder holding one of these (restore's record files, records.RECORDS_GLOB, or the gallery's
+marker, gallery.page.MARKER_NAME) is drbfr output: never searched for inputs below a named one."""
 GLOB_CHARACTERS = frozenset("*?[")
 STDIN_ARGUMENT = "-"
 """An input argument that stands for paths read from stdin, one per line."""
@@ -481,7 +486,11 @@ def expand_inputs(arguments: Sequence[str], stdin: Iterable[str] = ()) -> list[P
 
 
 def find_sources(
-    arguments: Sequence[str], stdin: Iterable[str] = (), *, exclude: Iterable[Path] = ()
+    arguments: Sequence[str],
+    stdin: Iterable[str] = (),
+    *,
+    exclude: Iterable[Path] = (),
+    on_skip: Callable[[Path], None] | None = None,
 ) -> list[ImageSource]:
     """The images that command-line `arguments` name (see expand_inputs and collect_images), in
     a fixed order. A path read from stdin that does not exist is kept, so that it fails as an
@@ -489,19 +498,26 @@ def find_sources(
     named = [argument for argument in arguments if argument != STDIN_ARGUMENT]
     listed = expand_inputs([STDIN_ARGUMENT], stdin) if STDIN_ARGUMENT in arguments else []
     present = [path for path in listed if os.path.lexists(path)]
-    found = collect_images(expand_inputs(named) + present, exclude=exclude)
+    found = collect_images(expand_inputs(named) + present, exclude=exclude, on_skip=on_skip)
     missing = [ImageSource(path, Path(path.name)) for path in listed if path not in present]
     return sorted(found + missing, key=lambda source: source.relative.as_posix())
 
 
-def collect_images(inputs: Sequence[Path], *, exclude: Iterable[Path] = ()) -> list[ImageSource]:
+def collect_images(
+    inputs: Sequence[Path],
+    *,
+    exclude: Iterable[Path] = (),
+    on_skip: Callable[[Path], None] | None = None,
+) -> list[ImageSource]:
     """Image files under `inputs` (files or folders, searched recursively), in a fixed order.
 
     Outputs are named by `relative`: the path below the folder when one folder is given, below
     the folder's name when several are, the bare file name for files given directly. Anything
     under an `exclude` folder (e.g. an output folder inside the input) is skipped, unless that
-    folder is itself one of the inputs. Broken symbolic links (dangling, or loops), named or
-    found in a folder, are kept: reading them fails with the reason, so they are reported.
+    folder is itself one of the inputs; so is a folder below an input that holds drbfr output
+    (OUTPUT_MARKERS), each reported to `on_skip`. Broken symbolic links (dangling, or loops),
+    named or found in a folder, are kept: reading them fails with the reason, so they are
+    reported.
     """
     roots = {real_path(p) for p in inputs}
     # An excluded folder that *is* an input is kept, so that callers can refuse the clash.
@@ -509,7 +525,7 @@ def collect_images(inputs: Sequence[Path], *, exclude: Iterable[Path] = ()) -> l
     prefix_with_root = sum(1 for p in inputs if p.is_dir()) > 1
     found: dict[Path, ImageSource] = {}
     for root in inputs:
-        for path in _walk(root):
+        for path in _walk(root, partial(_report_skip, on_skip, excluded)):
             resolved = real_path(path)
             if any(resolved.is_relative_to(x) for x in excluded):
                 continue
@@ -531,12 +547,35 @@ def is_broken_link(path: Path) -> bool:
     return path.is_symlink() and not path.exists()
 
 
-def _walk(root: Path) -> list[Path]:
+def _walk(root: Path, on_skip: Callable[[Path], None]) -> list[Path]:
+    """The image files and broken links under `root` (symbolic links to folders not followed),
+    without the folders below it that hold drbfr output."""
     if root.is_file() or is_broken_link(root):
         return [root]
     if not root.is_dir():
         raise ImageReadError(root, "no such file or folder")
-    return [p for p in root.rglob("*") if (p.is_file() and is_image_path(p)) or is_broken_link(p)]
+    found: list[Path] = []
+    for folder, dirs, files in os.walk(root):
+        if folder != str(root) and is_output_folder(files):
+            on_skip(Path(folder))
+            dirs.clear()
+            continue
+        paths = (Path(folder, name) for name in files)
+        found += [p for p in paths if (p.is_file() and is_image_path(p)) or is_broken_link(p)]
+    return found
+
+
+def _report_skip(
+    on_skip: Callable[[Path], None] | None, excluded: Sequence[Path], folder: Path
+) -> None:
+    """Tell `on_skip` of a skipped output folder, unless it is excluded anyway (OUT)."""
+    if on_skip is not None and not any(real_path(folder).is_relative_to(x) for x in excluded):
+        on_skip(folder)
+
+
+def is_output_folder(names: Iterable[str]) -> bool:
+    """True when file `names` of a folder hold one of OUTPUT_MARKERS."""
+    return any(fnmatch.fnmatchcase(n, marker) for n in names for marker in OUTPUT_MARKERS)
 
 
 def _relative_name(path: Path, root: Path, prefix_with_root: bool) -> Path:

@@ -449,7 +449,7 @@ def _run(
     from drbfr_cli.restore.tools import build_tools
 
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # no DNN backend chatter
-    sources = _find_sources(arguments, options.out_dir)
+    sources = _find_sources(arguments, options.out_dir, printer.notice)
     if rank.sharded:
         options = replace(options, rank=rank.rank)
     tools, settings = build_tools(options, choices, printer.notice)
@@ -493,7 +493,7 @@ def _run_ray(
 
     import_ray()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    sources = _find_sources(arguments, options.out_dir)
+    sources = _find_sources(arguments, options.out_dir, printer.notice)
     settings = build_tools(options, choices, printer.notice)[1]
     with printer.progress(len(sources)) as on_record:
         summary = restore_images_ray(
@@ -510,14 +510,25 @@ def _run_ray(
         raise typer.Exit(EXIT_PARTIAL)
 
 
-def _find_sources(arguments: list[str], out_dir: Path) -> list[ImageSource]:
-    """The images to restore, in a fixed order (imaging.find_sources); no image at all is a
+def _find_sources(
+    arguments: list[str], out_dir: Path, notice: Callable[[str], None]
+) -> list[ImageSource]:
+    """The images to restore, in a fixed order (imaging.find_sources), with a notice naming
+    the folders of earlier drbfr output that were not searched; no image at all is a
     one-line error (exit code 2)."""
     from drbfr_cli.imaging import STDIN_ARGUMENT, find_sources
     from drbfr_cli.restore.run import excluded_inputs
 
     stdin = sys.stdin if STDIN_ARGUMENT in arguments else ()
-    sources = find_sources(arguments, stdin, exclude=excluded_inputs(out_dir))
+    skipped: list[Path] = []
+    sources = find_sources(
+        arguments, stdin, exclude=excluded_inputs(out_dir), on_skip=skipped.append
+    )
+    if skipped:
+        notice(
+            f"not searched: {len(skipped)} folder(s) of earlier drbfr output ({skipped[0]}"
+            f"{', ...' if len(skipped) > 1 else ''}); name one to restore its images"
+        )
     if not sources:
         where = ", ".join("stdin" if a == STDIN_ARGUMENT else a for a in arguments)
         raise fail(f"no images found in {where}")
