@@ -140,7 +140,11 @@ def restore(
     ] = "auto",
     precision: Annotated[
         Precision,
-        typer.Option(help="auto: fp16 on CUDA, fp32 elsewhere.", rich_help_panel=_MODEL),
+        typer.Option(
+            help="auto: fp16 on CUDA, fp32 elsewhere (bf16 on a CPU only where it has bf16 "
+            "instructions).",
+            rich_help_panel=_MODEL,
+        ),
     ] = Precision.AUTO,
     sampler: Annotated[
         Sampler | None,
@@ -377,22 +381,24 @@ def restore(
         "guidance_scale": guidance, "samples": samples, "low_freq_sigma": low_freq,
         "use_fidelity": fidelity_net, "fidelity_flip": fidelity_flip,
     }  # fmt: skip
-    from drbfr_cli.diffusion.sampling import with_fidelity
-
-    sampling = with_fidelity(sampling, fidelity)
     with user_errors():
-        from drbfr_cli.devices import resolve_device
+        from drbfr_cli.devices import check_precision, resolve_device
         from drbfr_cli.restore.ranks import rank_device, rank_from_env
-        from drbfr_cli.restore.tools import ToolChoices
 
         rank = rank_from_env()
         if engine is Engine.RAY and rank.sharded:
             raise fail("--engine ray runs alone: start it once, not under torchrun")
         if ray_address is not None and engine is not Engine.RAY:
             raise fail("--ray-address needs --engine ray")
+        chosen_device = resolve_device(rank_device(device, rank))
+        check_precision(precision, chosen_device)  # before the models' code is even imported
+        from drbfr_cli.diffusion.sampling import with_fidelity
+        from drbfr_cli.restore.tools import ToolChoices
+
+        sampling = with_fidelity(sampling, fidelity)
         choices = ToolChoices(
             model=model,
-            device=str(resolve_device(rank_device(device, rank))),
+            device=str(chosen_device),
             precision=precision,
             sampling={key: value for key, value in sampling.items() if value is not None},
             weights_dir=weights_dir,
