@@ -126,6 +126,16 @@ def read_image(path: Path | str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
     return decode_image(data, source=path, max_pixels=max_pixels)
 
 
+def probe_size(path: Path | str) -> tuple[int, int] | None:
+    """An image file's (width, height) from its header, decoding no pixel; None when the file
+    cannot be opened as an image (reading it then says why)."""
+    try:
+        with Image.open(path) as pil:
+            return pil.size
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        return None
+
+
 def _missing_reason(path: Path) -> str:
     if path.is_symlink():
         return f"broken symbolic link (its target {os.readlink(path)} does not exist)"

@@ -325,6 +325,14 @@ def restore(
     max_pixels: Annotated[
         int, typer.Option(help="Refuse larger images (decompression-bomb guard).")
     ] = max_pixels_from_env(),
+    max_memory: Annotated[
+        str,
+        typer.Option(
+            help="Memory one image may need (estimated from its size and --upscale before it is "
+            "decoded); a larger image fails alone. auto: the memory available at the start; "
+            "none: no limit; or a size such as 12G.",
+        ),
+    ] = "auto",
     engine: Annotated[
         Engine,
         typer.Option(
@@ -351,6 +359,7 @@ def restore(
     from drbfr_cli.faces.detect import DetectOptions
 
     chosen = parse_restore_metrics(metrics)
+    budget = _memory_budget(max_memory, upscale)
     options = _restore_options(
         out_dir=out,
         aligned=aligned,
@@ -375,6 +384,7 @@ def restore(
         identity=Metric.IDS in chosen,
         report_csv=report_csv,
         gallery=gallery,
+        max_memory=budget,
     )
     sampling = {
         "sampler": sampler, "steps": steps, "start_t": start_t, "tem_t": tem_t,
@@ -413,6 +423,16 @@ def restore(
             _run_ray(inputs, options, choices, printer, device, ray_address)
         else:
             _run(inputs, options, choices, printer, rank)
+
+
+def _memory_budget(max_memory: str, upscale: float) -> int | None:
+    """--max-memory in bytes (None: no limit), after refusing an absurd --upscale (one line)."""
+    from drbfr_cli.restore.memory import MAX_UPSCALE, parse_memory
+
+    if upscale > MAX_UPSCALE:
+        raise fail(f"--upscale {upscale:g} is over the maximum of {MAX_UPSCALE:g}")
+    with user_errors():
+        return parse_memory(max_memory)
 
 
 def _restore_options(**values: Any) -> RestoreOptions:

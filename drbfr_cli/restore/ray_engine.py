@@ -30,6 +30,7 @@ from drbfr_cli.restore.stages import (
     ImageStatus,
     RestoreOptions,
     RestoreTools,
+    check_memory,
     face_seed,
     failure,
     find_faces,
@@ -229,6 +230,7 @@ def _prepare(row: dict[str, Any], options: RestoreOptions, choices: ToolChoices)
     import cv2
 
     from drbfr_cli.imaging import read_image
+    from drbfr_cli.restore.run import network_scale
 
     job: ImageJob = pickle.loads(row["job"])
     if job.status is not ImageStatus.OK:
@@ -236,9 +238,10 @@ def _prepare(row: dict[str, Any], options: RestoreOptions, choices: ToolChoices)
     tools = _cpu_tools(choices, options)
     try:
         with timed(job.timings, "read"):
+            check_memory(job.source.path, options, network_scale(tools))
             job.image = read_image(job.source.path, max_pixels=options.max_pixels)
         aligned = find_faces(job.image.rgb, tools.detector, options, job.timings)
-    except (DrbfrError, cv2.error) as exc:
+    except (DrbfrError, cv2.error, MemoryError) as exc:
         job.status, job.error, job.image = ImageStatus.FAILED, failure(job.source.path, exc), None
         return {"job": pickle.dumps(job)}
     relative = job.source.relative.as_posix()

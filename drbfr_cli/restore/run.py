@@ -255,6 +255,8 @@ class BatchRunner:
             restored = restore_crops(
                 self.restorer, [f.aligned.crop for f in chunk], [f.seed for f in chunk]
             )
+        except MemoryError:
+            return False  # host memory: as for the GPU's, a smaller batch
         except RuntimeError as exc:
             if not devices.is_out_of_memory(exc):
                 raise
@@ -330,11 +332,13 @@ def _run_stages(
     decoded: queue.Queue = queue.Queue(maxsize=options.queue_size)
     finished: queue.Queue = queue.Queue(maxsize=options.queue_size)
 
+    scale = network_scale(tools)
+
     def read() -> None:
         for source, output in zip(sources, outputs, strict=True):
             if stop.is_set():
                 return
-            _put(decoded, prepare_job(source, output, options, tools.detector, log), stop)
+            _put(decoded, prepare_job(source, output, options, tools.detector, log, scale), stop)
         _put(decoded, _END, stop)
 
     def write() -> None:
@@ -364,6 +368,12 @@ def _run_stages(
     for stage in stages:
         if stage.error is not None:
             raise stage.error
+
+
+def network_scale(tools: RestoreTools) -> float:
+    """The scale a network background upsampler runs at (0 for Lanczos and none)."""
+    descriptor = getattr(tools.upsampler, "descriptor", None)
+    return float(getattr(descriptor, "scale", 0) or 0)
 
 
 def _restore_loop(

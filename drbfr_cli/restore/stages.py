@@ -39,12 +39,14 @@ from drbfr_cli.imaging import (
     encode_image,
     faces_to_tensor,
     is_gray,
+    probe_size,
     read_image,
     real_path,
     tensor_to_faces,
     to_uint8,
     write_bytes_atomic,
 )
+from drbfr_cli.restore.memory import estimate_peak, over_budget
 from drbfr_cli.restore.records import RECORDS_NAME, RecordLog, sha256_bytes
 from drbfr_cli.restore.report import FaceRecord, ImageRecord, ImageStatus
 
@@ -95,6 +97,9 @@ class RestoreOptions:
     """Write OUT/index.html, the before/after gallery, at the end."""
     queue_size: int = 4
     """Images waiting between two stages (bounds memory)."""
+    max_memory: int | None = None
+    """Bytes an image may need (memory.estimate_peak); a larger one fails alone. None: no
+    budget."""
     rank: int | None = 0
     """The rank the records name (ranks.py; None with the Ray engine)."""
 
@@ -216,9 +221,12 @@ def prepare_job(
     options: RestoreOptions,
     detector: Detector | None,
     log: RecordLog,
+    network_scale: float = 0.0,
 ) -> ImageJob:
     """Skip a finished image, or read it and align its faces; failures become the job's error.
-    An output path holding a file drbfr did not write fails the image (the file is kept)."""
+    An output path holding a file drbfr did not write fails the image (the file is kept), and
+    so does one whose memory estimate (at a network background's `network_scale`) exceeds
+    options.max_memory, before it is decoded."""
     job = ImageJob(source=source, output=output, rank=options.rank)
     if output.exists():
         earlier = log.finished(output)
@@ -230,9 +238,10 @@ def prepare_job(
             return job
     try:
         with timed(job.timings, "read"):
+            check_memory(source.path, options, network_scale)
             job.image = read_image(source.path, max_pixels=options.max_pixels)
         aligned = find_faces(job.image.rgb, detector, options, job.timings)
-    except (DrbfrError, cv2.error) as exc:
+    except (DrbfrError, cv2.error, MemoryError) as exc:
         job.status, job.error, job.image = ImageStatus.FAILED, failure(source.path, exc), None
         return job
     relative = source.relative.as_posix()
@@ -241,6 +250,19 @@ def prepare_job(
         for index, face in enumerate(aligned)
     ]
     return job
+
+
+def check_memory(path: Path, options: RestoreOptions, network_scale: float = 0.0) -> None:
+    """DrbfrError when the image at `path` would need more than options.max_memory."""
+    if options.max_memory is None:
+        return
+    size = probe_size(path)
+    if size is None or size[0] * size[1] > options.max_pixels:
+        return  # not an image, or over --max-pixels: reading it says why
+    peak = estimate_peak(*size, options.upscale, aligned=options.aligned,
+                         network_scale=network_scale)  # fmt: skip
+    if peak > options.max_memory:
+        raise DrbfrError(over_budget(path, peak, options.max_memory, options.upscale))
 
 
 def find_faces(
@@ -342,8 +364,9 @@ def render_job(
             files = encode_outputs(job, result, options)
             if log is not None:
                 check_replaceable(files, log)
-    except (DrbfrError, cv2.error) as exc:
+    except (DrbfrError, cv2.error, MemoryError) as exc:
         job.status, job.error = ImageStatus.FAILED, failure(job.source.path, exc)
+        job.image = None
         return Rendered(make_record(job))
     key = partial(relative_key, options.out_dir)
     digests = {key(path): sha256_bytes(data) for path, data in files.items()}
@@ -391,10 +414,15 @@ def check_replaceable(files: dict[Path, bytes], log: RecordLog) -> None:
             raise DrbfrError(not_ours(path))
 
 
-def failure(path: Path, exc: Exception) -> str:
+def failure(path: Path, exc: BaseException) -> str:
     """The one-line reason a stage failed on the image at `path`."""
     if isinstance(exc, cv2.error):
         return f"{path}: OpenCV failed on this image ({exc.err or exc})"
+    if isinstance(exc, MemoryError):
+        return (
+            f"{path}: out of memory ({exc or 'MemoryError'}); use a smaller --upscale or free "
+            "memory"
+        )
     return str(exc)
 
 
