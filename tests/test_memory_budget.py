@@ -102,3 +102,10 @@ def test_a_bad_max_memory_is_one_line(photos, tmp_path):
                                  "--max-memory", "lots"])  # fmt: skip
     assert result.exit_code == 2
     assert result.stderr.startswith("error: --max-memory: 'lots' is not auto, none or a size")
+
+
+def test_max_pixels_0_is_one_line_exit_2(photos, tmp_path):
+    result = runner.invoke(app, ["restore", str(photos), "-o", str(tmp_path / "o"),
+                                 "--max-pixels", "0"])  # fmt: skip
+    assert result.exit_code == 2 and not (tmp_path / "o").exists()
+    assert result.stderr == "error: --max-pixels 0: every image would fail; give at least 1\n"

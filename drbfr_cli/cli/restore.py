@@ -359,7 +359,7 @@ def restore(
     from drbfr_cli.faces.detect import DetectOptions
 
     chosen = parse_restore_metrics(metrics)
-    budget = _memory_budget(max_memory, upscale)
+    budget = _memory_budget(max_memory, upscale, max_pixels)
     options = _restore_options(
         out_dir=out,
         aligned=aligned,
@@ -425,12 +425,15 @@ def restore(
             _run(inputs, options, choices, printer, rank)
 
 
-def _memory_budget(max_memory: str, upscale: float) -> int | None:
-    """--max-memory in bytes (None: no limit), after refusing an absurd --upscale (one line)."""
+def _memory_budget(max_memory: str, upscale: float, max_pixels: int) -> int | None:
+    """--max-memory in bytes (None: no limit), after refusing an absurd --upscale or
+    --max-pixels (one line)."""
     from drbfr_cli.restore.memory import MAX_UPSCALE, parse_memory
 
     if upscale > MAX_UPSCALE:
         raise fail(f"--upscale {upscale:g} is over the maximum of {MAX_UPSCALE:g}")
+    if max_pixels < 1:
+        raise fail(f"--max-pixels {max_pixels}: every image would fail; give at least 1")
     with user_errors():
         return parse_memory(max_memory)
 
