@@ -145,6 +145,27 @@ def test_bench_train_tiny_writes_json(tmp_path: Path) -> None:
             assert _positive(row[key]), key
 
 
+def test_bench_train_runs_the_real_ldm_loop_with_and_without_the_replay_pool(
+    tmp_path: Path,
+) -> None:
+    """--loop-steps: `train` itself on the small (TAEF2) preset, once per --pair-reuse value;
+    with reuse 4 the loader encodes a quarter of the pairs (counted, not timed)."""
+    out = tmp_path / "train.json"
+    done = _bench(
+        "train --preset small --stages ldm --device cpu --batch-sizes 2 --repeats 1 --warmup 0 "
+        "--loop-steps 4 --pair-reuse 1,4 --workers 0 --quiet",
+        *("-o", str(out)),
+    )
+    assert done.exit_code == 0, done.output
+    rows = json.loads(out.read_text())["rows"]
+    loops = [r for r in rows if r["stage"] == "ldm loop"]
+    assert [r["pair_reuse"] for r in loops] == [1, 4]
+    for row in loops:
+        assert _positive(row["items_per_s"]) and _positive(row["seconds_per_step"])
+    bad = _bench("train --preset small --stages ldm --loop-steps 2 --pair-reuse 0")
+    assert bad.exit_code == 2 and "pair reuse" in bad.output
+
+
 def test_bench_rejects_bad_options() -> None:
     done = _bench("restore --batch-sizes 0")
     assert done.exit_code == 2 and "must be positive" in done.output

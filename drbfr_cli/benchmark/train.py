@@ -12,6 +12,8 @@ The networks start from random weights: a step costs the same whatever they hold
 from __future__ import annotations
 
 import gc
+import json
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -57,6 +59,14 @@ class TrainBenchConfig:
     """HQ faces to draw batches from; None: synthetic pictures."""
     weights_dir: Path | None = None
     seed: int = 0
+    loop_steps: int = 0
+    """> 0: also run the real training loop (`train ldm`'s, loader worker included) this many
+    steps per pair_reuse value and report its steady items/s (the later half of the steps)."""
+    pair_reuse: tuple[int, ...] = (1,)
+    """The ldm loop runs' items per encoded pair (1: each item freshly encoded, as before the
+    replay pool)."""
+    workers: int | None = None
+    """Loader workers of the loop runs (None: the preset's)."""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.stages) - set(STAGES))
@@ -64,6 +74,8 @@ class TrainBenchConfig:
             raise ValueError(f"stages must be among {', '.join(STAGES)}, got {list(self.stages)}")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise ValueError(f"batch sizes must be positive, got {list(self.batch_sizes)}")
+        if self.loop_steps < 0 or not self.pair_reuse or min(self.pair_reuse) < 1:
+            raise ValueError("loop steps must be >= 0 and pair reuse values >= 1")
         if self.repeats < 1 or self.warmup < 0:
             raise ValueError("repeats must be at least 1 and warmup at least 0")
         bad = sorted(set(self.precisions) - {"auto", "no", "fp16", "bf16"})
@@ -240,6 +252,10 @@ def run_train_bench(config: TrainBenchConfig, notice: Notice | None = None) -> d
             for batch_size in stage_batch_sizes(stage, config.batch_sizes):
                 say(f"{stage}: batch {batch_size}, mixed precision {precision}")
                 rows.append(_stage_row(stage, batch_size, precision, device, config, faces))
+    if config.loop_steps and "ldm" in config.stages:
+        for reuse in config.pair_reuse:
+            say(f"ldm loop: {config.loop_steps} steps, pair reuse {reuse}")
+            rows.append(_loop_row(reuse, device, config, faces))
     return {
         "kind": "train",
         "machine": machine_info(device),
@@ -282,4 +298,46 @@ def _stage_row(
         "module_parameters": modules,
         "notes": notes,
         **row,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The real loop
+
+
+def _loop_row(
+    reuse: int, device: torch.device, config: TrainBenchConfig, faces: _FaceSource
+) -> dict[str, Any]:
+    """items/s of `train` itself on the ldm task with `reuse` items per encoded pair: loader
+    worker, encoding, U-Net step and logging together, in a temporary run folder."""
+    from drbfr_cli.presets import ldm_config_from_preset
+    from drbfr_cli.train.loop import LoopConfig, train
+
+    task, notes = build_task("ldm", config, faces)
+    task.model_config = replace(task.model_config, pair_reuse=reuse)
+    _, defaults = ldm_config_from_preset(config.preset)
+    batch = max(config.batch_sizes)
+    workers = defaults.get("num_workers", 0) if config.workers is None else config.workers
+    log_every = max(1, config.loop_steps // 10)
+    loop = LoopConfig(
+        steps=config.loop_steps, batch_size=batch, lr=1e-4, num_workers=workers,
+        log_every=log_every, checkpoint_every=0, cpu=device.type == "cpu", seed=config.seed,
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as folder:
+        train(task, loop, Path(folder) / "run")
+        lines = (Path(folder) / "run" / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    half = len(records) // 2  # the steady half: after start-up and the pool's warm-up
+    start, end = records[half - 1] if half else {"step": 0, "elapsed": 0.0}, records[-1]
+    elapsed, steps = end["elapsed"] - start["elapsed"], end["step"] - start["step"]
+    return {
+        "stage": "ldm loop",
+        "preset": config.preset,
+        "precision": "no",
+        "item": ITEMS["ldm"],
+        "notes": [*notes, f"pair reuse {reuse}, {workers} loader worker(s)"],
+        "batch": batch,
+        "pair_reuse": reuse,
+        "items_per_s": steps * batch / max(elapsed, 1e-9),
+        "seconds_per_step": elapsed / max(steps, 1),
     }

@@ -373,11 +373,32 @@ def bench_train(
         typer.Option(help="Where LPIPS's VGG16 weights are looked up.", rich_help_panel=_INPUTS),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of random weights and data.")] = 0,
+    loop_steps: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Also run the real ldm training loop this many steps per --pair-reuse value "
+            "(loader worker and encoding included) and report its steady items/s.",
+            rich_help_panel=_WHAT,
+        ),
+    ] = 0,
+    pair_reuse: Annotated[
+        str,
+        typer.Option(
+            help="Comma list of items per encoded pair for the loop runs (1: no replay pool).",
+            rich_help_panel=_WHAT,
+        ),
+    ] = "1",
+    workers: Annotated[
+        int | None,
+        typer.Option(min=0, help="Loader workers of the loop runs (default: the preset's)."),
+    ] = None,
     out: OutOption = None,
     markdown: MarkdownOption = None,
     quiet: QuietOption = False,
 ) -> None:
-    """Items/s and peak memory of one optimizer step of each training stage (random weights)."""
+    """Items/s and peak memory of one optimizer step of each training stage (random weights);
+    with --loop-steps also the real ldm loop's items/s."""
     started = time.perf_counter()
     from drbfr_cli.benchmark.report import train_tables
     from drbfr_cli.benchmark.train import TrainBenchConfig, run_train_bench
@@ -395,6 +416,9 @@ def bench_train(
                 data=data,
                 weights_dir=weights_dir,
                 seed=seed,
+                loop_steps=loop_steps,
+                pair_reuse=_numbers(pair_reuse, "--pair-reuse", int),
+                workers=workers,
             )
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
