@@ -271,3 +271,22 @@ def test_the_small_face_preset_reuses_pairs_and_trains_every_noise_level(
     item = next(iter(dataset))
     encode = LDMTask(config).parts.first_stage.encode
     torch.testing.assert_close(item["z0"], encode(item["hq"][None])[0])
+
+
+def test_export_takes_f_from_the_bundle_the_ldrm_trained_behind(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """`export --ldm RUN --fidelity BUNDLE`: the new bundle carries BUNDLE's F unchanged."""
+    bundle = export_bundle(runs["ldm"], tmp_path / "with_f", fidelity_run=SHIPPED)
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    shipped = json.loads((SHIPPED / "bundle.json").read_text())
+    assert manifest["fidelity"] == shipped["fidelity"]
+    assert manifest["sources"]["fidelity"] == str(SHIPPED)
+    ours, theirs = load_frozen_fidelity(bundle), load_frozen_fidelity(SHIPPED)
+    for (name, a), (_, b) in zip(
+        ours.state_dict().items(), theirs.state_dict().items(), strict=True
+    ):
+        torch.testing.assert_close(a, b, msg=name)
+    no_f = export_bundle(runs["ldm"], tmp_path / "no_f")
+    with pytest.raises(DrbfrError, match="carries no fidelity network"):
+        export_bundle(runs["ldm"], tmp_path / "again", fidelity_run=no_f)

@@ -23,7 +23,9 @@ def export(
         False, "--ema-only", help="Store only the EMA denoiser, not the trained weights (shipping)."
     ),
     fidelity: Path | None = typer.Option(
-        None, help="Fidelity run folder (from drbfr train fidelity) whose F the bundle carries."
+        None,
+        help="Fidelity run folder (from drbfr train fidelity), or a bundle carrying F, whose F "
+        "the bundle carries (for a run of train ldm --fidelity BUNDLE: the same BUNDLE).",
     ),
     fidelity_weights: str = typer.Option(
         "ema",

@@ -16,8 +16,10 @@ import torch
 from drbfr_cli import __version__
 from drbfr_cli.bundle import (
     FORMAT,
+    MANIFEST,
     VERSION,
     check_agreement,
+    load_bundle_fidelity,
     read_manifest,
     read_part,
     write_bundle,
@@ -104,7 +106,13 @@ def fidelity_part(
     run: Path, face_size: int, *, ema: bool = True
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The bundle's `fidelity` entry and F's weights (the EMA when kept and `ema`, else the
-    trained weights) from a `train fidelity` run."""
+    trained weights) from a `train fidelity` run, or copied from a bundle that carries F (the
+    F an LDRM trained behind with `train ldm --fidelity BUNDLE`)."""
+    if (run / MANIFEST).is_file():
+        entry = read_manifest(run).get("fidelity")
+        if entry is None:
+            raise DrbfrError(f"{run}: this bundle carries no fidelity network")
+        return dict(entry), load_bundle_fidelity(run).state_dict()
     network, saved = load_fidelity(run, ema=ema)
     if face_size % network.config.multiple:
         raise DrbfrError(
