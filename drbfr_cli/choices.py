@@ -74,6 +74,17 @@ class Background(StrEnum):
     """No upsampler: a plain bilinear resize (at --upscale 1 the background is the input)."""
 
 
+class NoFace(StrEnum):
+    """What `drbfr restore` writes for a whole image in which no face is found."""
+
+    KEEP = "keep"
+    """The upscaled background, as for any image (status no_face)."""
+    SKIP = "skip"
+    """Nothing (status no_face)."""
+    FAIL = "fail"
+    """Nothing; the image counts as failed (a non-zero exit code)."""
+
+
 class OutputFormat(StrEnum):
     """File format of restored images."""
 

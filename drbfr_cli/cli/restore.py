@@ -25,7 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from drbfr_cli.choices import Background, Metric, OutputFormat, Precision, Sampler
+from drbfr_cli.choices import Background, Metric, NoFace, OutputFormat, Precision, Sampler
 from drbfr_cli.cli.common import (
     ERROR,
     EXIT_PARTIAL,
@@ -109,6 +109,25 @@ def restore(
             rich_help_panel=_DETECT,
         ),
     ] = None,
+    det_retry: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="When no face reaches --det-threshold, take the faces scoring at least this "
+            "(degraded photos score low; default: 0.6 RetinaFace, 0.4 YuNet; 0: no second look).",
+            rich_help_panel=_DETECT,
+        ),
+    ] = None,
+    no_face: Annotated[
+        NoFace,
+        typer.Option(
+            help="An image with no face found: keep writes its upscaled background, skip writes "
+            "nothing, fail writes nothing and counts it as failed (exit code 1); the report "
+            "says no_face for keep and skip.",
+            rich_help_panel=_DETECT,
+        ),
+    ] = NoFace.KEEP,
     det_size: Annotated[
         int,
         typer.Option(
@@ -365,6 +384,7 @@ def restore(
         aligned=aligned,
         detect=DetectOptions(
             threshold=det_threshold,
+            retry_threshold=det_retry,
             min_face=min_face,
             max_faces=max_faces,
             only_center_face=only_center_face,
@@ -385,6 +405,7 @@ def restore(
         report_csv=report_csv,
         gallery=gallery,
         max_memory=budget,
+        no_face=no_face,
     )
     sampling = {
         "sampler": sampler, "steps": steps, "start_t": start_t, "tem_t": tem_t,
@@ -585,7 +606,8 @@ class _Printer:
         """A rank's one-line account of its shard."""
         if not self.quiet:
             err_console.print(
-                f"{self._prefix}{summary.restored} restored, {summary.skipped} skipped, "
+                f"{self._prefix}{summary.restored} restored, {summary.no_face} no face, "
+                f"{summary.skipped} skipped, "
                 f"{summary.failed} failed, {summary.faces_restored} faces in "
                 f"{summary.seconds:.1f} s",
                 highlight=False,
@@ -598,6 +620,8 @@ class _Printer:
     def record(self, record: ImageRecord, progress: Progress) -> None:
         if record.error:
             print_line(progress.console, ERROR, record.error)
+        elif record.status == "no_face" and not self.quiet:
+            print_line(progress.console, NO_FACE_LABEL, record.input)
         if self.json_lines:
             sys.stdout.write(json.dumps(record.to_dict()) + "\n")
             sys.stdout.flush()
@@ -614,6 +638,7 @@ class _Printer:
         table.add_column(justify="right")
         rows = [
             ("restored", summary.restored),
+            ("no face found", summary.no_face),
             ("skipped (finished before)", summary.skipped),
             ("failed", summary.failed),
             ("faces restored", summary.faces_restored),
@@ -631,9 +656,21 @@ class _Printer:
         for label, value in rows:
             table.add_row(label, str(value))
         self._console.print(table)
+        if summary.no_face:
+            print_line(self._console, "hint:", no_face_hint(summary.no_face))
         print_line(self._console, "report:", out / "report.json")
         if (out / "index.html").is_file():
             print_line(self._console, "gallery:", out / "index.html")
+
+
+NO_FACE_LABEL = "[yellow]no face:[/]"
+
+
+def no_face_hint(count: int) -> str:
+    """The one line printed under the summary when images had no face found."""
+    from drbfr_cli.restore.stages import NO_FACE_HINT
+
+    return f"no face found in {count} image(s): {NO_FACE_HINT} (--no-face says what is written)"
 
 
 class _ProgressContext:

@@ -73,6 +73,14 @@ DEFAULT_THRESHOLDS: dict[DetectorKind, float] = {
 """Score thresholds: 0.97 is what GFPGAN/CodeFormer use with RetinaFace; 0.6 is YuNet's default
 in OpenCV's face detection sample."""
 
+DEFAULT_RETRY_THRESHOLDS: dict[DetectorKind, float] = {
+    DetectorKind.RETINAFACE: 0.6,
+    DetectorKind.RETINAFACE_MOBILE: 0.6,
+    DetectorKind.YUNET: 0.4,
+}
+"""The lower score an image gets a second look at when no face reaches the threshold: degraded
+photos score low (BENCHMARKS.md, "Face detection on degraded photos")."""
+
 WEIGHT_NAMES: dict[DetectorKind, str] = {
     DetectorKind.RETINAFACE: "retinaface-resnet50",
     DetectorKind.RETINAFACE_MOBILE: "retinaface-mobilenet0.25",
@@ -94,6 +102,9 @@ class DetectOptions:
 
     threshold: float | None = None
     """Minimum score; None: the detector's default (DEFAULT_THRESHOLDS)."""
+    retry_threshold: float | None = None
+    """When no face reaches `threshold`, the faces scoring at least this are taken instead;
+    None: the detector's default (DEFAULT_RETRY_THRESHOLDS); 0: no second look."""
     min_face: float = 0.0
     """Drop faces whose box is shorter than this on either side (image pixels)."""
     max_faces: int | None = None
@@ -108,19 +119,47 @@ class DetectOptions:
 
 
 def detect_faces(detector: Detector, image: np.ndarray, options: DetectOptions) -> list[Face]:
-    """Faces in `image` (float32 RGB HxWx3 in [0, 1]), largest first, in image pixels."""
-    threshold = options.threshold
-    if threshold is None:
-        threshold = DEFAULT_THRESHOLDS[detector.kind]
-    factor = working_scale(image.shape[:2], options.max_side)
-    if factor < 1.0:
-        height, width = image.shape[:2]
-        size = (max(1, round(width * factor)), max(1, round(height * factor)))
-        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        faces = [face.scaled(1.0 / factor) for face in detector.detect(small, threshold)]
-    else:
-        faces = detector.detect(image, threshold)
-    return select_faces(faces, image.shape[:2], options)
+    """Faces in `image` (float32 RGB HxWx3 in [0, 1]), largest first, in image pixels: those
+    reaching the threshold, or when there is none, those reaching the retry threshold.
+
+    One detector pass at the lower of the two serves both: greedy NMS never lets a box suppress
+    a higher-scoring one, so the faces above the threshold are those a pass at it would find.
+    """
+    threshold, retry = thresholds(detector.kind, options)
+    faces = detect_scaled(detector, image, min(threshold, retry), options.max_side)
+    shape = image.shape[:2]
+    kept = select_faces([f for f in faces if f.score >= threshold], shape, options)
+    if kept or retry >= threshold:
+        return kept
+    return select_faces([f for f in faces if f.score >= retry], shape, options)
+
+
+def thresholds(kind: DetectorKind, options: DetectOptions) -> tuple[float, float]:
+    """(threshold, retry threshold) of `options` for a detector of `kind`; a retry threshold
+    of 0 or above the threshold means no second look (it is then returned as the threshold)."""
+    threshold = DEFAULT_THRESHOLDS[kind] if options.threshold is None else options.threshold
+    retry = (
+        DEFAULT_RETRY_THRESHOLDS[kind]
+        if options.retry_threshold is None
+        else options.retry_threshold
+    )
+    if retry <= 0 or retry > threshold:
+        retry = threshold
+    return threshold, retry
+
+
+def detect_scaled(
+    detector: Detector, image: np.ndarray, threshold: float, max_side: int | None
+) -> list[Face]:
+    """The detector's faces at `threshold` on `image` downscaled to `max_side`, in image
+    pixels."""
+    factor = working_scale(image.shape[:2], max_side)
+    if factor >= 1.0:
+        return detector.detect(image, threshold)
+    height, width = image.shape[:2]
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return [face.scaled(1.0 / factor) for face in detector.detect(small, threshold)]
 
 
 def working_scale(shape: tuple[int, int], max_side: int | None) -> float:

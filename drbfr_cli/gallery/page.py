@@ -194,6 +194,7 @@ max-width:1100px}
 .badge{font-size:.75rem;padding:.1rem .4rem;border-radius:4px;color:#fff;margin-left:.4rem;
 vertical-align:middle}
 .badge.ok{background:var(--ok)}.badge.skipped{background:var(--warn)}.badge.failed{background:var(--bad)}
+.badge.no_face{background:var(--warn)}
 .ba{position:relative;--pos:50%;max-width:100%;line-height:0;background:#8882;user-select:none}
 .ba img{display:block;width:100%;height:auto}
 .ba img.before{position:absolute;inset:0;height:100%;clip-path:inset(0 calc(100% - var(--pos)) 0 0)}

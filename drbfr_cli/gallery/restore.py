@@ -46,6 +46,8 @@ LISTED_FAILURES = 200
 """Failed images named in each page's header (report.json lists them all)."""
 _OURS = re.compile(r"^[0-9a-f]{20}_")
 SKIPPED_REASON = "restored by an earlier run into this folder (--overwrite redoes it)"
+NO_FACE_NOTE = "no face found: lower --det-threshold or --det-retry, or try another --detector"
+BADGES = {"ok": "restored", "no_face": "no face", "skipped": "skipped", "failed": "failed"}
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,7 @@ def _run_summary(run: Run, named: bool) -> str:
     rows = [
         ("images", s.get("images")),
         ("restored", s.get("restored")),
+        ("no face found", s.get("no_face", 0)),
         ("skipped (finished before)", s.get("skipped")),
         ("failed", s.get("failed")),
         ("faces restored", s.get("faces_restored")),
@@ -177,7 +180,10 @@ def _run_summary(run: Run, named: bool) -> str:
 
 def _not_restored(runs: Sequence[Run], failures: list[str]) -> str:
     skipped = sum(int(run.summary.get("skipped") or 0) for run in runs)
+    no_face = sum(int(run.summary.get("no_face") or 0) for run in runs)
     parts = []
+    if no_face:
+        parts.append(f"<p>{no_face} image(s) with {esc(NO_FACE_NOTE)}; marked below.</p>")
     if failures:
         more = len(failures) - LISTED_FAILURES
         tail = f"<li>… and {more} more (all are in report.json)</li>" if more > 0 else ""
@@ -196,7 +202,7 @@ def _not_restored(runs: Sequence[Run], failures: list[str]) -> str:
 def _card(index: int, run: Run, record: dict[str, Any], context: _Context) -> str:
     status = record["status"]
     name = esc(record["relative"])
-    badge = {"ok": "restored", "skipped": "skipped", "failed": "failed"}.get(status, status)
+    badge = BADGES.get(status, status)
     head = (
         f'<article class="card" id="img-{index}">'
         f'<h2>{name}<span class="badge {status}">{badge}</span></h2>'
@@ -204,11 +210,14 @@ def _card(index: int, run: Run, record: dict[str, Any], context: _Context) -> st
     if status == "failed":
         reason = esc(record.get("error") or "failed")
         return f'{head}<p class="error">{reason}</p>{_input_link(record, context)}</article>'
+    if status == "no_face" and not record.get("files"):  # --no-face skip: nothing written
+        return f"{head}<p>{esc(NO_FACE_NOTE)}</p>{_input_link(record, context)}</article>"
     try:
         views = _Views.of(record, context)
     except DrbfrError as exc:
         return f'{head}<p class="error">gallery: {esc(str(exc))}</p></article>'
-    notes = f"<p>{esc(SKIPPED_REASON)}</p>" if status == "skipped" else ""
+    notes = {"skipped": SKIPPED_REASON, "no_face": NO_FACE_NOTE}.get(status)
+    notes = f"<p>{esc(notes)}</p>" if notes else ""
     return (
         f"{head}{notes}{_slider(record, views)}{_tools(record, views)}"
         f"{_faces(record, views, context)}</article>"

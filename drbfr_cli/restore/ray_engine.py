@@ -30,6 +30,7 @@ from drbfr_cli.restore.stages import (
     ImageStatus,
     RestoreOptions,
     RestoreTools,
+    check_faces,
     check_memory,
     face_seed,
     failure,
@@ -247,6 +248,7 @@ def _prepare(row: dict[str, Any], options: RestoreOptions, choices: ToolChoices)
     relative = job.source.relative.as_posix()
     seeds = [face_seed(options.seed, relative, index) for index in range(len(aligned))]
     job.faces = [FaceJob(face, seed) for face, seed in zip(aligned, seeds, strict=True)]
+    check_faces(job, options)
     return {"job": pickle.dumps(job)}
 
 

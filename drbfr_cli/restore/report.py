@@ -44,6 +44,9 @@ class ImageStatus(StrEnum):
     SKIPPED = "skipped"
     """Its output was written by an earlier run (its record is that run's); not redone
     without --overwrite."""
+    NO_FACE = "no_face"
+    """A whole image in which no face was found: written as the upscaled background alone
+    (--no-face keep) or not written (--no-face skip)."""
     FAILED = "failed"
     """Could not be read or written, or a file drbfr did not write is in the way; `error`
     says why."""
@@ -149,6 +152,8 @@ class RunSummary:
 
     images: int = 0
     restored: int = 0
+    no_face: int = 0
+    """Images in which no face was found (ImageStatus.NO_FACE)."""
     skipped: int = 0
     failed: int = 0
     faces: int = 0
@@ -172,6 +177,8 @@ class RunSummary:
         if record.status is ImageStatus.OK:
             self.restored += 1
             self.faces_restored += len(record.faces)
+        elif record.status is ImageStatus.NO_FACE:
+            self.no_face += 1
         elif record.status is ImageStatus.SKIPPED:
             self.skipped += 1
             return  # its timings are the earlier run's
@@ -207,6 +214,7 @@ class RunSummary:
             {
                 "images": self.images,
                 "restored": self.restored,
+                "no_face": self.no_face,
                 "skipped": self.skipped,
                 "failed": self.failed,
                 "faces": self.faces,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from drbfr_cli.choices import OutputFormat
+from drbfr_cli.choices import NoFace, OutputFormat
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.faces.align import FACE_SIZE, AlignedFace, align_face
 from drbfr_cli.faces.detect import DetectOptions, detect_faces
@@ -100,6 +100,8 @@ class RestoreOptions:
     max_memory: int | None = None
     """Bytes an image may need (memory.estimate_peak); a larger one fails alone. None: no
     budget."""
+    no_face: NoFace = NoFace.KEEP
+    """What a whole image in which no face is found becomes (choices.NoFace)."""
     rank: int | None = 0
     """The rank the records name (ranks.py; None with the Ray engine)."""
 
@@ -249,7 +251,28 @@ def prepare_job(
         FaceJob(face, face_seed(options.seed, relative, index))
         for index, face in enumerate(aligned)
     ]
+    check_faces(job, options)
     return job
+
+
+NO_FACE_HINT = "lower --det-threshold or --det-retry, or try another --detector"
+"""What to try when a face was missed (printed once per run, and in --no-face fail errors)."""
+
+
+def check_faces(job: ImageJob, options: RestoreOptions) -> None:
+    """Apply --no-face to a whole image in which no face was found: keep it (the background
+    is written, status no_face), skip it (nothing written, status no_face) or fail it."""
+    if job.faces or options.aligned or job.status is not ImageStatus.OK:
+        return
+    if options.no_face is NoFace.KEEP:
+        job.status = ImageStatus.NO_FACE
+        return
+    job.image = None
+    if options.no_face is NoFace.SKIP:
+        job.status = ImageStatus.NO_FACE
+    else:
+        job.status = ImageStatus.FAILED
+        job.error = f"{job.source.path}: no face found (--no-face fail); {NO_FACE_HINT}"
 
 
 def check_memory(path: Path, options: RestoreOptions, network_scale: float = 0.0) -> None:
@@ -350,7 +373,7 @@ def render_job(
         here = {"input": str(job.source.path), "relative": job.source.relative.as_posix()}
         earlier = replace(job.earlier, **here, output=str(job.output), status=ImageStatus.SKIPPED)
         return Rendered(earlier)
-    if job.status is not ImageStatus.OK or job.image is None:
+    if job.status not in (ImageStatus.OK, ImageStatus.NO_FACE) or job.image is None:
         return Rendered(make_record(job))
     try:
         with timed(job.timings, "paste"):
