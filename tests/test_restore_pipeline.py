@@ -191,7 +191,7 @@ def test_background_auto_falls_back_to_lanczos_with_a_notice(tmp_path, monkeypat
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("DRBFR_HOME", raising=False)
     notices: list[str] = []
-    choices = ToolChoices(background=Background.AUTO, weights_dir=tmp_path / "w")
+    choices = ToolChoices(background=Background.AUTO, weights_dir=tmp_path / "w", device="cuda")
     assert isinstance(build_background(choices, 2.0, notices.append), LanczosUpsampler)
     assert len(notices) == 1 and "drbfr weights fetch realesrgan-x2plus" in notices[0]
     monkeypatch.setenv("DRBFR_OFFLINE", "1")

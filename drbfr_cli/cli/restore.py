@@ -253,8 +253,9 @@ def restore(
     bg_upsampler: Annotated[
         Background,
         typer.Option(
-            help="auto: Real-ESRGAN when its weights are present, else Lanczos; none: a plain "
-            "bilinear resize.",
+            help="auto: Lanczos on a CPU (with a note estimating what Real-ESRGAN would take), "
+            "elsewhere Real-ESRGAN when its weights are present, else Lanczos; realesrgan: "
+            "Real-ESRGAN on any device; none: a plain bilinear resize.",
             rich_help_panel=_BACKGROUND,
         ),
     ] = Background.AUTO,
@@ -502,7 +503,9 @@ def _run(
     sources = _find_sources(arguments, options.out_dir, printer.notice)
     if rank.sharded:
         options = replace(options, rank=rank.rank)
-    tools, settings = build_tools(options, choices, printer.notice)
+    tools, settings = build_tools(
+        options, choices, printer.notice, _megapixels(sources, options, choices)
+    )
     shard = sum(rank.takes(s.relative.as_posix()) for s in sources) if rank.sharded else None
     merged: list[RunSummary] = []
     with printer.progress(len(sources) if shard is None else shard) as on_record:
@@ -539,11 +542,16 @@ def _run_ray(
     import cv2
 
     from drbfr_cli.restore.ray_engine import import_ray, restore_images_ray
-    from drbfr_cli.restore.tools import build_tools
+    from drbfr_cli.restore.tools import build_tools, resolve_background
 
     import_ray()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     sources = _find_sources(arguments, options.out_dir, printer.notice)
+    # The workers upscale backgrounds on their CPUs: `auto` is decided for a CPU, once, here.
+    on_cpu = replace(choices, device="cpu")
+    megapixels = _megapixels(sources, options, on_cpu)
+    background = resolve_background(on_cpu, options.upscale, printer.notice, megapixels)
+    choices = replace(choices, background=background)
     settings = build_tools(options, choices, printer.notice)[1]
     with printer.progress(len(sources)) as on_record:
         summary = restore_images_ray(
@@ -558,6 +566,18 @@ def _run_ray(
     printer.summary(summary, options.out_dir)
     if summary.failed:
         raise typer.Exit(EXIT_PARTIAL)
+
+
+def _megapixels(
+    sources: list[ImageSource], options: RestoreOptions, choices: ToolChoices
+) -> float | None:
+    """Megapixels of the inputs, for the note of `--bg-upsampler auto` on a CPU (None where
+    there is no such note)."""
+    from drbfr_cli.restore.tools import input_megapixels
+
+    if options.aligned or choices.background is not Background.AUTO or choices.device != "cpu":
+        return None
+    return input_megapixels([source.path for source in sources])
 
 
 def _find_sources(

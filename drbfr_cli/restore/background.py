@@ -34,6 +34,11 @@ DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 64
 """Context pixels around each tile, in input pixels."""
 MODEL_NAMES = {2: "realesrgan-x2plus", 4: "realesrgan-x4plus"}
+CPU_MINUTES_PER_MEGAPIXEL = {2: 7.6, 4: 30.0}
+"""Minutes Real-ESRGAN x2plus / x4plus takes per input megapixel on 2 CPU threads at the
+default tiling (BENCHMARKS.md: 19 min for a 1297 x 1920 photo at x2; x4plus runs its body at
+4x the pixels of x2plus, which pixel-unshuffles its input)."""
+CPU_THREADS_MEASURED = 2
 """Registry names of the Real-ESRGAN weights by model scale."""
 
 
@@ -272,6 +277,14 @@ class SpandrelUpsampler:
 def realesrgan_weights(scale: float) -> str:
     """Registry name of the Real-ESRGAN network used for `scale`: x2 up to 2, x4 above."""
     return MODEL_NAMES[2] if scale <= 2 else MODEL_NAMES[4]
+
+
+def realesrgan_cpu_minutes(megapixels: float, scale: float, threads: int) -> float:
+    """Rough minutes Real-ESRGAN would take on a CPU with `threads` threads for `megapixels`
+    of input at output `scale` (CPU_MINUTES_PER_MEGAPIXEL, scaled by the thread count)."""
+    network = 2 if scale <= 2 else 4
+    rate = CPU_MINUTES_PER_MEGAPIXEL[network] * CPU_THREADS_MEASURED / max(1, threads)
+    return rate * megapixels
 
 
 def build_upsampler(

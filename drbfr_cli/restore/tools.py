@@ -4,7 +4,7 @@ in one line; the restorer is made in one place, `build_restorer`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from drbfr_cli.devices import precision_of
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.faces.detect import WEIGHT_NAMES, Detector, DetectorKind, build_detector
 from drbfr_cli.faces.paste import build_parser
+from drbfr_cli.imaging import probe_size
 from drbfr_cli.metrics import identity
 from drbfr_cli.restore.background import (
     DEFAULT_OVERLAP,
@@ -22,6 +23,7 @@ from drbfr_cli.restore.background import (
     SpandrelUpsampler,
     Upsampler,
     build_upsampler,
+    realesrgan_cpu_minutes,
     realesrgan_weights,
 )
 from drbfr_cli.restore.restorer import FaceRestorer, IdentityRestorer, load_restorer
@@ -56,11 +58,15 @@ class ToolChoices:
 
 
 def build_tools(
-    options: RestoreOptions, choices: ToolChoices, notice: Notice
+    options: RestoreOptions,
+    choices: ToolChoices,
+    notice: Notice,
+    megapixels: float | None = None,
 ) -> tuple[RestoreTools, dict[str, Any]]:
     """The restorer, and for whole images the detector, background upsampler and face parser
     (when its weights are present); with the settings the report records (the precision is the
-    one the restorer runs at: `auto` resolved, fp32 for the identity)."""
+    one the restorer runs at: `auto` resolved, fp32 for the identity). `megapixels` (of all
+    the inputs) sizes the note `--bg-upsampler auto` gives on a CPU."""
     restorer = build_restorer(choices)
     embedder = build_embedder() if options.identity else None
     settings: dict[str, Any] = {
@@ -77,7 +83,7 @@ def build_tools(
     if options.aligned:
         return RestoreTools(restorer=restorer, embedder=embedder), settings
     choices = replace(choices, detector=resolve_detector(choices, notice))
-    upsampler = build_background(choices, options.upscale, notice)
+    upsampler = build_background(choices, options.upscale, notice, megapixels)
     parser = build_parser(choices.weights_dir, choices.device)
     settings |= {
         "detector": choices.detector.value,
@@ -182,27 +188,20 @@ def build_face_detector(choices: ToolChoices, notice: Notice) -> Detector:
     return build_detector(kind, choices.weights_dir, choices.device)
 
 
-def build_background(choices: ToolChoices, scale: float, notice: Notice) -> Upsampler:
-    """The background upsampler; `auto` falls back to Lanczos (with a notice) when the
-    Real-ESRGAN weights are not in a weights folder, an explicit `realesrgan` fetches them.
-    A `bg_model` file is used instead of the registry's Real-ESRGAN."""
-    kind = choices.background
-    name = realesrgan_weights(scale)
-    if choices.bg_model is not None:
-        if kind is not Background.AUTO:
-            raise DrbfrError(
-                f"--bg-model replaces --bg-upsampler {kind.value}: give only one of the two"
-            )
-    elif kind is Background.AUTO:
-        kind = Background.REALESRGAN
-        if weights.find(name, choices.weights_dir) is None:
-            notice(
-                f"{name} not found: the background is upscaled with Lanczos "
-                f"(`drbfr weights fetch {name}` for Real-ESRGAN)"
-            )
-            kind = Background.LANCZOS
-    elif kind is Background.REALESRGAN:
-        ensure_weights(name, choices.weights_dir, notice)
+def build_background(
+    choices: ToolChoices, scale: float, notice: Notice, megapixels: float | None = None
+) -> Upsampler:
+    """The background upsampler (`auto` resolved by `resolve_background`); an explicit
+    `realesrgan` fetches its weights. A `bg_model` file is used instead of the registry's
+    Real-ESRGAN."""
+    if choices.bg_model is not None and choices.background is not Background.AUTO:
+        raise DrbfrError(
+            f"--bg-model replaces --bg-upsampler {choices.background.value}: give only one of "
+            "the two"
+        )
+    kind = resolve_background(choices, scale, notice, megapixels)
+    if kind is Background.REALESRGAN and choices.bg_model is None:
+        ensure_weights(realesrgan_weights(scale), choices.weights_dir, notice)
     return build_upsampler(
         kind,
         scale,
@@ -213,6 +212,65 @@ def build_background(choices: ToolChoices, scale: float, notice: Notice) -> Upsa
         overlap=choices.bg_overlap,
         model_file=choices.bg_model,
     )
+
+
+def resolve_background(
+    choices: ToolChoices, scale: float, notice: Notice, megapixels: float | None = None
+) -> Background:
+    """The upsampler `auto` means, with a one-line notice when it is not Real-ESRGAN: on a CPU
+    Lanczos (Real-ESRGAN takes minutes per megapixel there; the notice estimates how long for
+    `megapixels`), elsewhere Real-ESRGAN when its weights are in a weights folder, else
+    Lanczos. Any other choice (and a `bg_model` file) is returned as it is."""
+    if choices.background is not Background.AUTO or choices.bg_model is not None:
+        return choices.background
+    if choices.device == "cpu":
+        notice(cpu_background_note(scale, megapixels))
+        return Background.LANCZOS
+    name = realesrgan_weights(scale)
+    if weights.find(name, choices.weights_dir) is None:
+        notice(
+            f"{name} not found: the background is upscaled with Lanczos "
+            f"(`drbfr weights fetch {name}` for Real-ESRGAN)"
+        )
+        return Background.LANCZOS
+    return Background.REALESRGAN
+
+
+def cpu_background_note(scale: float, megapixels: float | None) -> str:
+    """The notice of `--bg-upsampler auto` on a CPU, with a rough cost of Real-ESRGAN."""
+    import torch
+
+    threads = torch.get_num_threads()
+    per_mp = realesrgan_cpu_minutes(1.0, scale, threads)
+    if megapixels is None:
+        cost = f"about {per_mp:.0f} min per megapixel of input"
+    else:
+        total = realesrgan_cpu_minutes(megapixels, scale, threads)
+        cost = f"about {_duration(total)} for these {megapixels:.1f} MP of input"
+    return (
+        "on a CPU the background is upscaled with Lanczos: Real-ESRGAN "
+        f"(`--bg-upsampler realesrgan`) would take {cost} on {threads} threads"
+    )
+
+
+def _duration(minutes: float) -> str:
+    if minutes < 1:
+        return "under a minute"
+    if minutes < 120:
+        return f"{minutes:.0f} min"
+    return f"{minutes / 60:.1f} h"
+
+
+def input_megapixels(paths: Sequence[Path], most: int = 1000) -> float:
+    """Megapixels of the images at `paths`, from their headers (probe_size); past `most`
+    files, extrapolated from the first `most` (unreadable files count as nothing)."""
+    probed = paths[:most]
+    pixels = 0
+    for path in probed:
+        size = probe_size(path)
+        if size is not None:
+            pixels += size[0] * size[1]
+    return pixels / 1e6 * (len(paths) / len(probed)) if probed else 0.0
 
 
 def ensure_weights(name: str, weights_dir: Path | None, notice: Notice) -> None:
