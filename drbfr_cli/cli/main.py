@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
+
+try:  # Typer 0.22+ carries its own click
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - older Typer on click
+    from click import exceptions as click_errors
 
 from drbfr_cli import __version__
 from drbfr_cli.cli import (
@@ -19,6 +26,7 @@ from drbfr_cli.cli import (
     weights,
 )
 from drbfr_cli.cli import eval as eval_cli
+from drbfr_cli.cli.common import ERROR, err_console, print_line
 
 app = typer.Typer(
     name="drbfr",
@@ -57,5 +65,25 @@ def main(
 
 
 def run() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: a usage error is one line on stderr, exit code 2."""
+    try:
+        code = app(standalone_mode=False)
+    except click_errors.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `drbfr` alone: the help text
+            exc.show()
+        else:
+            print_line(err_console, ERROR, usage_line(exc))
+        sys.exit(exc.exit_code)
+    except click_errors.ClickException as exc:
+        print_line(err_console, ERROR, exc.format_message())
+        sys.exit(exc.exit_code)
+    except click_errors.Abort:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def usage_line(exc: click_errors.UsageError) -> str:
+    """`drbfr restore: No such option: --bogus (see drbfr restore -h)`."""
+    where = exc.ctx.command_path if exc.ctx is not None else "drbfr"
+    message = " ".join(exc.format_message().split())
+    return f"{where}: {message} (see {where} -h)"
