@@ -14,6 +14,9 @@
       fidelity.safetensors    optional: the fidelity network F (nets/fidelity.py), whose output
                               replaces the input as the low-frequency reference; its shape is
                               bundle.json's `fidelity.network`
+      drm_head.safetensors    optional: the degradation head (nets/drm_head.py) on E_DR's tokens,
+                              the per-face estimate of `drbfr inspect` and the restore report;
+                              its shape is bundle.json's `drm_head.network`
 
 Weights are float32, or float16 when bundle.json says `"dtype": "float16"` (`drbfr export
 --half`); loading casts them to float32, so a half bundle computes in float32 on any device.
@@ -44,9 +47,11 @@ from drbfr_cli.diffusion.pipeline import FrozenParts, restore_faces
 from drbfr_cli.diffusion.sampling import SamplingConfig
 from drbfr_cli.diffusion.schedule import NoiseSchedule
 from drbfr_cli.errors import DrbfrError
+from drbfr_cli.estimate import DegradationEstimate, estimate_faces
 from drbfr_cli.imaging import make_temporary_folder
 from drbfr_cli.nets.autoencoder import FirstStage, LatentStats, VQAutoencoder
 from drbfr_cli.nets.drm import DRMConfig, build_drm
+from drbfr_cli.nets.drm_head import DegradationHead, DRHeadConfig
 from drbfr_cli.nets.fidelity import FidelityConfig, FidelityNet
 from drbfr_cli.nets.ldrm import LDRM, LDRMConfig
 from drbfr_cli.nets.taef2 import ChannelLatentStats, TAEF2FirstStage, load_taef2
@@ -57,7 +62,7 @@ from drbfr_cli.zoo import models_dir
 FORMAT = "drbfr-bundle"
 VERSION = 1
 MANIFEST = "bundle.json"
-PARTS = ("drm_encoder", "vae", "ldrm", "fidelity")
+PARTS = ("drm_encoder", "vae", "ldrm", "fidelity", "drm_head")
 DEFAULT_NAME = "drbfr-small"
 """The bundle restore, eval and doctor use when no model is named (shipped in models/bundles)."""
 LEGACY_DEFAULT_NAME = "default"
@@ -78,6 +83,8 @@ class Bundle:
     """The largest start_t the denoiser was trained for (presets.LDMConfig.train_t_max)."""
     fidelity: FidelityNet | None = None
     """F, the low-frequency reference of the restorations (None: the LQ input is)."""
+    drm_head: DegradationHead | None = None
+    """The degradation head on E_DR's tokens (None: the bundle estimates nothing)."""
 
     @property
     def use_dr(self) -> bool:
@@ -111,9 +118,33 @@ class Bundle:
     def to(self, device: torch.device | str) -> Bundle:
         for module in (self.parts.encoder, self.parts.first_stage.model, self.ldrm):
             module.to(device)
-        if self.fidelity is not None:
-            self.fidelity.to(device)
+        for optional in (self.fidelity, self.drm_head):
+            if optional is not None:
+                optional.to(device)
         return self
+
+    def estimate(self, lq: torch.Tensor) -> list[DegradationEstimate] | None:
+        """Each LQ face's degradation estimate (faces in [-1, 1]), or None without a head."""
+        if self.drm_head is None:
+            return None
+        return estimate_faces(self.parts.encoder, self.drm_head, lq)
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """E_DR and the degradation head of a bundle: the estimate alone, without the denoiser."""
+
+    encoder: torch.nn.Module
+    head: DegradationHead
+
+    def to(self, device: torch.device | str) -> Estimator:
+        self.encoder.to(device)
+        self.head.to(device)
+        return self
+
+    def estimate(self, lq: torch.Tensor) -> list[DegradationEstimate]:
+        """Each LQ face's estimate (N x 3 x S x S in [-1, 1])."""
+        return estimate_faces(self.encoder, self.head, lq)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,6 +271,20 @@ def load_bundle_fidelity(path: Path) -> FidelityNet:
     return network
 
 
+def load_bundle_estimator(path: Path) -> Estimator:
+    """E_DR and the degradation head of a bundle, checked, frozen on the CPU (no denoiser or
+    first stage is read); a one-line error when the bundle carries no head."""
+    encoder, drm = load_bundle_encoder(path)
+    manifest = read_manifest(path)
+    head = _load_drm_head(path, manifest, from_dict(DRMConfig, drm["model"]))
+    if head is None:
+        raise DrbfrError(
+            f"{path}: this bundle carries no degradation head (add one with `drbfr export "
+            "--from-bundle BUNDLE --drm-head RUN`)"
+        )
+    return Estimator(encoder, head)
+
+
 def load_bundle_encoder(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """E_DR of a bundle, checked, frozen on the CPU, with its DRM config record ({"model",
     "preset"}): a bundle stands in for the DRM run it was exported from (`train ldm --drm`)."""
@@ -284,6 +329,7 @@ def load_bundle(path: Path, *, ema: bool = True, weights_dir: Path | None = None
     ldrm = LDRM(network)
     _load_state(ldrm, read_part(path, manifest, denoiser_part(manifest, ema=ema)), "ldrm", path)
     fidelity = _load_fidelity(path, manifest)
+    drm_head = _load_drm_head(path, manifest, drm_config)
     for module in (encoder, first_stage.model, ldrm):
         module.requires_grad_(False).eval()
     parts = FrozenParts(
@@ -292,7 +338,9 @@ def load_bundle(path: Path, *, ema: bool = True, weights_dir: Path | None = None
         vae_config=record,
         drm_config={"model": to_dict(drm_config), "preset": manifest["drm"].get("preset")},
     )
-    bundle = Bundle(parts, ldrm, schedule, sampling, face_size, path, train_t_max, fidelity)
+    bundle = Bundle(
+        parts, ldrm, schedule, sampling, face_size, path, train_t_max, fidelity, drm_head
+    )
     bundle.check_sampling(sampling)
     return bundle
 
@@ -310,6 +358,26 @@ def _load_fidelity(path: Path, manifest: Mapping[str, Any]) -> FidelityNet | Non
     network = FidelityNet(config)
     _load_state(network, read_part(path, manifest, "fidelity"), "fidelity", path)
     return network.requires_grad_(False).eval()
+
+
+def _load_drm_head(
+    path: Path, manifest: Mapping[str, Any], drm: DRMConfig
+) -> DegradationHead | None:
+    """The bundle's degradation head, frozen, or None when the bundle has none."""
+    if "drm_head" not in manifest:
+        return None
+    try:
+        config = from_dict(DRHeadConfig, manifest["drm_head"]["network"], source=f"{path} head")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DrbfrError(f"{path}: bad drm_head entry in the bundle manifest ({exc})") from None
+    if (config.tokens, config.token_dim) != (drm.tokens, drm.token_dim):
+        raise DrbfrError(
+            f"parts disagree: the degradation head reads {config.tokens} x {config.token_dim} "
+            f"DR tokens, the DRM makes {drm.tokens} x {drm.token_dim}"
+        )
+    head = DegradationHead(config)
+    _load_state(head, read_part(path, manifest, "drm_head"), "drm_head", path)
+    return head.requires_grad_(False).eval()
 
 
 def _load_first_stage(

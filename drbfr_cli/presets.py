@@ -27,6 +27,7 @@ from drbfr_cli.errors import DrbfrError
 from drbfr_cli.faces.align import FACE_SIZE
 from drbfr_cli.nets.autoencoder import VQConfig
 from drbfr_cli.nets.drm import DRMConfig
+from drbfr_cli.nets.drm_head import DRHeadConfig
 from drbfr_cli.nets.fidelity import FidelityConfig
 from drbfr_cli.nets.ldrm import LDRMConfig
 from drbfr_cli.nets.taef2 import DOWNSAMPLING as TAEF2_DOWNSAMPLING
@@ -239,6 +240,32 @@ class FidelityModelConfig:
 def fidelity_config_from_preset(preset: str) -> tuple[FidelityModelConfig, dict[str, Any]]:
     """(model config, default training options) of a fidelity-network preset."""
     return _preset("fidelity", FidelityModelConfig, preset)
+
+
+@dataclass(frozen=True)
+class DRMHeadModelConfig:
+    """A degradation-head preset ([model] of models/presets/drm_head.toml): the head's shape and
+    the Eq. (11) crops it trains on (train/drm_head.py): the network's region of faces at
+    its region_size, moved by up to `jitter` px, degraded with `margin` px around it."""
+
+    network: DRHeadConfig = field(default_factory=DRHeadConfig)
+    jitter: int = 16
+    margin: int = 32
+    degradations: DegradationRanges = field(default_factory=DegradationRanges)
+    mild_degradations: DegradationRanges = field(default_factory=DegradationRanges)
+    """Ranges drawn instead of `degradations` for a `mild_fraction` of the crops."""
+    mild_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.mild_fraction <= 1.0:
+            raise ValueError(f"mild_fraction must lie in [0, 1], got {self.mild_fraction}")
+        if self.jitter < 0 or self.margin < 0:
+            raise ValueError("jitter and margin must not be negative")
+
+
+def drm_head_config_from_preset(preset: str) -> tuple[DRMHeadModelConfig, dict[str, Any]]:
+    """(model config, default training options) of a degradation-head preset."""
+    return _preset("drm_head", DRMHeadModelConfig, preset)
 
 
 def drm_config_from_preset(preset: str) -> tuple[DRMConfig, dict[str, Any]]:

@@ -45,6 +45,7 @@ def test_the_shipped_bundle_is_half_precision_ema_only_and_under_60_mb(manifest:
         "drm_encoder.safetensors",
         "ldrm.safetensors",
         "fidelity.safetensors",
+        "drm_head.safetensors",
     }
     for file in manifest["files"]:
         assert (SHIPPED / file).is_file(), f"{SHIPPED / file} is missing"

@@ -32,10 +32,17 @@ def export(
         help="Of the --fidelity run: ema (its EMA weights, when kept) or trained (the weights "
         "of its last step).",
     ),
+    drm_head: Path | None = typer.Option(
+        None,
+        "--drm-head",
+        help="Degradation-head run folder (from drbfr train drm-head on this E_DR), whose head "
+        "the bundle carries (per-face estimates for drbfr inspect and the restore report).",
+    ),
     from_bundle: Path | None = typer.Option(
         None,
         "--from-bundle",
-        help="Instead of --ldm: copy this bundle, adding (or replacing) the --fidelity network.",
+        help="Instead of --ldm: copy this bundle, adding (or replacing) the --fidelity network "
+        "and/or the --drm-head.",
     ),
     low_freq: float | None = typer.Option(
         None,
@@ -52,7 +59,7 @@ def export(
     --half --ema-only (half the size of the EMA alone; loads as float32)."""
     from drbfr_cli.bundle import load_bundle
     from drbfr_cli.errors import DrbfrError
-    from drbfr_cli.train.export import export_bundle, repack_with_fidelity
+    from drbfr_cli.train.export import export_bundle, repack_bundle
 
     with user_errors():
         if fidelity_weights not in ("ema", "trained"):
@@ -61,17 +68,20 @@ def export(
         if (ldm is None) == (from_bundle is None):
             raise DrbfrError("give exactly one of --ldm RUN and --from-bundle BUNDLE")
         if from_bundle is not None:
-            if fidelity is None:
-                raise DrbfrError("--from-bundle needs --fidelity RUN (the part it adds)")
-            path = repack_with_fidelity(
-                from_bundle, fidelity, out, low_freq_sigma=low_freq, fidelity_ema=fidelity_ema
-            )
+            if fidelity is None and drm_head is None:
+                raise DrbfrError(
+                    "--from-bundle needs --fidelity RUN and/or --drm-head RUN (the parts it adds)"
+                )
+            path = repack_bundle(
+                from_bundle, out, fidelity_run=fidelity, drm_head_run=drm_head,
+                low_freq_sigma=low_freq, fidelity_ema=fidelity_ema,
+            )  # fmt: skip
         else:
             if low_freq is not None:
                 raise DrbfrError("--low-freq goes with --from-bundle (set it in the LDM preset)")
             path = export_bundle(
                 ldm, out, drm_run=drm, vae_run=vae, half=half, ema_only=ema_only,
-                fidelity_run=fidelity, fidelity_ema=fidelity_ema,
+                fidelity_run=fidelity, fidelity_ema=fidelity_ema, drm_head_run=drm_head,
             )  # fmt: skip
         bundle = load_bundle(
             path, weights_dir=weights_dir
@@ -81,7 +91,8 @@ def export(
     console.print(
         f"bundle: {path} ({size:.1f} MiB; {bundle.face_size} px faces, "
         f"DR {'on' if bundle.use_dr else 'off (DR-None)'}, "
-        f"fidelity network {'on' if bundle.fidelity is not None else 'off'}, default sampling "
+        f"fidelity network {'on' if bundle.fidelity is not None else 'off'}, "
+        f"degradation head {'on' if bundle.drm_head is not None else 'off'}, default sampling "
         f"{sampling.sampler} {sampling.steps} steps, start_t {sampling.start_t}, "
         f"low-freq sigma {sampling.low_freq_sigma:g})"
     )

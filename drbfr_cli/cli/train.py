@@ -313,3 +313,55 @@ def train_ldm_command(
         )  # fmt: skip
         result = train(LDMTask(settings), loop, out, resume=resume)
     print_result("ldm", result)
+
+
+@app.command("drm-head")
+def train_drm_head_command(
+    data: DataOption,
+    out: OutOption,
+    drm: Path = typer.Option(
+        ..., exists=True, help="DRM run folder, or a bundle, whose frozen E_DR feeds the head."
+    ),
+    preset: str = typer.Option(
+        "small", help="Preset: small or tiny (models/presets/drm_head.toml)."
+    ),
+    lpips_backbone: Path | None = typer.Option(
+        None,
+        "--lpips-backbone",
+        exists=True,
+        dir_okay=False,
+        help="torchvision AlexNet state dict for the severity targets (default: the registry's "
+        "lpips-alexnet, looked up in --weights-dir first).",
+    ),
+    weights_dir: Path | None = typer.Option(
+        None, "--weights-dir", file_okay=False, help="Weights folder to look in first."
+    ),
+    steps: StepsOption = None,
+    batch_size: int | None = typer.Option(None, min=1, help="Crops per step (per process)."),
+    lr: LrOption = None,
+    seed: int = typer.Option(0, help="Seed for weights, crops and degradations."),
+    resume: ResumeOption = False,
+    workers: WorkersOption = None,
+    checkpoint_every: CheckpointEveryOption = 500,
+    log_every: LogEveryOption = 10,
+) -> None:
+    """Train the degradation head: a small MLP on the frozen E_DR's tokens that estimates each
+    face's blur, downscale, noise and JPEG quality and a severity in [0, 1] (drbfr inspect)."""
+    from drbfr_cli.presets import drm_head_config_from_preset
+    from drbfr_cli.train.drm_head import DRMHeadTask, DRMHeadTaskConfig
+    from drbfr_cli.train.loop import train
+
+    with user_errors():
+        model, defaults = drm_head_config_from_preset(preset)
+        loop = loop_config(
+            defaults, steps=steps, batch_size=batch_size, lr=lr, seed=seed, num_workers=workers,
+            mixed_precision="no", checkpoint_every=checkpoint_every, sample_every=0,
+            log_every=log_every,
+        )  # fmt: skip
+        settings = DRMHeadTaskConfig(
+            model=model, data=",".join(data), preset=preset, drm=str(drm), seed=seed,
+            weights_dir=str(weights_dir) if weights_dir else None,
+            lpips_backbone=str(lpips_backbone) if lpips_backbone else None,
+        )  # fmt: skip
+        result = train(DRMHeadTask(settings), loop, out, resume=resume)
+    print_result("drm-head", result)

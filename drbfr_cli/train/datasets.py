@@ -294,3 +294,55 @@ class RestorationPairDataset(Dataset):
         params = sample_mixed_params(rng, self.ranges, self.mild, self.mild_fraction)
         lq = degrade(hq, params, rng)
         return {"hq": _to_tensor(hq), "lq": _to_tensor(lq)}
+
+
+class DegradedCropDataset(Dataset):
+    """Items: hq, lq (3 x h x w in [-1, 1], the size of `box`) and params (sigma, r, delta, q):
+    the box (x0, y0, x1, y1) of a face at its own size, moved by up to `jitter` px and flipped
+    half the time, cut from the face degraded by Eq. (11) with parameters drawn per item from
+    `ranges` (from `mild` for a `mild_fraction` of the items). Only the box and a `margin`
+    around it are degraded (the blur's reach), so an item costs a fraction of a whole face
+    while its pixels are those of the whole degraded face."""
+
+    def __init__(
+        self,
+        faces: Sequence[np.ndarray],
+        *,
+        box: tuple[int, int, int, int],
+        ranges: DegradationRanges,
+        jitter: int = 0,
+        margin: int = 0,
+        mild: DegradationRanges | None = None,
+        mild_fraction: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        height, width = _face_shape(faces)
+        x0, y0, x1, y1 = box
+        if not (jitter <= x0 and x1 + jitter <= width and jitter <= y0 and y1 + jitter <= height):
+            raise DrbfrError(f"box {box} (jitter {jitter}) must lie inside the {width} px faces")
+        self.faces, self.box, self.jitter, self.margin, self.seed = faces, box, jitter, margin, seed
+        self.ranges, self.mild = ranges, mild or ranges
+        self.mild_fraction = mild_fraction if mild is not None else 0.0
+
+    def __len__(self) -> int:
+        return VIRTUAL_LENGTH
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, index, torch.initial_seed() % 2**63, 2])
+        face = self.faces[int(rng.integers(len(self.faces)))].astype(np.float32) / 255.0
+        if rng.random() < 0.5:
+            face = np.ascontiguousarray(face[:, ::-1])
+        dx, dy = (int(v) for v in rng.integers(-self.jitter, self.jitter + 1, size=2))
+        x0, y0, x1, y1 = self.box[0] + dx, self.box[1] + dy, self.box[2] + dx, self.box[3] + dy
+        top, left = max(0, y0 - self.margin), max(0, x0 - self.margin)
+        area = face[top : y1 + self.margin, left : x1 + self.margin]
+        params = sample_mixed_params(rng, self.ranges, self.mild, self.mild_fraction)
+        lq = degrade(area, params, rng)
+        cut = (slice(y0 - top, y1 - top), slice(x0 - left, x1 - left))
+        return {
+            "hq": _to_tensor(area[cut]),
+            "lq": _to_tensor(lq[cut]),
+            "params": torch.tensor(
+                [params.sigma, params.r, params.delta, params.q], dtype=torch.float32
+            ),
+        }

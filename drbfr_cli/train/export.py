@@ -19,6 +19,7 @@ from drbfr_cli.bundle import (
     MANIFEST,
     VERSION,
     check_agreement,
+    load_bundle_encoder,
     load_bundle_fidelity,
     read_manifest,
     read_part,
@@ -32,6 +33,7 @@ from drbfr_cli.nets.autoencoder import LatentStats
 from drbfr_cli.nets.drm import DRMConfig
 from drbfr_cli.presets import LDMConfig, VAEConfig, first_stage_geometry
 from drbfr_cli.train import checkpoint as ckpt
+from drbfr_cli.train.drm_head import encoder_fingerprint, load_drm_head
 from drbfr_cli.train.fidelity import load_fidelity
 from drbfr_cli.train.ldm import load_frozen_encoder, load_ldm
 from drbfr_cli.train.vae import load_vae
@@ -47,6 +49,7 @@ def export_bundle(
     ema_only: bool = False,
     fidelity_run: Path | None = None,
     fidelity_ema: bool = True,
+    drm_head_run: Path | None = None,
 ) -> Path:
     """Write a bundle of an LDM run and the DRM / VAE runs it was trained on (default: the runs
     recorded in the LDM run). Refuses an existing non-empty `out`; written atomically.
@@ -54,7 +57,7 @@ def export_bundle(
     For shipping: `half` stores every floating-point tensor as float16 (loading casts back to
     float32), `ema_only` stores only the EMA denoiser, as ldrm.safetensors. `fidelity_run`: a
     `train fidelity` run whose F the bundle carries (its EMA when kept and `fidelity_ema`, else
-    its trained weights)."""
+    its trained weights). `drm_head_run`: a `train drm-head` run on this E_DR."""
     ldrm, saved = load_ldm(ldm_run, ema=False)
     drm_run = drm_run or Path(saved["drm"])
     encoder, drm_saved = load_frozen_encoder(drm_run)  # a DRM run or a bundle's E_DR
@@ -97,6 +100,9 @@ def export_bundle(
             fidelity_run, geometry.face_size, ema=fidelity_ema
         )
         manifest["sources"]["fidelity"] = str(fidelity_run)
+    if drm_head_run is not None:
+        manifest["drm_head"], tensors["drm_head"] = drm_head_part(drm_head_run, encoder)
+        manifest["sources"]["drm_head"] = str(drm_head_run)
     if half:
         tensors = {name: to_half(state, name) for name, state in tensors.items()}
     return write_bundle(out, manifest, tensors)
@@ -124,32 +130,62 @@ def fidelity_part(
     return entry, network.state_dict()
 
 
-def repack_with_fidelity(
+def drm_head_part(
+    run: Path, encoder: torch.nn.Module
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The bundle's `drm_head` entry and weights (the EMA when kept) from a `train drm-head`
+    run; a one-line error unless the run's E_DR is `encoder` (by fingerprint)."""
+    head, saved = load_drm_head(run)
+    if saved.get("drm_fingerprint") != encoder_fingerprint(encoder):
+        raise DrbfrError(
+            f"{run}: the head was trained on another E_DR than this bundle's "
+            f"(its --drm was {saved.get('drm')}); train it on this bundle"
+        )
+    entry = {
+        "preset": saved.get("preset"),
+        "network": to_dict(head.config),
+        "weights": "ema" if saved_has_ema(run) else "trained",
+        "targets": "estimate.py: log sigma, log r, delta / 20, (100 - q) / 40 in [0, 1]",
+        "severity": "min(1, LPIPS-Alex(LQ, HQ) / 0.8) on the region",
+    }
+    return entry, head.state_dict()
+
+
+def repack_bundle(
     bundle: Path,
-    fidelity_run: Path,
     out: Path,
     *,
+    fidelity_run: Path | None = None,
+    drm_head_run: Path | None = None,
     low_freq_sigma: float | None = None,
     fidelity_ema: bool = True,
 ) -> Path:
-    """A copy of `bundle` in the new folder `out` with the F of `fidelity_run` added (or
-    replacing its own), stored in the bundle's dtype; every other part byte for byte.
-    `low_freq_sigma`: the new default sigma of the low-frequency transfer from F(y)."""
+    """A copy of `bundle` in the new folder `out` with the F of `fidelity_run` and/or the
+    degradation head of `drm_head_run` added (or replacing its own), stored in the bundle's
+    dtype; every other part byte for byte. `low_freq_sigma`: the new default sigma of the
+    low-frequency transfer from F(y)."""
     manifest = read_manifest(bundle)
     if low_freq_sigma is not None:
         sampling = from_dict(SamplingConfig, manifest["sampling"], source=f"{bundle} sampling")
         manifest["sampling"] = to_dict(replace(sampling, low_freq_sigma=low_freq_sigma))
+    new: dict[str, tuple[dict[str, Any], dict[str, torch.Tensor]]] = {}
+    if fidelity_run is not None:
+        new["fidelity"] = fidelity_part(fidelity_run, int(manifest["face_size"]), ema=fidelity_ema)
+    if drm_head_run is not None:
+        new["drm_head"] = drm_head_part(drm_head_run, load_bundle_encoder(bundle)[0])
     tensors = {
         file.removesuffix(".safetensors"): _stored_tensors(bundle, manifest, file)
         for file in manifest.get("files", {})
-        if file != "fidelity.safetensors"
+        if file.removesuffix(".safetensors") not in new
     }
-    entry, state = fidelity_part(fidelity_run, int(manifest["face_size"]), ema=fidelity_ema)
     half = manifest.get("dtype") == "float16"
-    tensors["fidelity"] = to_half(state, "fidelity") if half else state
-    sources = {**manifest.get("sources", {}), "fidelity": str(fidelity_run)}
+    sources = dict(manifest.get("sources", {}))
     manifest = {k: v for k, v in manifest.items() if k != "files"}
-    return write_bundle(out, {**manifest, "fidelity": entry, "sources": sources}, tensors)
+    for name, (entry, state) in new.items():
+        tensors[name] = to_half(state, name) if half else state
+        manifest[name] = entry
+        sources[name] = str(fidelity_run if name == "fidelity" else drm_head_run)
+    return write_bundle(out, {**manifest, "sources": sources}, tensors)
 
 
 def _stored_tensors(bundle: Path, manifest: Mapping[str, Any], file: str) -> dict:
