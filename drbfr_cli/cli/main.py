@@ -20,6 +20,7 @@ from drbfr_cli.cli import (
     demo,
     doctor,
     export,
+    inspect,
     report,
     restore,
     train,
@@ -36,6 +37,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command(name="restore")(restore.restore)
+app.command(name="inspect")(inspect.inspect)
 app.command(name="degrade")(degrade.degrade)
 app.command(name="align")(align.align)
 app.add_typer(eval_cli.app, name="eval")

@@ -345,6 +345,16 @@ def restore(
     max_pixels: Annotated[
         int, typer.Option(help="Refuse larger images (decompression-bomb guard).")
     ] = max_pixels_from_env(),
+    skip_clean: Annotated[
+        str | None,
+        typer.Option(
+            "--skip-clean",
+            metavar="T",
+            help="Paste faces whose estimated severity (0-1, drbfr inspect) is below T back "
+            "untouched; the report counts them as clean (needs a bundle with a degradation head).",
+            rich_help_panel=_MODEL,
+        ),
+    ] = None,
     max_memory: Annotated[
         str,
         typer.Option(
@@ -407,6 +417,7 @@ def restore(
         gallery=gallery,
         max_memory=budget,
         no_face=no_face,
+        skip_clean=parse_skip_clean(skip_clean),
     )
     sampling = {
         "sampler": sampler, "steps": steps, "start_t": start_t, "tem_t": tem_t,
@@ -422,6 +433,8 @@ def restore(
             raise fail("--engine ray runs alone: start it once, not under torchrun")
         if ray_address is not None and engine is not Engine.RAY:
             raise fail("--ray-address needs --engine ray")
+        if options.skip_clean is not None and engine is Engine.RAY:
+            raise fail("--skip-clean runs with --engine local only")
         chosen_device = resolve_device(rank_device(device, rank))
         check_precision(precision, chosen_device)  # before the models' code is even imported
         from drbfr_cli.diffusion.sampling import with_fidelity
@@ -458,6 +471,19 @@ def _memory_budget(max_memory: str, upscale: float, max_pixels: int) -> int | No
         raise fail(f"--max-pixels {max_pixels}: every image would fail; give at least 1")
     with user_errors():
         return parse_memory(max_memory)
+
+
+def parse_skip_clean(text: str | None) -> float | None:
+    """--skip-clean T as a severity in [0, 1] (None when not given); one-line error, exit 2."""
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise fail(f"--skip-clean takes a severity in [0, 1], got {text!r}")
+    return value
 
 
 def _restore_options(**values: Any) -> RestoreOptions:
@@ -664,8 +690,10 @@ class _Printer:
             ("faces restored", summary.faces_restored),
             ("faces / s", f"{summary.faces_per_second:.2f}"),
         ]
-        if summary.faces != summary.faces_restored:
+        if summary.faces != summary.faces_restored + summary.faces_clean:
             rows.insert(4, ("faces in the report (with skipped images)", summary.faces))
+        if summary.faces_clean:
+            rows.insert(-1, ("faces kept as they were (--skip-clean)", summary.faces_clean))
         if summary.niqe_means is not None:
             before, after = summary.niqe_means
             rows.append(("mean NIQE input -> restored", f"{before:.3f} -> {after:.3f}"))

@@ -236,6 +236,13 @@ document.addEventListener('change', function (event) {
       other.checked = box.checked;
       other.closest('.card').classList.toggle('show-boxes', box.checked);
     });
+  } else if (box.id === 'sort-cards') {
+    var cards = document.querySelector('.cards');
+    var key = box.value === 'input' ? 'order' : 'severity';
+    var sign = box.value === 'worst' ? -1 : 1;
+    Array.from(cards.children).sort(function (a, b) {
+      return sign * (parseFloat(a.dataset[key]) - parseFloat(b.dataset[key]));
+    }).forEach(function (card) { cards.appendChild(card); });
   }
 });
 """

@@ -143,11 +143,29 @@ def _page_body(
     parts.append(_not_restored(runs, failures))
     parts.append(
         '<p><label><input type="checkbox" id="all-boxes"> show the face boxes on every image'
-        "</label> · drag a picture (or focus it and use the arrow keys) to compare input and "
-        "restored</p></header>"
+        f"</label>{_sort_control(runs)} · drag a picture (or focus it and use the arrow keys) "
+        "to compare input and restored</p></header>"
     )
     parts += [nav, f'<main class="cards">{"".join(cards)}</main>', nav]
     return "\n".join(parts)
+
+
+def _sort_control(runs: Sequence[Run]) -> str:
+    """The card order menu, when any face carries a degradation estimate."""
+    faces = (f for run in runs for record in run.images for f in record.get("faces", []))
+    if not any(face.get("degradation") for face in faces):
+        return ""
+    return (
+        ' · <label>order: <select id="sort-cards"><option value="input">input</option>'
+        '<option value="worst">most degraded first</option>'
+        '<option value="mildest">least degraded first</option></select></label>'
+    )
+
+
+def card_severity(record: Mapping[str, Any]) -> float | None:
+    """The severity of an image's most degraded face (None without estimates)."""
+    values = [f["degradation"]["severity"] for f in record["faces"] if f.get("degradation")]
+    return max(values) if values else None
 
 
 def _run_summary(run: Run, named: bool) -> str:
@@ -159,6 +177,7 @@ def _run_summary(run: Run, named: bool) -> str:
         ("skipped (finished before)", s.get("skipped")),
         ("failed", s.get("failed")),
         ("faces restored", s.get("faces_restored")),
+        ("faces kept as they were (--skip-clean)", s.get("faces_clean", 0)),
         ("wall time (s)", number(s.get("seconds"), 1)),
         ("faces / s", number(s.get("faces_per_second"), 2)),
     ]
@@ -203,8 +222,10 @@ def _card(index: int, run: Run, record: dict[str, Any], context: _Context) -> st
     status = record["status"]
     name = esc(record["relative"])
     badge = BADGES.get(status, status)
+    severity = card_severity(record)
+    order = f' data-order="{index}" data-severity="{-1 if severity is None else severity}"'
     head = (
-        f'<article class="card" id="img-{index}">'
+        f'<article class="card" id="img-{index}"{order}>'
         f'<h2>{name}<span class="badge {status}">{badge}</span></h2>'
     )
     if status == "failed":
@@ -386,6 +407,7 @@ def _faces(record: dict[str, Any], views: _Views, context: _Context) -> str:
             facts.append(f"identity distance {face['identity']:.3f}")
         elif face.get("identity_failed"):
             facts.append("identity: not embedded")
+        facts += degradation_facts(face)
         reference = (
             f'<img src="{views.reference}" alt="original" loading="lazy">'
             if views.reference
@@ -400,6 +422,19 @@ def _faces(record: dict[str, Any], views: _Views, context: _Context) -> str:
     caption = "input | restored" + (" | original" if views.reference else "")
     heading = f'<p class="tools">faces ({caption})</p>' if figures else ""
     return f'{heading}<div class="faces">{"".join(figures)}</div>'
+
+
+def degradation_facts(face: Mapping[str, Any]) -> list[str]:
+    """A face's estimate for its caption (nothing without one)."""
+    e = face.get("degradation")
+    if not e:
+        return []
+    facts = [
+        f"severity {e['severity']:.2f}",
+        f"est. blur {e['sigma']:.1f} px, scale 1/{e['r']:.1f}, noise {e['delta']:.0f}, "
+        f"JPEG {e['q']:.0f}",
+    ]
+    return facts + (["kept as it was (--skip-clean)"] if face.get("clean") else [])
 
 
 def _prune(thumbs: Path, kept: set[str]) -> None:

@@ -35,7 +35,15 @@ CSV_COLUMNS = (
     "niqe_restored",
     "identity",
     "error",
+    "severity",
+    "sigma",
+    "r",
+    "delta",
+    "q",
+    "clean",
 )
+DEGRADATION_COLUMNS = ("severity", "sigma", "r", "delta", "q")
+"""Per-face estimate columns of the CSV: one value per face, joined by ';' in face order."""
 
 
 class ImageStatus(StrEnum):
@@ -70,6 +78,11 @@ class FaceRecord:
     face ResNet embeddings, Euclidean; lower keeps the identity better)."""
     identity_failed: bool = False
     """--metrics ids was asked for but a face could not be embedded."""
+    degradation: Mapping[str, float] | None = None
+    """The face's degradation estimate (sigma, r, delta, q, severity; estimate.py), when the
+    model carries a degradation head."""
+    clean: bool = False
+    """Pasted back untouched: its severity was below --skip-clean."""
 
 
 @dataclass(frozen=True)
@@ -159,7 +172,9 @@ class RunSummary:
     faces: int = 0
     """Faces in the records: restored by this run or by the earlier run of a skipped image."""
     faces_restored: int = 0
-    """Faces restored by this run."""
+    """Faces restored by this run (not counting faces_clean)."""
+    faces_clean: int = 0
+    """Faces this run pasted back untouched (severity below --skip-clean)."""
     seconds: float = 0.0
     """Wall time of the run."""
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -176,7 +191,9 @@ class RunSummary:
         self.faces += len(record.faces)
         if record.status is ImageStatus.OK:
             self.restored += 1
-            self.faces_restored += len(record.faces)
+            clean = sum(face.clean for face in record.faces)
+            self.faces_restored += len(record.faces) - clean
+            self.faces_clean += clean
         elif record.status is ImageStatus.NO_FACE:
             self.no_face += 1
         elif record.status is ImageStatus.SKIPPED:
@@ -219,6 +236,7 @@ class RunSummary:
                 "failed": self.failed,
                 "faces": self.faces,
                 "faces_restored": self.faces_restored,
+                "faces_clean": self.faces_clean,
                 "seconds": self.seconds,
                 "faces_per_second": self.faces_per_second,
                 "stage_seconds": self.stage_seconds,
@@ -317,4 +335,17 @@ def csv_row(record: Mapping[str, Any]) -> list[Any]:
         "" if mean_out is None else round(mean_out, 4),
         "" if identity is None else round(identity, 4),
         record["error"] or "",
+        *degradation_cells(faces),
+        sum(bool(f.get("clean")) for f in faces),
+    ]
+
+
+def degradation_cells(faces: list[Mapping[str, Any]]) -> list[str]:
+    """The DEGRADATION_COLUMNS cells: each face's value, ';'-joined (empty without estimates)."""
+    estimates = [f.get("degradation") for f in faces]
+    if not any(estimates):
+        return [""] * len(DEGRADATION_COLUMNS)
+    return [
+        ";".join("" if e is None else f"{e[key]:g}" for e in estimates)
+        for key in DEGRADATION_COLUMNS
     ]

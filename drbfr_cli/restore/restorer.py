@@ -20,6 +20,7 @@ from drbfr_cli.choices import Precision
 from drbfr_cli.devices import autocast_dtype, resolve_device
 from drbfr_cli.diffusion.sampling import SamplingConfig
 from drbfr_cli.errors import DrbfrError
+from drbfr_cli.estimate import DegradationEstimate
 
 
 class FaceRestorer(Protocol):
@@ -73,6 +74,16 @@ class BundleRestorer:
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
             restored = self.bundle.restore(lq, seeds, self.sampling)
         return ((restored.float() + 1.0) / 2.0).clamp(0.0, 1.0).cpu()
+
+    @property
+    def can_estimate(self) -> bool:
+        """True when the bundle carries a degradation head."""
+        return self.bundle.drm_head is not None
+
+    def estimate(self, faces: torch.Tensor) -> list[DegradationEstimate] | None:
+        """Each face's degradation estimate (N x 3 x S x S in [0, 1] on the CPU), or None
+        without a degradation head. Computed in fp32, so it is the same at any precision."""
+        return self.bundle.estimate(faces.to(self.device, torch.float32) * 2.0 - 1.0)
 
 
 def load_restorer(

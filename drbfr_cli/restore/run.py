@@ -47,7 +47,9 @@ from drbfr_cli.restore.stages import (
     RestoreOptions,
     RestoreTools,
     drops_alpha,
+    estimate_crops,
     finish_job,
+    keep_clean,
     plan_outputs,
     prepare_job,
     restore_crops,
@@ -189,7 +191,7 @@ def _restore_into(
         if on_record is not None:
             on_record(record)
 
-    runner = BatchRunner(tools.restorer, options.batch_size, notice)
+    runner = BatchRunner(tools.restorer, options.batch_size, notice, options.skip_clean)
     start = time.perf_counter()
     _run_stages(sources, outputs, tools, options, runner, sink, log, notice)
     summary.seconds = time.perf_counter() - start
@@ -198,7 +200,13 @@ def _restore_into(
 
 
 def check_tools(tools: RestoreTools, options: RestoreOptions) -> None:
-    """Whole images need a detector and an upsampler of the chosen scale (ValueError)."""
+    """Whole images need a detector and an upsampler of the chosen scale (ValueError);
+    --skip-clean needs a restorer that estimates severity (DrbfrError)."""
+    if options.skip_clean is not None and not getattr(tools.restorer, "can_estimate", False):
+        raise DrbfrError(
+            "--skip-clean needs a model whose bundle carries a degradation head (add one with "
+            "`drbfr export --from-bundle BUNDLE --drm-head RUN`)"
+        )
     if options.aligned:
         return
     if tools.detector is None or tools.upsampler is None:
@@ -232,12 +240,20 @@ def remove_temporaries(out_dir: Path, sessions: set[str]) -> int:
 
 class BatchRunner:
     """Restores faces in restorer calls of at most `batch_size`; a GPU out-of-memory error
-    halves the batch size for the rest of the run and retries."""
+    halves the batch size for the rest of the run and retries. Each face is estimated first
+    (when the restorer can); faces below `skip_clean` severity are kept as they are."""
 
-    def __init__(self, restorer: FaceRestorer, batch_size: int, notice: Notice) -> None:
+    def __init__(
+        self,
+        restorer: FaceRestorer,
+        batch_size: int,
+        notice: Notice,
+        skip_clean: float | None = None,
+    ) -> None:
         self.restorer = restorer
         self.batch_size = batch_size
         self._notice = notice
+        self.skip_clean = skip_clean
 
     def restore(self, faces: Sequence[FaceJob]) -> None:
         """Fill in `restored` and `seconds` of every face."""
@@ -252,9 +268,10 @@ class BatchRunner:
     def _try(self, chunk: Sequence[FaceJob]) -> bool:
         began = time.perf_counter()
         try:
-            restored = restore_crops(
-                self.restorer, [f.aligned.crop for f in chunk], [f.seed for f in chunk]
-            )
+            estimate_crops(self.restorer, chunk)
+            todo = keep_clean(chunk, self.skip_clean)
+            crops, seeds = [f.aligned.crop for f in todo], [f.seed for f in todo]
+            restored = restore_crops(self.restorer, crops, seeds) if todo else []
         except MemoryError:
             return False  # host memory: as for the GPU's, a smaller batch
         except RuntimeError as exc:
@@ -262,8 +279,10 @@ class BatchRunner:
                 raise
             return False
         seconds = (time.perf_counter() - began) / len(chunk)
-        for face, result in zip(chunk, restored, strict=True):
-            face.restored, face.seconds = result, seconds
+        for face, result in zip(todo, restored, strict=True):
+            face.restored = result
+        for face in chunk:
+            face.seconds = seconds
         return True
 
     def _halve(self) -> None:

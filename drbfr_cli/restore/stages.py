@@ -51,6 +51,7 @@ from drbfr_cli.restore.records import RECORDS_NAME, RecordLog, sha256_bytes
 from drbfr_cli.restore.report import FaceRecord, ImageRecord, ImageStatus
 
 if TYPE_CHECKING:
+    from drbfr_cli.estimate import DegradationEstimate
     from drbfr_cli.faces.detect import Detector
     from drbfr_cli.faces.paste import FaceParser
     from drbfr_cli.metrics.identity import FaceEmbedder
@@ -104,10 +105,14 @@ class RestoreOptions:
     """What a whole image in which no face is found becomes (choices.NoFace)."""
     rank: int | None = 0
     """The rank the records name (ranks.py; None with the Ray engine)."""
+    skip_clean: float | None = None
+    """Faces whose estimated severity is below this are pasted back untouched (None: none)."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.queue_size < 1:
             raise ValueError("batch_size and queue_size must be at least 1")
+        if self.skip_clean is not None and not 0.0 <= self.skip_clean <= 1.0:
+            raise ValueError(f"skip_clean must lie in [0, 1], got {self.skip_clean}")
         if self.upscale <= 0:
             raise ValueError(f"upscale must be positive, got {self.upscale}")
         if not 1 <= self.quality <= 100:
@@ -137,6 +142,10 @@ class FaceJob:
     """float32 RGB FACE_SIZE x FACE_SIZE x 3 in [0, 1], once restored."""
     seconds: float = 0.0
     """This face's share of its batch's restore time."""
+    estimate: DegradationEstimate | None = None
+    """Its degradation estimate, when the restorer's bundle carries a degradation head."""
+    clean: bool = False
+    """Pasted back untouched: its severity was below RestoreOptions.skip_clean."""
 
 
 @dataclass(eq=False)
@@ -340,6 +349,30 @@ def restore_crops(
             f"shape {tuple(batch.shape)}"
         )
     return [resize_square(face, FACE_SIZE) for face in tensor_to_faces(restored)]
+
+
+def estimate_crops(restorer: FaceRestorer, faces: Sequence[FaceJob]) -> None:
+    """Set each face's degradation estimate, when the restorer makes them (a bundle with a
+    degradation head: BundleRestorer.estimate); the estimate sees the crop the restorer does."""
+    estimate = getattr(restorer, "estimate", None)
+    if estimate is None or not faces:
+        return
+    side = restorer.face_size
+    estimates = estimate(faces_to_tensor([resize_square(f.aligned.crop, side) for f in faces]))
+    for face, value in zip(faces, estimates or [None] * len(faces), strict=True):
+        face.estimate = value
+
+
+def keep_clean(faces: Sequence[FaceJob], threshold: float | None) -> list[FaceJob]:
+    """Mark the faces whose severity is below `threshold` clean (their crop is their
+    restoration); returns the others, which still need restoring."""
+    todo = []
+    for face in faces:
+        if threshold is not None and face.estimate and face.estimate.severity < threshold:
+            face.restored, face.clean = face.aligned.crop, True
+        else:
+            todo.append(face)
+    return todo
 
 
 # --------------------------------------------------------------------------- finish
@@ -632,4 +665,6 @@ def face_record(index: int, job: FaceJob, scores: FaceScores) -> FaceRecord:
         niqe_restored=niqe[1],
         identity=scores.identity,
         identity_failed=scores.identity_failed,
+        degradation=None if job.estimate is None else job.estimate.as_dict(),
+        clean=job.clean,
     )

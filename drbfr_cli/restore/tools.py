@@ -77,6 +77,7 @@ def build_tools(
         "aligned": options.aligned,
         "batch_size": options.batch_size,
         "seed": options.seed,
+        "skip_clean": options.skip_clean,
     }
     if options.identity:
         settings["identity"] = identity.DESCRIPTION
