@@ -254,3 +254,14 @@ def test_peak_memory_sees_an_allocation() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert float(done.stdout.strip().splitlines()[-1]) > 48
+
+
+def test_a_variant_ldm_preset_benches_on_its_base_presets_parts() -> None:
+    """small-face trains drbfr-small's denoiser on the small DRM and TAEF2: its random bundle
+    has the small preset's network shape and the small-face preset's sampling."""
+    from drbfr_cli.benchmark.random_bundle import random_bundle
+    from drbfr_cli.presets import ldm_config_from_preset
+
+    face, small = random_bundle("small-face", device="meta"), random_bundle("small", device="meta")
+    assert face.ldrm.config == small.ldrm.config
+    assert face.sampling == ldm_config_from_preset("small-face")[0].sampling != small.sampling

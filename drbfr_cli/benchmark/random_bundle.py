@@ -36,13 +36,15 @@ def random_bundle(
     For benchmarks, whose speed and memory do not depend on the weights. A VQ first stage's
     codebook counts as initialised and its latent scaling factor is 1; TAEF2 has random weights
     and no latent statistics; the sampling defaults are the preset's. device="meta" builds
-    shapes without storage (for FLOP counts).
+    shapes without storage (for FLOP counts). An LDM preset named BASE-VARIANT (small-face)
+    takes the DRM and VAE presets of BASE, whose frozen parts it trains on.
     """
-    drm_config, _ = drm_config_from_preset(preset)
+    parts = preset.split("-")[0]
+    drm_config, _ = drm_config_from_preset(parts)
     ldm_config, _ = ldm_config_from_preset(preset)
     vae_config = None
     if ldm_config.first_stage is FirstStageKind.VQ:
-        vae_config = vae_config_from_preset(preset)[0]
+        vae_config = vae_config_from_preset(parts)[0]
     geometry = first_stage_geometry(_record(vae_config, preset))
     network = ldm_config.network_for(
         latent_channels=geometry.latent_channels,
