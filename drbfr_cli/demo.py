@@ -118,6 +118,7 @@ def restore_all(config: DemoConfig, folders: dict[str, Path], step: Step) -> dic
     """Restore the whole photos and the aligned faces with one loaded model, as `drbfr restore`
     does; returns the restored_imgs folder of each kind."""
     from drbfr_cli.devices import resolve_device
+    from drbfr_cli.diffusion.sampling import SamplingOverrides
     from drbfr_cli.restore.run import restore_images
     from drbfr_cli.restore.stages import RestoreOptions, RestoreTools
     from drbfr_cli.restore.tools import ToolChoices, build_tools
@@ -126,7 +127,7 @@ def restore_all(config: DemoConfig, folders: dict[str, Path], step: Step) -> dic
     choices = ToolChoices(
         model=config.model, device=device, weights_dir=config.weights_dir,
         detector=DetectorKind.YUNET, background=BACKGROUND,
-        sampling={"steps": config.steps, "samples": config.samples},
+        sampling=SamplingOverrides(steps=config.steps, samples=config.samples),
     )  # fmt: skip
     outputs = {}
     tools, settings = None, None

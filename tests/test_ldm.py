@@ -18,7 +18,12 @@ from drbfr_cli.bundle import DEFAULT_NAME, load_bundle, resolve_bundle, shipped_
 from drbfr_cli.choices import Precision
 from drbfr_cli.cli.main import app
 from drbfr_cli.diffusion.pipeline import Condition, LDRMDenoiser, restore_faces
-from drbfr_cli.diffusion.sampling import FIDELITY_START_T, SamplingConfig, restore_latents
+from drbfr_cli.diffusion.sampling import (
+    FIDELITY_START_T,
+    SamplingConfig,
+    SamplingOverrides,
+    restore_latents,
+)
 from drbfr_cli.diffusion.schedule import NoiseSchedule, make_scheduler
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.imaging import write_image
@@ -458,7 +463,7 @@ def test_doctor_restores_one_face_with_a_named_bundle(bundle_dir: Path) -> None:
 
 def test_restorer_options_override_the_bundle_defaults(bundle_dir: Path) -> None:
     restorer = load_restorer(
-        str(bundle_dir), device="cpu", sampling={"steps": 2, "start_t": 0.5, "tem_t": None}
+        str(bundle_dir), device="cpu", sampling=SamplingOverrides(steps=2, start_t=0.5, tem_t=None)
     )
     assert (restorer.sampling.steps, restorer.sampling.start_t) == (2, 0.5)
     assert restorer.sampling.tem_t == SMALL_LDM.sampling.tem_t
@@ -633,10 +638,10 @@ def test_analyze_ldm_scores_lq_vae_and_each_start(
 def test_bf16_autocast_on_cpu_restores_close_to_fp32(bundle_dir: Path) -> None:
     """The precision path that runs without a GPU: bf16 autocast (fp16 needs CUDA)."""
     fp32 = load_restorer(
-        str(bundle_dir), device="cpu", precision=Precision.FP32, sampling={"steps": 2}
+        str(bundle_dir), device="cpu", precision=Precision.FP32, sampling=SamplingOverrides(steps=2)
     )
     bf16 = load_restorer(
-        str(bundle_dir), device="cpu", precision=Precision.BF16, sampling={"steps": 2}
+        str(bundle_dir), device="cpu", precision=Precision.BF16, sampling=SamplingOverrides(steps=2)
     )
     assert (fp32.dtype, bf16.dtype) == (None, torch.bfloat16)
     faces = torch.rand(2, 3, 32, 32)

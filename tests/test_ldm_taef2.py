@@ -13,7 +13,7 @@ import torch
 
 from drbfr_cli.bundle import load_bundle
 from drbfr_cli.diffusion.pipeline import restore_faces
-from drbfr_cli.diffusion.sampling import SamplingConfig, run_timesteps
+from drbfr_cli.diffusion.sampling import SamplingConfig, SamplingOverrides, run_timesteps
 from drbfr_cli.diffusion.schedule import make_scheduler
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.imaging import write_image
@@ -191,10 +191,18 @@ def test_a_bundle_refuses_sampling_beyond_its_trained_noise_levels(
 ) -> None:
     out = export_bundle(runs["ldm"], tmp_path / "bundle")
     assert json.loads((out / "bundle.json").read_text())["train_t_max"] == 0.5
-    load_restorer(str(out), device="cpu", sampling={"start_t": 0.5}, weights_dir=shared_weights_dir)
+    load_restorer(
+        str(out),
+        device="cpu",
+        sampling=SamplingOverrides(start_t=0.5),
+        weights_dir=shared_weights_dir,
+    )
     with pytest.raises(DrbfrError, match=r"trained for start_t <= 0\.5") as caught:
         load_restorer(
-            str(out), device="cpu", sampling={"start_t": 0.8}, weights_dir=shared_weights_dir
+            str(out),
+            device="cpu",
+            sampling=SamplingOverrides(start_t=0.8),
+            weights_dir=shared_weights_dir,
         )
     assert "\n" not in str(caught.value)
     with pytest.raises(ValueError, match="beyond the trained"):

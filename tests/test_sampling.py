@@ -348,8 +348,8 @@ def test_fidelity_weight_maps_to_start_and_low_frequency_between_its_ends() -> N
     from drbfr_cli.diffusion.sampling import (
         FIDELITY_LOW_FREQ,
         FIDELITY_START_T,
+        SamplingOverrides,
         fidelity_sampling,
-        with_fidelity,
     )
 
     generative, faithful = fidelity_sampling(0.0), fidelity_sampling(1.0)
@@ -361,8 +361,10 @@ def test_fidelity_weight_maps_to_start_and_low_frequency_between_its_ends() -> N
     for weight in (-0.1, 1.01):
         with pytest.raises(ValueError, match=r"fidelity must lie in \[0, 1\]"):
             fidelity_sampling(weight)
-    options = {"steps": 4, "start_t": None, "low_freq_sigma": 3.0}
-    assert with_fidelity(options, None) == options
-    merged = with_fidelity(options, 0.0)
-    assert merged == {"steps": 4, "start_t": FIDELITY_START_T[0], "low_freq_sigma": 3.0}
-    SamplingConfig(start_t=merged["start_t"], low_freq_sigma=merged["low_freq_sigma"])
+    options = SamplingOverrides(steps=4, start_t=None, low_freq_sigma=3.0)
+    assert options.with_fidelity(None) == options
+    merged = options.with_fidelity(0.0)
+    assert merged.given() == {"steps": 4, "start_t": FIDELITY_START_T[0], "low_freq_sigma": 3.0}
+    assert merged.apply(SamplingConfig()) == SamplingConfig(
+        steps=4, start_t=FIDELITY_START_T[0], low_freq_sigma=3.0
+    )

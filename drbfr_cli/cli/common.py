@@ -6,12 +6,16 @@ import sys
 import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from drbfr_cli.errors import DrbfrError
+
+if TYPE_CHECKING:
+    from drbfr_cli.diffusion.sampling import SamplingOverrides
 
 # Pipes and logs get full-width lines (paths are never folded); terminals use their own width.
 _LOG_WIDTH = 200
@@ -88,3 +92,15 @@ def parse_range(text: str, name: str) -> tuple[float, float]:
     if lo > hi:
         raise typer.BadParameter(f"{name}: LO must not exceed HI, got {text!r}")
     return lo, hi
+
+
+def parse_sampling(fidelity: float | None, **fields: Any) -> SamplingOverrides:
+    """The sampling options (SamplingOverrides fields, None where not given) over those of
+    --fidelity; a value out of its range is a usage error (one line, exit code 2), found
+    before any model is loaded."""
+    from drbfr_cli.diffusion.sampling import SamplingOverrides
+
+    try:
+        return SamplingOverrides(**fields).with_fidelity(fidelity)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None

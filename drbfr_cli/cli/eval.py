@@ -17,6 +17,7 @@ from drbfr_cli.cli.common import (
     console,
     err_console,
     fail,
+    parse_sampling,
     print_line,
     user_errors,
 )
@@ -24,6 +25,7 @@ from drbfr_cli.imaging import collect_images, max_pixels_from_env, read_image
 from drbfr_cli.metrics import datasets
 
 if TYPE_CHECKING:  # the metric libraries load torch: imported when a command runs
+    from drbfr_cli.diffusion.sampling import SamplingOverrides
     from drbfr_cli.metrics import lpips as lpips_mod
     from drbfr_cli.metrics.evaluate import EvalConfig, EvalResult, ImageResult
 
@@ -141,6 +143,10 @@ def eval_command(
     if restored is not None and model is not None:
         raise fail("give either --restored or --model, not both")
     chosen = parse_metrics(metrics)
+    sampling = parse_sampling(
+        fidelity, steps=steps, start_t=start_t, samples=samples, low_freq_sigma=low_freq,
+        use_fidelity=fidelity_net, fidelity_flip=fidelity_flip,
+    )  # fmt: skip
     from drbfr_cli.metrics.evaluate import EvalConfig
     from drbfr_cli.metrics.fidelity import FidelityConfig
     from drbfr_cli.metrics.report import write_reports
@@ -160,13 +166,6 @@ def eval_command(
         if restored is None:
             if lq is None or out is None:
                 raise fail("restoring needs --lq DIR (aligned LQ faces) and --out DIR")
-            sampling = {
-                "steps": steps, "start_t": start_t, "samples": samples, "low_freq_sigma": low_freq,
-                "use_fidelity": fidelity_net, "fidelity_flip": fidelity_flip,
-            }  # fmt: skip
-            from drbfr_cli.diffusion.sampling import with_fidelity
-
-            sampling = with_fidelity(sampling, fidelity)
             restored = _restore_with(model, lq, out, device, weights_dir, sampling, batch_size)
         net, backbone = _lpips_choice(lpips_net, lpips_backbone, chosen)
         config = EvalConfig(
@@ -213,7 +212,7 @@ def _restore_with(
     out: Path,
     device: str,
     weights_dir: Path | None,
-    sampling: dict,
+    sampling: SamplingOverrides,
     batch_size: int,
 ) -> Path:
     """Restore the aligned LQ faces with a bundle (as `drbfr restore --aligned`); the folder of
@@ -229,7 +228,7 @@ def _restore_with(
     choices = ToolChoices(
         model=model,
         device=device,
-        sampling={key: value for key, value in sampling.items() if value is not None},
+        sampling=sampling,
         weights_dir=weights_dir,
     )
     tools, settings = build_tools(options, choices, notice=lambda _message: None)

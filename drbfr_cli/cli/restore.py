@@ -33,6 +33,7 @@ from drbfr_cli.cli.common import (
     console,
     err_console,
     fail,
+    parse_sampling,
     print_line,
     user_errors,
 )
@@ -389,6 +390,11 @@ def restore(
     from drbfr_cli.faces.detect import DetectOptions
 
     chosen = parse_restore_metrics(metrics)
+    sampling = parse_sampling(
+        fidelity, sampler=sampler, steps=steps, start_t=start_t, tem_t=tem_t,
+        guidance_scale=guidance, samples=samples, low_freq_sigma=low_freq,
+        use_fidelity=fidelity_net, fidelity_flip=fidelity_flip,
+    )  # fmt: skip
     budget = _memory_budget(max_memory, upscale, max_pixels)
     options = _restore_options(
         out_dir=out,
@@ -419,11 +425,6 @@ def restore(
         no_face=no_face,
         skip_clean=parse_skip_clean(skip_clean),
     )
-    sampling = {
-        "sampler": sampler, "steps": steps, "start_t": start_t, "tem_t": tem_t,
-        "guidance_scale": guidance, "samples": samples, "low_freq_sigma": low_freq,
-        "use_fidelity": fidelity_net, "fidelity_flip": fidelity_flip,
-    }  # fmt: skip
     with user_errors():
         from drbfr_cli.devices import check_precision, resolve_device
         from drbfr_cli.restore.ranks import rank_device, rank_from_env
@@ -437,15 +438,13 @@ def restore(
             raise fail("--skip-clean runs with --engine local only")
         chosen_device = resolve_device(rank_device(device, rank))
         check_precision(precision, chosen_device)  # before the models' code is even imported
-        from drbfr_cli.diffusion.sampling import with_fidelity
         from drbfr_cli.restore.tools import ToolChoices
 
-        sampling = with_fidelity(sampling, fidelity)
         choices = ToolChoices(
             model=model,
             device=str(chosen_device),
             precision=precision,
-            sampling={key: value for key, value in sampling.items() if value is not None},
+            sampling=sampling,
             weights_dir=weights_dir,
             detector=detector,
             background=bg_upsampler,

@@ -20,15 +20,20 @@ it), so an item's result never depends on the batch it is in.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, SchedulerMixin
 
 from drbfr_cli.choices import Sampler
-from drbfr_cli.diffusion.schedule import NoiseSchedule, make_scheduler
+
+# diffusers takes seconds to import: it loads where a scheduler is made, so that the CLI can
+# check SamplingOverrides at once.
+if TYPE_CHECKING:
+    from diffusers import SchedulerMixin
+
+    from drbfr_cli.diffusion.schedule import NoiseSchedule
 
 _VARIANCE_STREAM = 1
 """Key of the DDIM eta > 0 noise of `sample` (its start noise is seeded by the seed itself)."""
@@ -114,13 +119,48 @@ def fidelity_sampling(weight: float) -> dict[str, float]:
     return {"start_t": between(FIDELITY_START_T), "low_freq_sigma": between(FIDELITY_LOW_FREQ)}
 
 
-def with_fidelity(options: dict[str, object], weight: float | None) -> dict[str, object]:
-    """Sampling overrides: `fidelity_sampling(weight)` under the options given explicitly
-    (not None), which win; `options` unchanged when weight is None."""
-    if weight is None:
-        return dict(options)
-    given = {key: value for key, value in options.items() if value is not None}
-    return {**options, **fidelity_sampling(weight), **given}
+@dataclass(frozen=True)
+class SamplingOverrides:
+    """The sampling fields a user chose; None keeps the bundle's (SamplingConfig's fields).
+
+    Each value is checked on construction (ValueError), before any bundle is read; `apply`
+    puts them on a bundle's defaults, where what depends on those (eta with the bundle's
+    sampler) is checked, and the bundle checks its trained noise levels (Bundle.check_sampling).
+    """
+
+    sampler: Sampler | None = None
+    steps: int | None = None
+    start_t: float | None = None
+    tem_t: float | None = None
+    tem_steps: int | None = None
+    guidance_scale: float | None = None
+    eta: float | None = None
+    samples: int | None = None
+    low_freq_sigma: float | None = None
+    use_fidelity: bool | None = None
+    fidelity_flip: bool | None = None
+
+    def __post_init__(self) -> None:
+        checked = self.apply(SamplingConfig())  # the ranges, on the defaults
+        if self.sampler is not None:
+            object.__setattr__(self, "sampler", checked.sampler)
+
+    def given(self) -> dict[str, Any]:
+        """The fields set (not None)."""
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None
+        }
+
+    def apply(self, base: SamplingConfig) -> SamplingConfig:
+        """`base` with the fields set here (ValueError when the result is invalid)."""
+        return replace(base, **self.given())
+
+    def with_fidelity(self, weight: float | None) -> SamplingOverrides:
+        """`fidelity_sampling(weight)` under these overrides, whose fields set win; unchanged
+        when weight is None."""
+        if weight is None:
+            return self
+        return replace(SamplingOverrides(**fidelity_sampling(weight)), **self.given())
 
 
 class Denoiser(Protocol):
@@ -139,6 +179,8 @@ class Denoiser(Protocol):
 def _set_steps(scheduler: SchedulerMixin, steps: int) -> None:
     """set_timesteps(steps), dropping the t = -1 that trailing spacing appends for some step
     counts (61, 103, ...: a float `arange` overshoot), which would index abar_{T-1}."""
+    from diffusers import DPMSolverMultistepScheduler
+
     scheduler.set_timesteps(steps)
     timesteps = scheduler.timesteps
     if bool((timesteps >= 0).all()):
@@ -182,6 +224,8 @@ def network_calls(schedule: NoiseSchedule, config: SamplingConfig) -> int:
     """Denoiser calls per face of `restore_latents` with `config`: the truncated run's steps
     (twice each under guidance other than 0 and 1) plus the texture pass's `tem_steps`, once
     per averaged sample."""
+    from drbfr_cli.diffusion.schedule import make_scheduler
+
     per_step = 1 if config.guidance_scale in (0, 1) else 2
     scheduler = make_scheduler(schedule, config.sampler)
     calls = per_step * len(run_timesteps(scheduler, config.steps, config.start_t))
@@ -240,6 +284,8 @@ def _step(
     """z_t -> z_{t-1}. DDIM's last step targets abar = 1, where z_{t-1} is its x0 estimate
     (DDIM Eq. 12, no noise); it is taken from there since diffusers stops at t = 0 instead for
     some step counts (7, 13, ...: its previous timestep is t - T // steps)."""
+    from diffusers import DDIMScheduler
+
     if not isinstance(scheduler, DDIMScheduler):
         return scheduler.step(eps, t, z).prev_sample
     out = scheduler.step(eps, t, z, eta=eta, variance_noise=noise)
@@ -289,6 +335,8 @@ def sample(
     start_t = 1: from z_T = noise (DR-BFR). start_t < 1: from z_{t_s} = sqrt(abar) z_LQ +
     sqrt(1 - abar) noise (DDPM Eq. 4 on the LQ latent; DiffBFR truncated sampling).
     """
+    from drbfr_cli.diffusion.schedule import make_scheduler
+
     _check_seeds(lq_latents, seeds)
     scheduler = make_scheduler(schedule, config.sampler)
     timesteps = run_timesteps(scheduler, config.steps, config.start_t)
@@ -321,6 +369,8 @@ def texture_pass(
 ) -> torch.Tensor:
     """DiffBFR TEM: renoise `latents` to about tem_t * T (DDPM Eq. 4, fresh noise) and run
     tem_steps steps of the unconditional model down to z_0. tem_t = 0: `latents` unchanged."""
+    from drbfr_cli.diffusion.schedule import make_scheduler
+
     _check_seeds(latents, seeds)
     if config.tem_t == 0:
         return latents

@@ -8,17 +8,16 @@ A restorer owns its device and precision; tensors cross this boundary on the CPU
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 
 from drbfr_cli.bundle import Bundle, load_bundle, resolve_bundle
 from drbfr_cli.choices import Precision
 from drbfr_cli.devices import autocast_dtype, resolve_device
-from drbfr_cli.diffusion.sampling import SamplingConfig
+from drbfr_cli.diffusion.sampling import SamplingConfig, SamplingOverrides
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.estimate import DegradationEstimate
 
@@ -91,21 +90,27 @@ def load_restorer(
     *,
     device: str = "auto",
     precision: Precision = Precision.AUTO,
-    sampling: Mapping[str, Any] | SamplingConfig | None = None,
+    sampling: SamplingOverrides | SamplingConfig | None = None,
     weights_dir: Path | None = None,
 ) -> BundleRestorer:
-    """The restorer of a bundle (path or name); `sampling` overrides the bundle's defaults
-    (a SamplingConfig, or a mapping of the fields to change; None values are ignored)."""
+    """The restorer of a bundle (path or name); `sampling` replaces the bundle's defaults (a
+    SamplingConfig) or changes some of them (SamplingOverrides)."""
     chosen = resolve_device(device)
     dtype = autocast_dtype(Precision(precision), chosen)
     bundle = load_bundle(resolve_bundle(model, weights_dir), weights_dir=weights_dir)
-    if isinstance(sampling, SamplingConfig):
-        config = sampling
-    else:
-        changes = {k: v for k, v in (sampling or {}).items() if v is not None}
-        try:
-            config = replace(bundle.sampling, **changes)
-        except (TypeError, ValueError) as exc:
-            raise DrbfrError(f"invalid sampling options ({exc})") from None
+    config = _sampling(bundle, sampling)
     bundle.check_sampling(config)
     return BundleRestorer(bundle, chosen, dtype, config)
+
+
+def _sampling(
+    bundle: Bundle, sampling: SamplingOverrides | SamplingConfig | None
+) -> SamplingConfig:
+    """The sampling a bundle restorer runs; overrides that do not fit the bundle's own
+    sampling (eta > 0 on its DPM-Solver) are a one-line DrbfrError."""
+    if isinstance(sampling, SamplingConfig):
+        return sampling
+    try:
+        return (sampling or SamplingOverrides()).apply(bundle.sampling)
+    except ValueError as exc:
+        raise DrbfrError(f"invalid sampling options ({exc})") from None

@@ -4,7 +4,7 @@ in one line; the restorer is made in one place, `build_restorer`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,7 @@ from typing import Any
 from drbfr_cli import weights
 from drbfr_cli.choices import Background, Precision
 from drbfr_cli.devices import precision_of
+from drbfr_cli.diffusion.sampling import SamplingOverrides
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.faces.detect import WEIGHT_NAMES, Detector, DetectorKind, build_detector
 from drbfr_cli.faces.paste import build_parser
@@ -45,8 +46,8 @@ class ToolChoices:
     device: str = "cpu"
     """A resolved device (see `devices.resolve_device`)."""
     precision: Precision = Precision.AUTO
-    sampling: Mapping[str, Any] = field(default_factory=dict)
-    """Sampling fields that override the bundle's defaults (sampler, steps, start_t, tem_t)."""
+    sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
+    """Sampling fields that override the bundle's defaults (checked when made)."""
     weights_dir: Path | None = None
     detector: DetectorKind | None = None
     """None: the best detector whose weights are present (`resolve_detector`)."""
@@ -123,7 +124,7 @@ def _effective_sampling(restorer: FaceRestorer, choices: ToolChoices) -> dict[st
     report; the options alone for a restorer without one (identity)."""
     config = getattr(restorer, "sampling", None)
     if config is None:
-        return {key: str(value) for key, value in choices.sampling.items()}
+        return {key: str(value) for key, value in choices.sampling.given().items()}
     return {k: v.value if hasattr(v, "value") else v for k, v in asdict(config).items()}
 
 
@@ -135,7 +136,7 @@ def build_restorer(choices: ToolChoices) -> FaceRestorer:
         choices.model,
         device=choices.device,
         precision=choices.precision,
-        sampling=dict(choices.sampling),
+        sampling=choices.sampling,
         weights_dir=choices.weights_dir,
     )
 
