@@ -368,3 +368,30 @@ def test_fidelity_weight_maps_to_start_and_low_frequency_between_its_ends() -> N
     assert merged.apply(SamplingConfig()) == SamplingConfig(
         steps=4, start_t=FIDELITY_START_T[0], low_freq_sigma=3.0
     )
+
+
+def test_sampling_overrides_check_each_value_and_change_only_what_they_set() -> None:
+    from drbfr_cli.diffusion.sampling import SamplingOverrides
+
+    bundle = SamplingConfig(sampler=Sampler.DPMSOLVER, steps=8, start_t=0.5, low_freq_sigma=2.0)
+    assert SamplingOverrides().apply(bundle) == bundle
+    chosen = SamplingOverrides(sampler="ddim", steps=3)
+    assert chosen.sampler is Sampler.DDIM and chosen.given() == {"sampler": "ddim", "steps": 3}
+    assert chosen.apply(bundle) == replace(bundle, sampler=Sampler.DDIM, steps=3)
+    for bad, message in [
+        ({"start_t": 1.5}, r"start_t must lie in \(0, 1\]"),
+        ({"start_t": 0.0}, r"start_t must lie in \(0, 1\]"),
+        ({"tem_t": 1.0}, r"tem_t must lie in \[0, 1\)"),
+        ({"steps": 0}, "must be >= 1"),
+        ({"samples": 0}, "must be >= 1"),
+        ({"low_freq_sigma": -1.0}, "low_freq_sigma must be >= 0"),
+        ({"sampler": "euler"}, "sampler must be one of"),
+        ({"eta": 0.5, "sampler": "dpmsolver++"}, "eta > 0 needs the ddim sampler"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            SamplingOverrides(**bad)
+    eta = SamplingOverrides(eta=0.5)  # fine alone: the bundle's sampler decides
+    with pytest.raises(ValueError, match="eta > 0 needs the ddim sampler"):
+        eta.apply(bundle)
+    with pytest.raises(AttributeError):
+        chosen.steps = 4  # frozen
