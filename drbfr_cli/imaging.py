@@ -453,6 +453,30 @@ def make_output_folder(out_dir: Path) -> None:
         raise DrbfrError(f"{out_dir}: output folder is not writable")
 
 
+def check_folder_target(folder: Path) -> None:
+    """One-line DrbfrError, creating nothing, when `folder` can be no writable folder: it, or
+    the nearest folder above it that exists, is a file or is not writable (make_output_folder
+    creates it later)."""
+    target = Path(os.path.abspath(folder))
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        blocker = "a file of that name exists" if existing == target else f"{existing} is a file"
+        raise DrbfrError(f"{folder}: cannot create the output folder ({blocker})")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        if existing == target:
+            raise DrbfrError(f"{folder}: output folder is not writable")
+        raise DrbfrError(f"{folder}: cannot create the output folder ({existing} is not writable)")
+
+
+def check_file_target(path: Path) -> None:
+    """One-line DrbfrError, creating nothing, when no file can be written at `path`."""
+    if path.is_dir():
+        raise DrbfrError(f"{path}: is a folder, not a file")
+    check_folder_target(path.parent)
+
+
 def temporary_session(path: Path) -> str | None:
     """The TEMP_SESSION of the drbfr process that created the temporary `path`; None for a name
     that is not a drbfr temporary."""

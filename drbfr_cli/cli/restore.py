@@ -438,8 +438,10 @@ def restore(
             raise fail("--skip-clean runs with --engine local only")
         chosen_device = resolve_device(rank_device(device, rank))
         check_precision(precision, chosen_device)  # before the models' code is even imported
-        from drbfr_cli.restore.tools import ToolChoices
+        from drbfr_cli.restore.run import check_output
+        from drbfr_cli.restore.tools import ToolChoices, check_bg_model
 
+        check_output(options)
         choices = ToolChoices(
             model=model,
             device=str(chosen_device),
@@ -452,6 +454,7 @@ def restore(
             bg_tile=bg_tile,
             bg_overlap=bg_overlap,
         )
+        check_bg_model(choices)
         printer = _Printer(quiet=quiet, json_lines=json_lines, rank=rank)
         if engine is Engine.RAY:
             _run_ray(inputs, options, choices, printer, device, ray_address)

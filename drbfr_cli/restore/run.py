@@ -28,7 +28,13 @@ from typing import TYPE_CHECKING, Any
 from drbfr_cli import devices
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.gallery.page import check_targets
-from drbfr_cli.imaging import ImageSource, is_temporary, make_output_folder
+from drbfr_cli.imaging import (
+    ImageSource,
+    check_file_target,
+    check_folder_target,
+    is_temporary,
+    make_output_folder,
+)
 from drbfr_cli.restore.legacy import adopt_legacy_report
 from drbfr_cli.restore.merge import PartWriter, merge_if_complete, parts_dir, remove_parts
 from drbfr_cli.restore.ranks import Rank, agree_on_run
@@ -58,7 +64,7 @@ from drbfr_cli.restore.stages import (
 if TYPE_CHECKING:
     from drbfr_cli.restore.restorer import FaceRestorer
 
-__all__ = ["RestoreOptions", "RestoreTools", "excluded_inputs", "restore_images"]
+__all__ = ["RestoreOptions", "RestoreTools", "check_output", "excluded_inputs", "restore_images"]
 
 Notice = Callable[[str], None]
 _END = object()
@@ -142,6 +148,19 @@ def write_run_gallery(out_dir: Path, notice: Notice) -> None:
         write_restore_gallery(out_dir, [out_dir / REPORT_NAME])
     except DrbfrError as exc:
         notice(f"the gallery was not written: {exc}")
+
+
+def check_output(options: RestoreOptions) -> None:
+    """Before any model is loaded, creating nothing: one-line DrbfrError when OUT can be no
+    writable folder, when report.json (and with the gallery its pages) are not drbfr's, or
+    when the CSV report cannot be written (what `ready_output_folder` and the report would
+    refuse after the models were loaded)."""
+    check_folder_target(options.out_dir)
+    check_report_path(options.out_dir / REPORT_NAME)
+    if options.gallery:
+        check_targets(options.out_dir)
+    if options.report_csv is not None:
+        check_file_target(options.report_csv)
 
 
 def ready_output_folder(out_dir: Path, notice: Notice, *, gallery: bool = False) -> None:

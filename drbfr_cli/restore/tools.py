@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drbfr_cli import weights
 from drbfr_cli.choices import Background, Precision
@@ -27,8 +27,10 @@ from drbfr_cli.restore.background import (
     realesrgan_cpu_minutes,
     realesrgan_weights,
 )
-from drbfr_cli.restore.restorer import FaceRestorer, IdentityRestorer, load_restorer
 from drbfr_cli.restore.stages import RestoreOptions, RestoreTools
+
+if TYPE_CHECKING:  # the bundle code loads in seconds: imported when a restorer is made
+    from drbfr_cli.restore.restorer import FaceRestorer
 
 IDENTITY_MODEL = "identity"
 """--model identity: paste the aligned crops back unchanged (checks detection, alignment and
@@ -130,6 +132,8 @@ def _effective_sampling(restorer: FaceRestorer, choices: ToolChoices) -> dict[st
 
 def build_restorer(choices: ToolChoices) -> FaceRestorer:
     """The one place a restorer is made: IDENTITY_MODEL, or a bundle (drbfr_cli.bundle)."""
+    from drbfr_cli.restore.restorer import IdentityRestorer, load_restorer
+
     if choices.model == IDENTITY_MODEL:
         return IdentityRestorer()
     return load_restorer(
@@ -196,11 +200,7 @@ def build_background(
     """The background upsampler (`auto` resolved by `resolve_background`); an explicit
     `realesrgan` fetches its weights. A `bg_model` file is used instead of the registry's
     Real-ESRGAN."""
-    if choices.bg_model is not None and choices.background is not Background.AUTO:
-        raise DrbfrError(
-            f"--bg-model replaces --bg-upsampler {choices.background.value}: give only one of "
-            "the two"
-        )
+    check_bg_model(choices)
     kind = resolve_background(choices, scale, notice, megapixels)
     if kind is Background.REALESRGAN and choices.bg_model is None:
         ensure_weights(realesrgan_weights(scale), choices.weights_dir, notice)
@@ -214,6 +214,20 @@ def build_background(
         overlap=choices.bg_overlap,
         model_file=choices.bg_model,
     )
+
+
+def check_bg_model(choices: ToolChoices) -> None:
+    """One-line DrbfrError for a `bg_model` beside another upsampler than auto, or one that is
+    not a file (found before any weight is read)."""
+    if choices.bg_model is None:
+        return
+    if choices.background is not Background.AUTO:
+        raise DrbfrError(
+            f"--bg-model replaces --bg-upsampler {choices.background.value}: give only one of "
+            "the two"
+        )
+    if not choices.bg_model.is_file():
+        raise DrbfrError(f"{choices.bg_model}: background model file not found")
 
 
 def resolve_background(
