@@ -41,3 +41,24 @@ def test_a_missing_option_is_one_line_and_help_still_works(tmp_path: Path):
     helped = drbfr("restore", "-h")
     assert helped.returncode == 0 and "--no-face" in helped.stdout
     assert drbfr("--version").stdout.startswith("drbfr ")
+
+
+def test_ctrl_c_exits_130_and_other_errors_keep_their_traceback(monkeypatch):
+    import typer
+
+    from drbfr_cli.cli import main
+
+    def interrupted(**_kwargs):
+        raise typer.Abort()
+
+    monkeypatch.setattr(main, "app", interrupted)
+    with pytest.raises(SystemExit) as stopped:
+        main.run()
+    assert stopped.value.code == 130
+
+    def broken(**_kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(main, "app", broken)
+    with pytest.raises(RuntimeError, match="a bug"):  # not hidden behind an AttributeError
+        main.run()

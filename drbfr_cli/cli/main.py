@@ -79,7 +79,7 @@ def run() -> None:
     except click_errors.ClickException as exc:
         print_line(err_console, ERROR, exc.format_message())
         sys.exit(exc.exit_code)
-    except click_errors.Abort:
+    except typer.Abort:  # Ctrl-C (click raises it for KeyboardInterrupt)
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
 
