@@ -14,6 +14,7 @@ import glob
 import os
 import re
 import secrets
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -113,8 +114,9 @@ def read_image(path: Path | str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
     including images larger than `max_pixels` (checked from the header, before decoding).
     """
     path = Path(path)
-    if path.is_dir():
-        raise ImageReadError(path, "is a folder, not an image file")
+    kind = special_file(path)
+    if kind is not None:  # reading a named pipe would wait for a writer
+        raise ImageReadError(path, f"is {kind}, not an image file")
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -129,11 +131,29 @@ def read_image(path: Path | str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
 def probe_size(path: Path | str) -> tuple[int, int] | None:
     """An image file's (width, height) from its header, decoding no pixel; None when the file
     cannot be opened as an image (reading it then says why)."""
+    if special_file(Path(path)) is not None:
+        return None
     try:
         with Image.open(path) as pil:
             return pil.size
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
         return None
+
+
+def special_file(path: Path) -> str | None:
+    """What `path` is when it exists but is no regular file ("a folder", "a named pipe (FIFO)",
+    ...); None for a regular file, or for a path that cannot be examined (reading it says why)."""
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    return "a socket" if stat.S_ISSOCK(mode) else "a device"
 
 
 def _missing_reason(path: Path) -> str:
@@ -584,9 +604,9 @@ def is_broken_link(path: Path) -> bool:
 def _walk(root: Path, on_skip: Callable[[Path], None]) -> list[Path]:
     """The image files and broken links under `root` (symbolic links to folders not followed),
     without the folders below it that hold drbfr output."""
-    if root.is_file() or is_broken_link(root):
-        return [root]
     if not root.is_dir():
+        if os.path.lexists(root):  # a file, a broken link, a named pipe: reading says what fails
+            return [root]
         raise ImageReadError(root, "no such file or folder")
     found: list[Path] = []
     for folder, dirs, files in os.walk(root):
