@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import fnmatch
 import glob
+import hashlib
 import os
 import re
 import secrets
@@ -459,6 +460,22 @@ def make_temporary_folder(path: Path) -> Path:
 
 def _temporary_name(path: Path) -> Path:
     return path.parent / f"{TEMP_PREFIX}{TEMP_SESSION}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
+
+
+NAME_MAX = 255
+"""Longest file name in bytes on the common file systems (ext4, XFS, Btrfs, APFS)."""
+
+
+def fit_name(stem: str, tail: str) -> str:
+    """`stem + tail` as a file name of at most NAME_MAX bytes: a stem too long for it is cut
+    and marked `~` plus 8 hex digits of its sha256, so that stems cut alike stay apart."""
+    if len(os.fsencode(stem + tail)) <= NAME_MAX:
+        return stem + tail
+    mark = "~" + hashlib.sha256(os.fsencode(stem)).hexdigest()[:8]
+    room = NAME_MAX - len(os.fsencode(mark + tail))
+    while len(os.fsencode(stem)) > room:
+        stem = stem[:-1]
+    return stem + mark + tail
 
 
 def make_output_folder(out_dir: Path) -> None:

@@ -1,4 +1,5 @@
-"""Odd inputs through the real CLI on real photos: a named pipe among the inputs."""
+"""Odd inputs through the real CLI on real photos: a named pipe among the inputs, a 254-byte
+file name, and the summary read from a pipe (not a terminal)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from drbfr_cli.imaging import NAME_MAX
 from tests.test_restore_cli import IDENTITY, small_copies
 
 
@@ -57,3 +59,34 @@ def test_a_named_pipe_fails_alone_and_never_blocks(photos, shared_weights_dir, t
     )  # fmt: skip
     assert piped.returncode == 1, piped.stderr
     assert _statuses(tmp_path / "o3") == {"a.jpg": "ok", "b.png": "ok", "pipe.jpg": "failed"}
+
+
+def test_a_254_byte_name_restores_and_the_summary_is_not_folded_in_a_pipe(
+    photos, shared_weights_dir, tmp_path
+):
+    name = "n" * 250 + ".png"
+    (photos / "b.png").rename(photos / name)
+    bad = photos / ("x" * 250 + ".jpg")
+    bad.write_text("not a picture")
+    out = tmp_path / ("o" * 200) / "out"  # a long output path, too
+    args = ("restore", photos, "-o", out, "--save-faces", "--suffix", "_restored")
+    result = _drbfr(*args, *_weights(shared_weights_dir), COLUMNS="80")
+    assert result.returncode == 1, result.stderr
+    assert _statuses(out) == {"a.jpg": "ok", name: "ok", bad.name: "failed"}
+    assert f"error: {bad}: not an image, or an unsupported format" in result.stderr.splitlines()
+    written = [p for p in out.rglob("*") if p.is_file() and p.name.startswith("nnn")]
+    assert len(written) == 1 + 3 * 2  # the image; two faces in each face folder
+    assert all(len(os.fsencode(p.name)) <= NAME_MAX for p in written)
+    restored = out / "restored_imgs"
+    cut = [p.name for p in restored.iterdir() if p.name.startswith("nnn")]
+    assert cut[0].endswith("_restored.png") and "~" in cut[0]
+    lines = result.stdout.splitlines()
+    rows = {line.split("│")[0].strip(): line.split("│")[1].strip() for line in lines if "│" in line}
+    assert rows["restored"] == "2" and rows["faces restored"] == "4" and rows["failed"] == "1"
+    assert f"report: {out / 'report.json'}" in lines  # the long path on one line
+    again = _drbfr(*args, "--json", *_weights(shared_weights_dir), COLUMNS="80")
+    assert again.returncode == 1
+    assert _statuses(out) == {"a.jpg": "skipped", name: "skipped", bad.name: "failed"}
+    summary = again.stderr.splitlines()  # with --json the summary is on stderr
+    assert any(line.split("│")[0].strip() == "skipped (finished before)" for line in summary)
+    assert f"report: {out / 'report.json'}" in summary

@@ -38,6 +38,7 @@ from drbfr_cli.imaging import (
     as_written,
     encode_image,
     faces_to_tensor,
+    fit_name,
     is_gray,
     probe_size,
     read_image,
@@ -184,18 +185,19 @@ def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
 
 
 def output_path(relative: Path, options: RestoreOptions) -> Path:
-    """OUT/restored_imgs/<relative>, with --ext and --suffix applied (unknown extensions: png)."""
+    """OUT/restored_imgs/<relative>, with --ext and --suffix applied (unknown extensions: png;
+    a name over 255 bytes cut, see fit_name)."""
     ext = relative.suffix if options.ext is OutputFormat.SAME else f".{options.ext.value}"
     if ext.lower() not in IMAGE_EXTENSIONS:
         ext = ".png"
-    name = f"{relative.stem}{options.suffix}{ext}"
+    name = fit_name(relative.stem, f"{options.suffix}{ext}")
     return options.out_dir / RESTORED_IMGS / relative.with_name(name)
 
 
 def face_path(output: Path, options: RestoreOptions, folder: str, index: int) -> Path:
     """Where face `index` of the image written to `output` goes in OUT/<folder>."""
     relative = output.relative_to(options.out_dir / RESTORED_IMGS)
-    name = f"{relative.stem}_{index:02d}{relative.suffix}"
+    name = fit_name(relative.stem, f"_{index:02d}{relative.suffix}")
     return options.out_dir / folder / relative.with_name(name)
 
 
@@ -464,9 +466,14 @@ def not_ours(path: Path) -> str:
 
 
 def check_replaceable(files: dict[Path, bytes], log: RecordLog) -> None:
-    """DrbfrError when a file drbfr did not write sits at one of the paths."""
+    """DrbfrError when a file drbfr did not write sits at one of the paths (or when a path
+    cannot be examined)."""
     for path in files:
-        if path.exists() and not log.owns(path):
+        try:
+            present = path.exists()
+        except OSError as exc:
+            raise DrbfrError(f"{path}: cannot be examined ({exc.strerror or exc})") from None
+        if present and not log.owns(path):
             raise DrbfrError(not_ours(path))
 
 
