@@ -42,6 +42,11 @@ DEFAULT_MAX_PIXELS = 200_000_000
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".tif", ".tiff"}
 )
+FIRST_FRAME_EXTENSIONS = frozenset({".gif"})
+"""Read as their first frame (an animation's other frames are dropped), never written: drbfr
+writes PNG for them, which keeps every restored colour (a GIF holds 256)."""
+INPUT_EXTENSIONS = IMAGE_EXTENSIONS | FIRST_FRAME_EXTENSIONS
+"""What folders are searched for (and what `is_image_path` accepts)."""
 ALPHA_EXTENSIONS = frozenset({".png", ".webp", ".tif", ".tiff"})
 """Formats that keep an alpha channel when drbfr writes them."""
 
@@ -533,8 +538,13 @@ def is_temporary(path: Path, sessions: Iterable[str] | None = None) -> bool:
 
 
 def is_image_path(path: Path) -> bool:
-    """True when the extension is a supported image format (case-insensitive)."""
-    return path.suffix.lower() in IMAGE_EXTENSIONS
+    """True when the extension is a supported input format (case-insensitive)."""
+    return path.suffix.lower() in INPUT_EXTENSIONS
+
+
+def writable_name(relative: Path) -> Path:
+    """`relative` with .png for an input format drbfr does not write (GIF)."""
+    return relative if relative.suffix.lower() in IMAGE_EXTENSIONS else relative.with_suffix(".png")
 
 
 def expand_inputs(arguments: Sequence[str], stdin: Iterable[str] = ()) -> list[Path]:

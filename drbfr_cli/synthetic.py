@@ -28,6 +28,7 @@ from drbfr_cli.imaging import (
     make_output_folder,
     read_image,
     real_path,
+    writable_name,
     write_bytes_atomic,
     write_image,
 )
@@ -164,7 +165,7 @@ def degrade_one(
     """Read, prepare, degrade and write one image; failures are returned, never raised."""
     relative = source.relative.as_posix()
     record = plan_record(relative, config)
-    target = out_dir / source.relative
+    target = out_dir / writable_name(source.relative)
     if target.exists() and not config.overwrite:
         if previous == record:
             return DegradeOutcome(relative, Status.UNCHANGED, record)
@@ -178,7 +179,7 @@ def degrade_one(
         write_image(target, lq, grayscale=image.grayscale, quality=LQ_JPEG_QUALITY)
         if config.hq_out is not None:
             write_image(
-                config.hq_out / source.relative,
+                config.hq_out / writable_name(source.relative),
                 hq,
                 grayscale=image.grayscale,
                 quality=LQ_JPEG_QUALITY,
@@ -236,8 +237,17 @@ def make_lq_set(
 
 
 def _check_output_folder(out_dir: Path, sources: Sequence[ImageSource]) -> None:
-    """Refuse an output folder that would overwrite inputs, or that cannot be written."""
-    targets = {real_path(out_dir / s.relative) for s in sources}
+    """Refuse an output folder that would overwrite inputs, or that cannot be written, and two
+    inputs written to one file (a.gif and a.png: a GIF is written as PNG)."""
+    owners: dict[Path, Path] = {}
+    for source in sources:
+        target = real_path(out_dir / writable_name(source.relative))
+        if target in owners:
+            raise DrbfrError(
+                f"{owners[target]} and {source.path} would both be written to {target}; rename one"
+            )
+        owners[target] = source.path
+    targets = set(owners)
     clash = next((s.path for s in sources if real_path(s.path) in targets), None)
     if clash is not None:
         raise DrbfrError(f"{out_dir}: output would overwrite the input {clash}; choose another -o")

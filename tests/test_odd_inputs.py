@@ -1,5 +1,5 @@
 """Odd inputs through the real CLI on real photos: a named pipe among the inputs, a 254-byte
-file name, and the summary read from a pipe (not a terminal)."""
+file name, GIFs named or found in a folder, and the summary read from a pipe (not a terminal)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
+from typer.testing import CliRunner
 
-from drbfr_cli.imaging import NAME_MAX
+from drbfr_cli.cli.main import app
+from drbfr_cli.imaging import NAME_MAX, read_image, to_uint8
 from tests.test_restore_cli import IDENTITY, small_copies
+
+runner = CliRunner()
+GIF_NOTE = "note: 1 GIF input(s): each is restored from its first frame"
 
 
 def _drbfr(*args: str | Path, **env: str) -> subprocess.CompletedProcess:
@@ -90,3 +97,49 @@ def test_a_254_byte_name_restores_and_the_summary_is_not_folded_in_a_pipe(
     summary = again.stderr.splitlines()  # with --json the summary is on stderr
     assert any(line.split("│")[0].strip() == "skipped (finished before)" for line in summary)
     assert f"report: {out / 'report.json'}" in summary
+
+
+def _gif(path: Path, frames: list[np.ndarray]) -> None:
+    images = [Image.fromarray(to_uint8(frame)) for frame in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=100)
+
+
+def test_gifs_are_restored_from_their_first_frame_named_or_in_a_folder(
+    photos, shared_weights_dir, tmp_path
+):
+    first = read_image(photos / "a.jpg").rgb
+    _gif(photos / "anim.gif", [first, first[::-1].copy()])  # two frames: the second upside down
+    Image.open(photos / "anim.gif").convert("RGB").save(tmp_path / "first.png")
+    weights = _weights(shared_weights_dir)
+    found = runner.invoke(app, ["restore", str(photos), "-o", str(tmp_path / "f"), *weights])
+    assert found.exit_code == 0, found.output
+    assert found.stderr.count(GIF_NOTE) == 1
+    assert _statuses(tmp_path / "f") == {"a.jpg": "ok", "anim.gif": "ok", "b.png": "ok"}
+    out = tmp_path / "named"
+    named = runner.invoke(app, ["restore", str(photos / "anim.gif"), str(tmp_path / "first.png"),
+                                "-o", str(out), *weights])  # fmt: skip
+    assert named.exit_code == 0, named.output
+    assert named.stderr.count(GIF_NOTE) == 1
+    gif_out, png_out = (
+        read_image(out / "restored_imgs" / n).rgb for n in ("anim.png", "first.png")
+    )
+    assert np.array_equal(gif_out, png_out)  # the first frame, as its PNG restores
+    assert np.array_equal(gif_out, read_image(tmp_path / "f" / "restored_imgs" / "anim.png").rgb)
+    assert sorted(p.name for p in (out / "restored_imgs").iterdir()) == ["anim.png", "first.png"]
+
+
+def test_degrade_writes_a_gif_as_png_and_refuses_two_inputs_for_one_file(photos, tmp_path):
+    _gif(photos / "c.gif", [read_image(photos / "a.jpg").rgb])
+    out = tmp_path / "lq"
+    result = runner.invoke(app, ["degrade", str(photos), "-o", str(out), "--size", "64"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.glob("*.*") if p.suffix != ".jsonl") == [
+        "a.jpg",
+        "b.png",
+        "c.png",
+    ]
+    _gif(photos / "b.gif", [read_image(photos / "a.jpg").rgb])
+    clash = runner.invoke(
+        app, ["degrade", str(photos), "-o", str(tmp_path / "lq2"), "--size", "64"]
+    )
+    assert clash.exit_code == 2 and "would both be written to" in clash.stderr

@@ -630,7 +630,20 @@ def _find_sources(
     if not sources:
         where = ", ".join("stdin" if a == STDIN_ARGUMENT else a for a in arguments)
         raise fail(f"no images found in {where}")
+    _note_first_frames(sources, notice)
     return sources
+
+
+def _note_first_frames(sources: list[ImageSource], notice: Callable[[str], None]) -> None:
+    """One note when GIFs are among the inputs: only their first frame is restored."""
+    from drbfr_cli.imaging import FIRST_FRAME_EXTENSIONS
+
+    count = sum(source.path.suffix.lower() in FIRST_FRAME_EXTENSIONS for source in sources)
+    if count:
+        notice(
+            f"{count} GIF input(s): each is restored from its first frame (an animation's "
+            "other frames are dropped) and written as PNG"
+        )
 
 
 # --------------------------------------------------------------------------- printing
