@@ -46,7 +46,7 @@ from drbfr_cli.config import from_dict, to_dict
 from drbfr_cli.diffusion.pipeline import FrozenParts, restore_faces
 from drbfr_cli.diffusion.sampling import SamplingConfig
 from drbfr_cli.diffusion.schedule import NoiseSchedule
-from drbfr_cli.errors import DrbfrError
+from drbfr_cli.errors import DrbfrError, first_line, load_strict
 from drbfr_cli.estimate import DegradationEstimate, estimate_faces
 from drbfr_cli.imaging import make_temporary_folder
 from drbfr_cli.nets.autoencoder import FirstStage, LatentStats, VQAutoencoder
@@ -237,8 +237,7 @@ def _parse_part(data: bytes, file: Path) -> dict[str, torch.Tensor]:
     try:
         return safetensors.torch.load(data)
     except (safetensors.SafetensorError, ValueError, RuntimeError, OverflowError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DrbfrError(f"{file}: not a readable safetensors file ({reason})") from None
+        raise DrbfrError(f"{file}: not a readable safetensors file ({first_line(exc)})") from None
 
 
 def _as_float32(tensor: torch.Tensor) -> torch.Tensor:
@@ -252,14 +251,13 @@ def denoiser_part(manifest: dict[str, Any], *, ema: bool = True) -> str:
     return "ldrm.ema" if ema and has_ema else "ldrm"
 
 
-def _load_state(module: torch.nn.Module, state: dict, what: str, path: Path) -> None:
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as exc:
-        first_line = str(exc).splitlines()[0]
-        raise DrbfrError(
-            f"{path}: {what} weights do not match the bundle's config ({first_line})"
-        ) from None
+def _load_part(
+    module: torch.nn.Module, path: Path, manifest: Mapping[str, Any], part: str, what: str = ""
+) -> None:
+    """Load the bundle's checked `part` into `module` strictly (`what`: its name in errors)."""
+    state = read_part(path, manifest, part)
+    message = f"{what or part} weights do not match the bundle's config"
+    load_strict(module, state, what=message, where=path)
 
 
 def load_bundle_fidelity(path: Path) -> FidelityNet:
@@ -294,7 +292,7 @@ def load_bundle_encoder(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     except (KeyError, TypeError) as exc:
         raise DrbfrError(f"{path}: incomplete bundle manifest (missing {exc})") from None
     encoder = build_drm(drm_config)["encoder"]
-    _load_state(encoder, read_part(path, manifest, "drm_encoder"), "drm_encoder", path)
+    _load_part(encoder, path, manifest, "drm_encoder")
     encoder.requires_grad_(False).eval()
     return encoder, {"model": to_dict(drm_config), "preset": manifest["drm"].get("preset")}
 
@@ -325,9 +323,9 @@ def load_bundle(path: Path, *, ema: bool = True, weights_dir: Path | None = None
         )
     verify_files(path, manifest)
     encoder = build_drm(drm_config)["encoder"]
-    _load_state(encoder, read_part(path, manifest, "drm_encoder"), "drm_encoder", path)
+    _load_part(encoder, path, manifest, "drm_encoder")
     ldrm = LDRM(network)
-    _load_state(ldrm, read_part(path, manifest, denoiser_part(manifest, ema=ema)), "ldrm", path)
+    _load_part(ldrm, path, manifest, denoiser_part(manifest, ema=ema), "ldrm")
     fidelity = _load_fidelity(path, manifest)
     drm_head = _load_drm_head(path, manifest, drm_config)
     for module in (encoder, first_stage.model, ldrm):
@@ -356,7 +354,7 @@ def _load_fidelity(path: Path, manifest: Mapping[str, Any]) -> FidelityNet | Non
     except (KeyError, TypeError, ValueError) as exc:
         raise DrbfrError(f"{path}: bad fidelity entry in the bundle manifest ({exc})") from None
     network = FidelityNet(config)
-    _load_state(network, read_part(path, manifest, "fidelity"), "fidelity", path)
+    _load_part(network, path, manifest, "fidelity")
     return network.requires_grad_(False).eval()
 
 
@@ -376,7 +374,7 @@ def _load_drm_head(
             f"DR tokens, the DRM makes {drm.tokens} x {drm.token_dim}"
         )
     head = DegradationHead(config)
-    _load_state(head, read_part(path, manifest, "drm_head"), "drm_head", path)
+    _load_part(head, path, manifest, "drm_head")
     return head.requires_grad_(False).eval()
 
 
@@ -400,7 +398,7 @@ def _load_first_stage(
     vae_config = from_dict(VAEConfig, manifest["vae"]["model"], source=f"{path} vae")
     latent = from_dict(LatentStats, manifest["vae"]["latent"], source=f"{path} latent")
     vae = VQAutoencoder(vae_config.network)
-    _load_state(vae, read_part(path, manifest, "vae"), "vae", path)
+    _load_part(vae, path, manifest, "vae")
     quantize = bool(manifest.get("decode_quantized", True))
     record = {"model": to_dict(vae_config), "latent": to_dict(latent)}
     return FirstStage(vae, latent.scaling_factor, quantize), record

@@ -23,6 +23,7 @@ import numpy as np
 
 from drbfr_cli import devices, weights
 from drbfr_cli.degradations import DegradationParams, add_gaussian_noise, degrade
+from drbfr_cli.errors import first_line
 from drbfr_cli.faces.detect import DetectOptions, DetectorKind, build_detector, detect_faces
 from drbfr_cli.imaging import faces_to_tensor, from_uint8, tensor_to_faces
 
@@ -185,7 +186,7 @@ def check_device_math() -> Finding:
     try:
         got = torch.nn.functional.conv2d(x.to(device), w.to(device), padding=1).cpu()
     except RuntimeError as exc:
-        return Finding("checks", f"conv2d on {device}", Level.FAIL, str(exc).splitlines()[0])
+        return Finding("checks", f"conv2d on {device}", Level.FAIL, first_line(exc))
     err = float((got - reference).abs().max())
     level = Level.OK if err < 1e-2 else Level.FAIL
     return Finding("checks", f"conv2d on {device}", level, f"max |diff| vs CPU {err:.2e}")
@@ -267,6 +268,5 @@ def run(weights_dir: Path | None = None, model: str | None = None) -> list[Findi
         try:
             findings.extend(step())
         except Exception as exc:  # a broken install must still give a full report
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            findings.append(Finding("checks", name, Level.FAIL, message))
+            findings.append(Finding("checks", name, Level.FAIL, first_line(exc)))
     return findings

@@ -23,7 +23,7 @@ from typing import Any
 
 from drbfr_cli import zoo
 from drbfr_cli.download import DownloadError, download
-from drbfr_cli.errors import DrbfrError
+from drbfr_cli.errors import DrbfrError, first_line
 
 MANIFEST_NAME = "manifest.toml"
 RECORD_SUFFIX = ".sha256"
@@ -312,8 +312,7 @@ def load_verified(
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsCorruptError(f"{name}: {path} cannot be loaded: {first_line}") from None
+        raise WeightsCorruptError(f"{name}: {path} cannot be loaded: {first_line(exc)}") from None
 
 
 # --------------------------------------------------------------------------- downloads

@@ -110,11 +110,12 @@ class Clock:
 def _guarded(results: Results, kind: str, key: dict[str, Any], fn: Callable[[], dict]) -> None:
     """Run one case; an out-of-memory or other runtime failure is a result too."""
     from drbfr_cli.devices import free_memory, is_out_of_memory
+    from drbfr_cli.errors import first_line
 
     try:
         results.write(kind, **key, **fn())
     except (RuntimeError, ValueError, NotImplementedError) as exc:
-        reason = "out of memory" if is_out_of_memory(exc) else str(exc).splitlines()[0][:300]
+        reason = "out of memory" if is_out_of_memory(exc) else first_line(exc)[:300]
         results.write(kind, **key, failed=reason)
     finally:
         free_memory()

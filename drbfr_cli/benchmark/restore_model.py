@@ -22,6 +22,7 @@ from drbfr_cli.benchmark.random_bundle import shape_copy
 from drbfr_cli.bundle import Bundle
 from drbfr_cli.diffusion.pipeline import Condition, LDRMDenoiser, condition
 from drbfr_cli.diffusion.sampling import SamplingConfig, network_calls, restore_latents
+from drbfr_cli.errors import first_line
 from drbfr_cli.imaging import faces_to_tensor
 from drbfr_cli.nets.autoencoder import VQAutoencoder
 from drbfr_cli.restore.restorer import BundleRestorer
@@ -282,7 +283,7 @@ def baseline_results(
             try:
                 measurement = runner.measure(lambda b=built, x=x: b(x))
             except RuntimeError as exc:  # e.g. an operator without fp16 / bf16 kernels
-                rows.append({"batch": batch, "failed": str(exc).splitlines()[0]})
+                rows.append({"batch": batch, "failed": first_line(exc)})
                 continue
             rows.append({"batch": batch, **timing_row(measurement, batch)})
         results[name] = {**baseline_facts(built), "rows": rows}

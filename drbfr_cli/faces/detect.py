@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from drbfr_cli import weights
-from drbfr_cli.errors import DrbfrError
+from drbfr_cli.errors import DrbfrError, load_strict
 
 if TYPE_CHECKING:
     import torch
@@ -273,13 +273,8 @@ def load_retinaface_state(
 ) -> None:
     """Load a RetinaFace state dict (keys with or without DataParallel's `module.`)."""
     cleaned = {key.removeprefix("module."): value for key, value in state_dict.items()}
-    try:
-        net.load_state_dict(cleaned, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise weights.WeightsCorruptError(
-            f"{name}: not a RetinaFace checkpoint ({first})"
-        ) from None
+    what = "not a RetinaFace checkpoint"
+    load_strict(net, cleaned, what=what, where=name, error=weights.WeightsCorruptError)
 
 
 def _retinaface_input(image: np.ndarray) -> torch.Tensor:

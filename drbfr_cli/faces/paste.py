@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from drbfr_cli import weights
+from drbfr_cli.errors import load_strict
 
 if TYPE_CHECKING:
     import torch
@@ -214,13 +215,8 @@ class FaceParser:
         self.device = torch.device(device)
         self.size = size
         self.net = ParseNet(in_size=PARSE_SIZE, out_size=PARSE_SIZE, parsing_ch=19)
-        try:
-            self.net.load_state_dict(state_dict, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise weights.WeightsCorruptError(
-                f"parsenet: not a ParseNet checkpoint ({first})"
-            ) from None
+        what, error = "not a ParseNet checkpoint", weights.WeightsCorruptError
+        load_strict(self.net, state_dict, what=what, where="parsenet", error=error)
         self.net.eval().to(self.device)
 
     def labels(self, face: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import torch
 
 from drbfr_cli import weights
 from drbfr_cli.choices import LpipsNet
-from drbfr_cli.errors import DrbfrError
+from drbfr_cli.errors import DrbfrError, load_strict
 
 _WEIGHTS_NAME = {LpipsNet.VGG: "lpips-vgg16", LpipsNet.ALEX: "lpips-alexnet"}
 _LAST_CONV = {LpipsNet.VGG: "features.28.weight", LpipsNet.ALEX: "features.10.weight"}
@@ -101,12 +101,7 @@ def _load_backbone(backbone: torch.nn.Module, state: dict[str, torch.Tensor], pa
         if key not in state:
             raise DrbfrError(f"{path}: {key} missing; is this the right backbone file?")
         mapped[name] = state[key]
-    try:
-        backbone.load_state_dict(mapped, strict=True)
-    except RuntimeError as exc:
-        raise DrbfrError(
-            f"{path}: tensor shapes do not match ({str(exc).splitlines()[0]})"
-        ) from None
+    load_strict(backbone, mapped, what="tensor shapes do not match", where=path)
 
 
 def lpips_distance(model: torch.nn.Module, restored: np.ndarray, reference: np.ndarray) -> float:

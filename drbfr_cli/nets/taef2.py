@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from drbfr_cli import weights, zoo
-from drbfr_cli.errors import DrbfrError
+from drbfr_cli.errors import DrbfrError, load_strict
 
 LATENT_CHANNELS = 32
 WIDTH = 64
@@ -284,13 +284,8 @@ def _check_image(image: torch.Tensor) -> None:
 def _load_half(module: nn.Module, name: str, weights_dir: Path | None) -> None:
     """Load registry file `name` (sha256 checked first) into `module`, strictly."""
     state = weights.load_verified(name, weights_dir)
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first_line = str(exc).strip().splitlines()[0]
-        raise weights.WeightsCorruptError(
-            f"{name}: {weights.spec(name).filename} does not fit the TAEF2 layout ({first_line})"
-        ) from None
+    what = f"{weights.spec(name).filename} does not fit the TAEF2 layout"
+    load_strict(module, state, what=what, where=name, error=weights.WeightsCorruptError)
 
 
 def load_taef2(

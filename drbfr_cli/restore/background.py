@@ -21,7 +21,7 @@ import numpy as np
 
 from drbfr_cli import weights
 from drbfr_cli.choices import Background
-from drbfr_cli.errors import DrbfrError
+from drbfr_cli.errors import DrbfrError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -131,11 +131,6 @@ def _round_up(value: int, multiple: int) -> int:
 # --------------------------------------------------------------------------- Real-ESRGAN
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _descriptor(state_dict: dict[str, Any], *, name: str, kind: str) -> Any:
     """spandrel's descriptor for a state dict; a WeightsCorruptError when it knows none."""
     from spandrel import ModelLoader, canonicalize_state_dict
@@ -143,7 +138,7 @@ def _descriptor(state_dict: dict[str, Any], *, name: str, kind: str) -> Any:
     try:
         return ModelLoader().load_from_state_dict(canonicalize_state_dict(state_dict))
     except Exception as exc:  # spandrel raises several types for unknown layouts
-        raise weights.WeightsCorruptError(f"{name}: not a {kind} ({_first_line(exc)})") from None
+        raise weights.WeightsCorruptError(f"{name}: not a {kind} ({first_line(exc)})") from None
 
 
 def load_realesrgan(state_dict: dict[str, Any], *, name: str) -> Any:
@@ -194,7 +189,7 @@ def read_state_dict(path: Path) -> dict[str, Any]:
 
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, not a checkpoint, pickled code: one line
-        reason = _first_line(exc)
+        reason = first_line(exc)
         raise weights.WeightsCorruptError(f"{path}: cannot be loaded ({reason})") from None
     if not isinstance(state, dict):
         raise weights.WeightsCorruptError(f"{path}: holds a {type(state).__name__}, not weights")

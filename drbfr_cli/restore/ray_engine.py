@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from drbfr_cli.errors import DrbfrError
+from drbfr_cli.errors import DrbfrError, first_line
 from drbfr_cli.imaging import ImageSource
 from drbfr_cli.restore.report import REPORT_NAME, ImageRecord, ReportWriter, RunSummary
 from drbfr_cli.restore.stages import (
@@ -76,7 +76,7 @@ def start_ray(address: str | None) -> None:
             ray.init(num_cpus=LOCAL_CPUS, include_dashboard=False, log_to_driver=False)
     except Exception as exc:  # ray.init raises bare Exceptions (e.g. a startup timeout)
         where = address or "a local runtime"
-        raise DrbfrError(f"Ray could not start ({where}): {str(exc).splitlines()[0]}") from None
+        raise DrbfrError(f"Ray could not start ({where}): {first_line(exc)}") from None
 
 
 def restore_images_ray(
@@ -157,7 +157,7 @@ def _rows(dataset: Any) -> Iterator[dict[str, Any]]:
     try:
         yield from dataset.iter_rows()
     except ray.exceptions.RayError as exc:
-        raise DrbfrError(f"the Ray pipeline failed: {str(exc).splitlines()[0]}") from None
+        raise DrbfrError(f"the Ray pipeline failed: {first_line(exc)}") from None
 
 
 def _actor_args(choices: ToolChoices, options: RestoreOptions) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from torch import nn
 
 from drbfr_cli.choices import Ablation
 from drbfr_cli.config import from_dict, to_dict
-from drbfr_cli.errors import DrbfrError
+from drbfr_cli.errors import DrbfrError, load_strict
 from drbfr_cli.losses import distribution_loss, info_nce, reconstruction_loss
 from drbfr_cli.nets.drm import DRMConfig, build_drm
 from drbfr_cli.train.accel import gather_rows
@@ -141,12 +141,7 @@ def load_drm(run_dir: Path) -> tuple[dict[str, nn.Module], dict[str, Any]]:
     networks = build_drm(model_config_from_saved(saved))
     modules = {name: networks[name] for name in states}
     for name, module in modules.items():
-        try:
-            module.load_state_dict(states[name])
-        except RuntimeError as exc:
-            first_line = str(exc).splitlines()[0]
-            raise DrbfrError(
-                f"{run_dir}: {name} weights do not match its config ({first_line})"
-            ) from None
+        what = f"{name} weights do not match its config"
+        load_strict(module, states[name], what=what, where=run_dir)
         module.eval()
     return modules, saved

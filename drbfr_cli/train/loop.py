@@ -34,7 +34,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object, set_seed
 
-from drbfr_cli.errors import DrbfrError
+from drbfr_cli.errors import DrbfrError, first_line, load_strict
 from drbfr_cli.train import checkpoint as ckpt
 from drbfr_cli.train.accel import make_accelerator, mean_over_ranks
 from drbfr_cli.train.batches import (
@@ -197,11 +197,7 @@ def _load_weights(
     """Load saved weights into a module; a one-line error when they are absent or do not fit."""
     if weights is None:
         raise DrbfrError(f"{path}: missing from the checkpoint")
-    try:
-        module.load_state_dict(weights)
-    except RuntimeError as exc:
-        reason = str(exc).strip().splitlines()[-1].strip()
-        raise DrbfrError(f"{path}: does not fit the module being trained ({reason})") from None
+    load_strict(module, weights, what="does not fit the module being trained", where=path)
 
 
 def _check_same_modules(session: _Session, folder: Path, saved: dict[str, Any]) -> None:
@@ -218,10 +214,9 @@ def _load_optimizer(session: _Session, state: dict[str, Any], folder: Path) -> N
     try:
         session.optimizer.load_state_dict(state["optimizer"])
     except (ValueError, KeyError) as exc:
-        reason = str(exc).strip().splitlines()[0]
         raise DrbfrError(
             f"{folder / ckpt.STATE_FILE}: optimizer state does not fit this run's parameter "
-            f"groups ({reason})"
+            f"groups ({first_line(exc)})"
         ) from None
 
 
