@@ -14,6 +14,7 @@ the rest from them: the way to bench large presets on a CPU.
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -27,15 +28,18 @@ import torch
 from drbfr_cli.benchmark.baselines import BUILDERS
 from drbfr_cli.benchmark.inputs import read_faces, write_synthetic_set
 from drbfr_cli.benchmark.measure import machine_info
+from drbfr_cli.benchmark.profile import profile_restore
 from drbfr_cli.benchmark.random_bundle import random_bundle
 from drbfr_cli.benchmark.restore_model import (
     Runner,
     baseline_results,
     batching_rows,
     estimate_rows,
+    face_batch,
     model_facts,
     ratio_rows,
     restorer_rows,
+    sampling_key,
     stage_rows,
 )
 from drbfr_cli.benchmark.restore_pipeline import (
@@ -94,8 +98,16 @@ class RestoreBenchConfig:
     precisions: tuple[Precision, ...] = (Precision.AUTO,)
     """auto: fp32 on the CPU, fp16 and bf16 on CUDA."""
     batch_sizes: tuple[int, ...] = (1, 2, 4, 8)
-    steps: tuple[int, ...] = (20,)
-    start_ts: tuple[float, ...] = (1.0,)
+    steps: tuple[int, ...] = ()
+    """Sampling step counts to bench (empty: the model's)."""
+    start_ts: tuple[float, ...] = ()
+    """Truncated starts (empty: the model's)."""
+    samples: tuple[int, ...] = ()
+    """Averaged samples per face (empty: the model's)."""
+    flips: tuple[bool, ...] = ()
+    """F's flip ensemble on / off (empty: the model's)."""
+    profile: bool = True
+    """Time each network of one restoration at each sampling (where the time goes)."""
     sampler: Sampler | None = None
     faces: int = 8
     """Faces per restorer pass (at least the largest batch size)."""
@@ -127,16 +139,17 @@ class RestoreBenchConfig:
         positive = {
             "batch_sizes": self.batch_sizes,
             "steps": self.steps,
+            "samples": self.samples,
             "image_sides": self.image_sides,
             "face_counts": self.face_counts,
             "baseline_batch_sizes": self.baseline_batch_sizes,
         }
         for name, values in positive.items():
-            if not values and name in ("batch_sizes", "steps"):
+            if not values and name == "batch_sizes":
                 raise ValueError(f"{name} needs at least one value")
             if any(v < 1 for v in values):
                 raise ValueError(f"{name} must be positive, got {list(values)}")
-        if not self.start_ts or not all(0 < t <= 1 for t in self.start_ts):
+        if not all(0 < t <= 1 for t in self.start_ts):
             raise ValueError(f"start_t values must lie in (0, 1], got {list(self.start_ts)}")
         if min(self.repeats, self.copies, self.run_repeats) < 1 or self.warmup < 0:
             raise ValueError(
@@ -172,16 +185,25 @@ def _bundle(config: RestoreBenchConfig) -> tuple[Bundle, dict[str, Any]]:
         bundle = random_bundle(config.preset, seed=config.seed)
         return bundle, {"source": "random weights", "preset": config.preset}
     path = resolve_bundle(config.model, config.weights_dir)
-    return load_bundle(path), {"source": str(path), "preset": None}
+    bundle = load_bundle(path, weights_dir=config.weights_dir)
+    return bundle, {"source": str(path), "preset": None}
 
 
 def _samplings(bundle: Bundle, config: RestoreBenchConfig) -> list[SamplingConfig]:
+    """Every combination of the asked steps, starts, samples and flips; a field not asked for
+    keeps the model's default sampling."""
     base = (
         bundle.sampling
         if config.sampler is None
         else replace(bundle.sampling, sampler=config.sampler)
     )
-    return [replace(base, steps=s, start_t=t) for s in config.steps for t in config.start_ts]
+    grid = itertools.product(
+        config.steps or (base.steps,),
+        config.start_ts or (base.start_t,),
+        config.samples or (base.samples,),
+        config.flips or (base.fidelity_flip,),
+    )
+    return [replace(base, steps=s, start_t=t, samples=n, fidelity_flip=f) for s, t, n, f in grid]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,7 +296,8 @@ class _Phases:
 def phase_count(config: RestoreBenchConfig, precisions: int) -> int:
     """How many phases (notices) a bench run has."""
     whole = config.pipeline and not config.calls_only
-    per_precision = 2 + (not config.calls_only) + whole
+    profiled = config.profile and not config.calls_only
+    per_precision = 2 + (not config.calls_only) + whole + profiled
     return int(config.pipeline) + precisions * per_precision
 
 
@@ -339,6 +362,9 @@ def _run_precision(
             bundle, runner, faces, config.face_count, config.batch_sizes, samplings
         )
         run["batching"] = batching_rows(run["restorer"])
+    if config.profile and not config.calls_only:
+        say(f"{precision.value}: where a restoration's time goes")
+        run["profile"] = _profile(bundle, samplings, faces[0], runner)
     say(f"{precision.value}: baselines")
     run["baselines"] = baseline_results(
         config.baselines, runner, faces, config.baseline_batch_sizes, seed=config.seed
@@ -352,6 +378,20 @@ def _run_precision(
         say(f"{precision.value}: whole runs")
         run |= _whole_runs(config, bundle, samplings[0], faces, setup, runner, scratch)
     return run
+
+
+def _profile(
+    bundle: Bundle, samplings: list[SamplingConfig], face: np.ndarray, runner: Runner
+) -> list[dict[str, Any]]:
+    """Each network's share of one face's restoration, at each sampling."""
+    lq = face_batch([face], bundle.face_size, 1).to(runner.device) * 2.0 - 1.0
+    return [
+        {
+            **sampling_key(s),
+            **profile_restore(bundle, lq, s, device=runner.device, dtype=runner.dtype),
+        }
+        for s in samplings
+    ]
 
 
 def _whole_runs(

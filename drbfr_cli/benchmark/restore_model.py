@@ -19,6 +19,7 @@ from drbfr_cli.benchmark.baselines import FACE_SIZE, Baseline, baseline_facts, b
 from drbfr_cli.benchmark.inputs import cycle_to
 from drbfr_cli.benchmark.measure import Measurement, count_flops, measure, parameter_count
 from drbfr_cli.benchmark.random_bundle import shape_copy
+from drbfr_cli.benchmark.restore_report import SAMPLING_FIELDS, sampling_id
 from drbfr_cli.bundle import Bundle
 from drbfr_cli.diffusion.pipeline import Condition, LDRMDenoiser, condition
 from drbfr_cli.diffusion.sampling import SamplingConfig, network_calls, restore_latents
@@ -73,7 +74,12 @@ def timing_row(measurement: Measurement, faces: int) -> dict[str, Any]:
 
 
 def sampling_key(sampling: SamplingConfig) -> dict[str, Any]:
-    return {"steps": sampling.steps, "start_t": sampling.start_t}
+    return {
+        "steps": sampling.steps,
+        "start_t": sampling.start_t,
+        "samples": sampling.samples,
+        "flip": sampling.fidelity_flip,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,17 +245,16 @@ def restorer_rows(
 
 def batching_rows(restorer: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Speed-up of each batch size over the one-face loop (batch 1) with the same sampling."""
-    loops = {(r["steps"], r["start_t"]): r for r in restorer if r["batch"] == 1}
+    loops = {sampling_id(r)[1:]: r for r in restorer if r["batch"] == 1}
     rows = []
     for row in restorer:
-        loop = loops.get((row["steps"], row["start_t"]))
+        loop = loops.get(sampling_id(row)[1:])
         if loop is None or row["batch"] == 1:
             continue
         rows.append(
             {
                 "batch": row["batch"],
-                "steps": row["steps"],
-                "start_t": row["start_t"],
+                **{k: row[k] for k in SAMPLING_FIELDS if k in row},
                 "speedup_vs_one_face_loop": loop["seconds_per_face"] / row["seconds_per_face"],
                 "faces_per_s": row["faces_per_s"],
                 "loop_faces_per_s": loop["faces_per_s"],
@@ -300,8 +305,7 @@ def ratio_rows(
     for row in rows:
         ratio: dict[str, Any] = {
             "batch": row["batch"],
-            "steps": row["steps"],
-            "start_t": row["start_t"],
+            **{k: row[k] for k in SAMPLING_FIELDS if k in row},
             "seconds_per_face": row["seconds_per_face"],
             "estimated": estimated,
         }

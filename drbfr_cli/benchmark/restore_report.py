@@ -32,9 +32,26 @@ STAGE_NAMES = {
 }
 BASELINE_NAMES = {"gfpgan": "GFPGAN v1 clean", "codeformer": "CodeFormer"}
 
+SAMPLING_FIELDS = ("steps", "start_t", "samples", "flip")
+"""What tells a bench row's sampling apart (`flip`: F's flip ensemble)."""
+
+
+def sampling_id(row: dict[str, Any]) -> tuple:
+    """The batch and sampling of a row, as a key (rows written before `samples` / `flip`
+    existed read as one sample with the flip)."""
+    defaults = {"samples": 1, "flip": True}
+    return (row["batch"], *(row.get(k, defaults.get(k)) for k in SAMPLING_FIELDS))
+
 
 def _sampling(row: dict[str, Any]) -> str:
-    return f"{row['steps']} steps, start_t {row['start_t']:g}"
+    """e.g. "10 steps, start_t 0.5, 2 samples" (", no flip" without F's flip ensemble; older
+    rows: steps and start_t only)."""
+    text = f"{row['steps']} steps, start_t {row['start_t']:g}"
+    if "samples" in row:
+        text += f", {row['samples']} sample" + ("s" if row["samples"] != 1 else "")
+    if row.get("flip") is False:
+        text += ", no flip"
+    return text
 
 
 def restore_tables(result: dict[str, Any]) -> list[Table]:
@@ -48,6 +65,8 @@ def restore_tables(result: dict[str, Any]) -> list[Table]:
             tables.append(_restorer_table(run, label))
         else:
             tables.append(_estimate_table(run, label))
+        if run.get("profile"):
+            tables.append(_profile_table(run, label))
         tables += _baseline_tables(run, label)
         if "pipeline" in run:
             tables.append(_pipeline_table(run, label))
@@ -172,10 +191,7 @@ def _max(values: Iterable[float | None]) -> float | None:
 
 
 def _restorer_table(run: dict[str, Any], label: str) -> Table:
-    speedups = {
-        (b["batch"], b["steps"], b["start_t"]): b["speedup_vs_one_face_loop"]
-        for b in run["batching"]
-    }
+    speedups = {sampling_id(b): b["speedup_vs_one_face_loop"] for b in run["batching"]}
     headers = [
         "batch",
         "sampling",
@@ -193,9 +209,7 @@ def _restorer_table(run: dict[str, Any], label: str) -> Table:
             str(r["calls"]),
             rate(r["faces_per_s"]),
             ms(r["seconds_per_face"]),
-            "1.00 (the loop)"
-            if r["batch"] == 1
-            else ratio(speedups.get((r["batch"], r["steps"], r["start_t"]))),
+            "1.00 (the loop)" if r["batch"] == 1 else ratio(speedups.get(sampling_id(r))),
             mib(r["host_peak_mb"]),
             mib(r["device_peak_mb"]),
         ]
@@ -231,6 +245,40 @@ def _estimate_table(run: dict[str, Any], label: str) -> Table:
         "VAE decode) / batch; the sampling loop itself was not run"
     ]
     return Table(f"Per-face time, extrapolated from single calls ({label})", headers, rows, notes)
+
+
+PROFILE_NAMES = {
+    "fidelity": "F",
+    "dr": "E_DR",
+    "encode": "encode",
+    "denoiser": "denoiser",
+    "decode": "decode",
+    "other": "other",
+}
+
+
+def _profile_table(run: dict[str, Any], label: str) -> Table:
+    """One row per sampling: each network's ms per face (its calls) and the total."""
+    stages = [name for name in PROFILE_NAMES if any(_stage(p, name) for p in run["profile"])]
+    rows = []
+    for profile in run["profile"]:
+        cells = []
+        for name in stages:
+            stage = _stage(profile, name)
+            calls = f" ({stage['calls']})" if stage and stage["calls"] > 1 else ""
+            cells.append("-" if stage is None else ms(stage["seconds_per_face"]) + calls)
+        rows.append([_sampling(profile), *cells, ms(profile["seconds_per_face"])])
+    notes = [
+        "one face (batch 1) through the bundle's own restore, each network timed by forward "
+        "hooks, one run after a warm-up; (n): calls per face; other: the rest (sampler "
+        "arithmetic, low-frequency transfer)"
+    ]
+    headers = ["sampling", *[f"{PROFILE_NAMES[n]} ms" for n in stages], "total ms per face"]
+    return Table(f"Where a restoration's time goes ({label})", headers, rows, notes)
+
+
+def _stage(profile: dict[str, Any], name: str) -> dict[str, Any] | None:
+    return next((s for s in profile["stages"] if s["stage"] == name), None)
 
 
 def _baseline_tables(run: dict[str, Any], label: str) -> list[Table]:

@@ -69,6 +69,14 @@ def _numbers(text: str, name: str, kind: type) -> tuple:
     return values
 
 
+def _switches(text: str, name: str) -> tuple[bool, ...]:
+    words = {"on": True, "off": False}
+    parts = [part.strip().lower() for part in text.split(",") if part.strip()]
+    if not parts or any(part not in words for part in parts):
+        raise typer.BadParameter(f"{name} expects a comma list of on, off; got {text!r}")
+    return tuple(words[part] for part in parts)
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip() and part != "none")
 
@@ -169,14 +177,48 @@ def bench_restore(
         typer.Option(help="Comma list of faces per restorer call.", rich_help_panel=_WHAT),
     ] = None,
     steps: Annotated[
-        str, typer.Option(help="Comma list of sampling step counts.", rich_help_panel=_WHAT)
-    ] = "20",
-    start_t: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="Comma list of truncated starts in (0, 1] (1: from noise).", rich_help_panel=_WHAT
+            help="Comma list of sampling step counts (default: the model's).",
+            rich_help_panel=_WHAT,
         ),
-    ] = "1",
+    ] = None,
+    start_t: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma list of truncated starts in (0, 1] (1: from noise; default: the model's).",
+            rich_help_panel=_WHAT,
+        ),
+    ] = None,
+    samples: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma list of averaged samples per face (default: the model's).",
+            rich_help_panel=_WHAT,
+        ),
+    ] = None,
+    flip: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma list of on, off: F's flip ensemble (default: the model's).",
+            rich_help_panel=_WHAT,
+        ),
+    ] = None,
+    profile: Annotated[
+        bool,
+        typer.Option(
+            help="Time each network of one face's restoration at each sampling.",
+            rich_help_panel=_WHAT,
+        ),
+    ] = True,
+    peers: Annotated[
+        bool,
+        typer.Option(
+            help="Time the peers (--baselines: GFPGAN, CodeFormer with random weights) in "
+            "the same run; --no-peers skips them.",
+            rich_help_panel=_WHAT,
+        ),
+    ] = True,
     sampler: Annotated[
         Sampler | None, typer.Option(help="Sampler (default: the model's).", rich_help_panel=_WHAT)
     ] = None,
@@ -313,11 +355,14 @@ def bench_restore(
                 model=model,
                 device=device,
                 precisions=precisions,
-                steps=_numbers(steps, "--steps", int),
-                start_ts=_numbers(start_t, "--start-t", float),
+                steps=() if steps is None else _numbers(steps, "--steps", int),
+                start_ts=() if start_t is None else _numbers(start_t, "--start-t", float),
+                samples=() if samples is None else _numbers(samples, "--samples", int),
+                flips=() if flip is None else _switches(flip, "--flip"),
+                profile=profile,
                 sampler=sampler,
                 calls_only=calls_only,
-                baselines=_names(baselines),
+                baselines=_names(baselines) if peers else (),
                 baseline_batch_sizes=_numbers(baseline_batch_sizes, "--baseline-batch-sizes", int),
                 photos=photos,
                 aligned_faces=aligned_faces,
