@@ -22,19 +22,21 @@ import os
 import random
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import safetensors.torch
 import torch
 
 from drbfr_cli import __version__, devices
-from drbfr_cli.errors import DrbfrError
+from drbfr_cli.errors import DrbfrError, load_strict
 from drbfr_cli.imaging import make_temporary_folder
 from drbfr_cli.weights import sha256_bytes
+
+M = TypeVar("M", bound=torch.nn.Module)
 
 CHECKPOINTS = "checkpoints"
 FINAL = "final"
@@ -240,3 +242,39 @@ def load_modules(
     if ema and not config.get("ema"):
         raise DrbfrError(f"{folder}: this run kept no EMA weights (train with an EMA decay)")
     return read_weights(folder, config, ema=ema), config.get("task_config", {})
+
+
+@dataclass(frozen=True)
+class RunStage:
+    """What a loader takes from the runs of one training stage."""
+
+    name: str
+    """The `stage` its task config records."""
+    module: str
+    """The module name its weights are saved under."""
+    label: str
+    """How errors name such a run: "an LDM run"."""
+
+
+def load_run_module(
+    run_dir: Path,
+    stage: RunStage,
+    build: Callable[[dict[str, Any]], M],
+    *,
+    ema: bool,
+) -> tuple[M, dict[str, Any]]:
+    """`stage.module` of a run (final weights, else the latest checkpoint; its EMA copy when
+    `ema` and the run kept one) loaded strictly into `build(task_config)`, in eval mode, and
+    the task config. One-line errors for another stage's run or weights that do not fit."""
+    folder = weights_folder(Path(run_dir))
+    config = read_config(folder)
+    saved = config.get("task_config", {})
+    if saved.get("stage") != stage.name:
+        raise DrbfrError(f"{run_dir}: not {stage.label} (stage {saved.get('stage')!r})")
+    states = read_weights(folder, config, ema=ema and bool(config.get("ema")))
+    if stage.module not in states:
+        raise DrbfrError(f"{run_dir}: the checkpoint holds no {stage.module} weights")
+    module = build(saved)
+    what = f"{stage.module} weights do not match its config"
+    load_strict(module, states[stage.module], what=what, where=run_dir)
+    return module.eval(), saved

@@ -7,7 +7,6 @@ E_DR it was trained on."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,17 +17,17 @@ from torch import nn
 
 from drbfr_cli.choices import LpipsNet
 from drbfr_cli.config import from_dict, to_dict
-from drbfr_cli.errors import DrbfrError
 from drbfr_cli.estimate import FIELDS, encode_params, severity_target
 from drbfr_cli.metrics.lpips import load_lpips
 from drbfr_cli.nets.drm_head import DegradationHead
 from drbfr_cli.presets import DRMHeadModelConfig
-from drbfr_cli.train.checkpoint import load_modules
+from drbfr_cli.train.checkpoint import RunStage, load_run_module
 from drbfr_cli.train.datasets import DegradedCropDataset, load_faces
 from drbfr_cli.train.ldm import load_frozen_encoder
 from drbfr_cli.train.loop import LossOutput
 
 STAGE = "drm_head"
+RUN = RunStage(STAGE, module="head", label="a drm-head run")
 
 
 @dataclass(frozen=True)
@@ -135,19 +134,10 @@ class DRMHeadTask:
 
 def load_drm_head(run_dir: Path, *, ema: bool = True) -> tuple[DegradationHead, dict[str, Any]]:
     """The head of a run (its EMA when kept and `ema`), in eval mode, and its saved config."""
-    states, saved = load_modules(run_dir)
-    if saved.get("stage") != STAGE:
-        raise DrbfrError(f"{run_dir}: not a drm-head run (stage {saved.get('stage')!r})")
-    if ema:
-        with contextlib.suppress(DrbfrError):  # a run without an EMA copy: its raw weights
-            states, _ = load_modules(run_dir, ema=True)
+    head, saved = load_run_module(run_dir, RUN, _build_head, ema=ema)
+    return head.requires_grad_(False), saved
+
+
+def _build_head(saved: dict[str, Any]) -> DegradationHead:
     model = from_dict(DRMHeadModelConfig, saved["model"], source="drm-head checkpoint config")
-    head = DegradationHead(model.network)
-    try:
-        head.load_state_dict(states["head"])
-    except (KeyError, RuntimeError) as exc:
-        first_line = str(exc).splitlines()[0]
-        raise DrbfrError(
-            f"{run_dir}: head weights do not match its config ({first_line})"
-        ) from None
-    return head.requires_grad_(False).eval(), saved
+    return DegradationHead(model.network)

@@ -5,7 +5,6 @@ rather than L2 trains restoration networks to higher PSNR in practice: EDSR, Lim
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,15 +14,16 @@ from torch import nn
 
 from drbfr_cli.bundle import MANIFEST, load_bundle_fidelity, read_manifest, read_part
 from drbfr_cli.config import from_dict, to_dict
-from drbfr_cli.errors import DrbfrError
+from drbfr_cli.errors import DrbfrError, load_strict
 from drbfr_cli.nets.fidelity import FidelityNet, build_fidelity
 from drbfr_cli.presets import FidelityModelConfig
-from drbfr_cli.train.checkpoint import load_modules
+from drbfr_cli.train.checkpoint import RunStage, load_run_module
 from drbfr_cli.train.datasets import RestorationPairDataset, load_faces
 from drbfr_cli.train.loop import LossOutput
 from drbfr_cli.train.samples import image_rows
 
 STAGE = "fidelity"
+RUN = RunStage(STAGE, module="fidelity", label="a fidelity run")
 
 
 @dataclass(frozen=True)
@@ -105,22 +105,12 @@ class FidelityTask:
 def load_fidelity(run_dir: Path, *, ema: bool = True) -> tuple[FidelityNet, dict[str, Any]]:
     """F of a run (EMA weights when the run kept them; final, else the latest checkpoint), in
     eval mode, and the task config saved with it."""
-    states, saved = load_modules(run_dir)
-    if saved.get("stage") != STAGE:
-        raise DrbfrError(f"{run_dir}: not a fidelity run (stage {saved.get('stage')!r})")
-    if ema:
-        with contextlib.suppress(DrbfrError):  # a run without an EMA copy: its raw weights
-            states, _ = load_modules(run_dir, ema=True)
+    return load_run_module(run_dir, RUN, _build_fidelity, ema=ema)
+
+
+def _build_fidelity(saved: dict[str, Any]) -> FidelityNet:
     model = from_dict(FidelityModelConfig, saved["model"], source="fidelity checkpoint config")
-    network = build_fidelity(model.network)
-    try:
-        network.load_state_dict(states["fidelity"])
-    except (KeyError, RuntimeError) as exc:
-        first_line = str(exc).splitlines()[0]
-        raise DrbfrError(
-            f"{run_dir}: fidelity weights do not match its config ({first_line})"
-        ) from None
-    return network.eval(), saved
+    return build_fidelity(model.network)
 
 
 def start_weights(network: FidelityNet, source: Path) -> None:
@@ -133,11 +123,7 @@ def start_weights(network: FidelityNet, source: Path) -> None:
         state = read_part(source, manifest, "fidelity")
     else:
         state = load_fidelity(source)[0].state_dict()
-    try:
-        network.load_state_dict(state)
-    except RuntimeError as exc:
-        first_line = str(exc).splitlines()[0]
-        raise DrbfrError(f"{source}: F's weights do not fit this preset ({first_line})") from None
+    load_strict(network, state, what="F's weights do not fit this preset", where=source)
 
 
 def load_frozen_fidelity(source: Path) -> FidelityNet:

@@ -30,7 +30,7 @@ from drbfr_cli.bundle import (
 from drbfr_cli.choices import FirstStageKind
 from drbfr_cli.config import from_dict, to_dict
 from drbfr_cli.diffusion.pipeline import FrozenParts, condition, restore_faces
-from drbfr_cli.errors import DrbfrError
+from drbfr_cli.errors import DrbfrError, load_strict
 from drbfr_cli.nets.autoencoder import FirstStage
 from drbfr_cli.nets.drm import DRMConfig
 from drbfr_cli.nets.fidelity import fidelity_output
@@ -49,7 +49,6 @@ from drbfr_cli.presets import (
     first_stage_geometry,
 )
 from drbfr_cli.train import checkpoint as ckpt
-from drbfr_cli.train.checkpoint import load_modules
 from drbfr_cli.train.datasets import RestorationPairDataset, load_faces
 from drbfr_cli.train.drm import load_drm
 from drbfr_cli.train.fidelity import load_frozen_fidelity
@@ -58,6 +57,7 @@ from drbfr_cli.train.samples import image_rows
 from drbfr_cli.train.vae import load_vae
 
 STAGE = "ldm"
+RUN = ckpt.RunStage(STAGE, module="ldrm", label="an LDM run")
 
 
 @dataclass(frozen=True)
@@ -354,13 +354,7 @@ def load_denoiser_weights(ldrm: LDRM, source: Path) -> None:
         state = read_part(source, manifest, denoiser_part(manifest))
     else:
         state = load_ldm(source)[0].state_dict()
-    try:
-        ldrm.load_state_dict(state)
-    except RuntimeError as exc:
-        first_line = str(exc).splitlines()[0]
-        raise DrbfrError(
-            f"{source}: its denoiser does not fit this preset's ({first_line})"
-        ) from None
+    load_strict(ldrm, state, what="its denoiser does not fit this preset's", where=source)
 
 
 def taef2_record(codec: TAEF2FirstStage) -> dict[str, Any]:
@@ -381,23 +375,10 @@ def network_config_from_saved(saved: dict[str, Any]) -> LDRMConfig:
     return from_dict(LDRMConfig, saved["network"], source="LDM checkpoint network config")
 
 
-def load_ldm(run_dir: Path, *, ema: bool | None = None) -> tuple[LDRM, dict[str, Any]]:
+def load_ldm(run_dir: Path, *, ema: bool = True) -> tuple[LDRM, dict[str, Any]]:
     """The LDRM of a run in eval mode (EMA weights when kept, unless ema=False) and its config."""
-    states, saved = load_modules(run_dir)
-    if saved.get("stage") != STAGE:
-        raise DrbfrError(f"{run_dir}: not an LDM run (stage {saved.get('stage')!r})")
-    if ema is not False:
-        try:
-            states, _ = load_modules(run_dir, ema=True)
-        except DrbfrError:
-            if ema:
-                raise
-    model = LDRM(network_config_from_saved(saved))
-    try:
-        model.load_state_dict(states["ldrm"])
-    except (KeyError, RuntimeError) as exc:
-        first_line = str(exc).splitlines()[0]
-        raise DrbfrError(
-            f"{run_dir}: ldrm weights do not match its config ({first_line})"
-        ) from None
-    return model.eval(), saved
+    return ckpt.load_run_module(run_dir, RUN, _build_ldrm, ema=ema)
+
+
+def _build_ldrm(saved: dict[str, Any]) -> LDRM:
+    return LDRM(network_config_from_saved(saved))

@@ -48,6 +48,7 @@ from drbfr_cli.train.samples import image_rows
 from drbfr_cli.weights import WeightsMissingError
 
 STAGE = "vae"
+RUN = ckpt.RunStage(STAGE, module="vae", label="a VAE run")
 SCALE_EPOCH = -2
 """Epoch key of the patches the scaling factor is measured on (never a training epoch)."""
 
@@ -261,19 +262,11 @@ class TrainedVAE:
 
 def load_vae(run_dir: Path) -> TrainedVAE:
     """The autoencoder of a VAE run (final weights, else the latest checkpoint), in eval mode."""
-    states, saved = ckpt.load_modules(run_dir)
-    if saved.get("stage") != STAGE:
-        raise DrbfrError(f"{run_dir}: not a VAE run (stage {saved.get('stage')!r})")
-    config = model_config_from_saved(saved)
-    model = VQAutoencoder(config.network)
-    if "vae" not in states:
-        raise DrbfrError(f"{run_dir}: the checkpoint holds no vae weights")
-    try:
-        model.load_state_dict(states["vae"])
-    except RuntimeError as exc:
-        raise DrbfrError(
-            f"{run_dir}: vae weights do not match its config ({str(exc).splitlines()[0]})"
-        ) from None
+    model, saved = ckpt.load_run_module(run_dir, RUN, _build_vae, ema=False)
     latent = saved.get("latent")
     stats = from_dict(LatentStats, latent, source=f"{run_dir} latent stats") if latent else None
-    return TrainedVAE(model=model.eval(), config=config, latent=stats)
+    return TrainedVAE(model=model, config=model_config_from_saved(saved), latent=stats)
+
+
+def _build_vae(saved: dict[str, Any]) -> VQAutoencoder:
+    return VQAutoencoder(model_config_from_saved(saved).network)
