@@ -23,6 +23,7 @@ from drbfr_cli.errors import DrbfrError
 from drbfr_cli.nets.fidelity import FidelityConfig, FidelityNet, fidelity_output
 from drbfr_cli.presets import fidelity_config_from_preset
 from drbfr_cli.train.batches import fixed_batch
+from drbfr_cli.train.checkpoint import FINAL, CheckpointContent, write_folder
 from drbfr_cli.train.export import fidelity_part
 from drbfr_cli.train.fidelity import FidelityTask, FidelityTaskConfig, load_fidelity
 from tests.conftest import PROJECT_ROOT
@@ -125,11 +126,18 @@ def test_training_raises_the_gain_over_the_input(trained_run: Path) -> None:
 
 
 def test_a_run_of_another_stage_is_refused_in_one_line(tmp_path: Path) -> None:
-    result = runner.invoke(
-        app, ["export", "--from-bundle", str(SHIPPED), "--fidelity", str(SHIPPED), "-o", "x"]
+    other = tmp_path / "vae-run"
+    content = CheckpointContent(
+        weights={"vae": {"w": torch.zeros(1)}}, ema={}, config={"task_config": {"stage": "vae"}}
     )
-    assert result.exit_code != 0
+    write_folder(other / FINAL, content)
+    out = tmp_path / "x"
+    result = runner.invoke(
+        app, ["export", "--from-bundle", str(SHIPPED), "--fidelity", str(other), "-o", str(out)]
+    )
+    assert result.exit_code != 0 and "not a fidelity run (stage 'vae')" in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
 
 
 def test_export_needs_exactly_one_source(tmp_path: Path) -> None:
