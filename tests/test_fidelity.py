@@ -24,7 +24,7 @@ from drbfr_cli.nets.fidelity import FidelityConfig, FidelityNet, fidelity_output
 from drbfr_cli.presets import fidelity_config_from_preset
 from drbfr_cli.train.batches import fixed_batch
 from drbfr_cli.train.checkpoint import FINAL, CheckpointContent, write_folder
-from drbfr_cli.train.export import fidelity_part
+from drbfr_cli.train.export import fidelity_part, source_name
 from drbfr_cli.train.fidelity import FidelityTask, FidelityTaskConfig, load_fidelity
 from tests.conftest import PROJECT_ROOT
 
@@ -140,6 +140,15 @@ def test_a_run_of_another_stage_is_refused_in_one_line(tmp_path: Path) -> None:
     assert not out.exists()
 
 
+def test_a_bundle_names_its_sources_by_run_not_by_path() -> None:
+    assert source_name("/tmp/h/run_small2") == "run_small2"
+    assert source_name("/work/runs/fid/step_0005200") == "fid/step_0005200"
+    assert source_name("/w/fid/checkpoints/step_0000040") == "fid/checkpoints/step_0000040"
+    assert source_name(Path("/w/fid/final")) == "fid/final"
+    assert source_name("") == ""  # no VQ first stage
+    assert all(not name.startswith("/") for name in read_manifest(SHIPPED)["sources"].values())
+
+
 def test_export_needs_exactly_one_source(tmp_path: Path) -> None:
     result = runner.invoke(app, ["export", "-o", str(tmp_path / "b")])
     assert result.exit_code != 0 and "exactly one of --ldm" in result.output
@@ -175,7 +184,7 @@ def test_repack_adds_f_to_the_shipped_bundle(
     assert after["fidelity"]["weights"] == "ema"
     expected = {**before["sampling"], "low_freq_sigma": 1.5, "use_fidelity": True}
     assert after["sampling"] == {"fidelity_flip": True, **expected}
-    assert after["sources"]["fidelity"] == str(trained_run)
+    assert after["sources"]["fidelity"] == trained_run.name  # a name, not this machine's path
 
     bundle = load_bundle(out, weights_dir=shared_weights_dir)
     f, _ = load_fidelity(trained_run)

@@ -5,6 +5,7 @@ the current layout."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -37,6 +38,8 @@ from drbfr_cli.train.drm_head import encoder_fingerprint, load_drm_head
 from drbfr_cli.train.fidelity import load_fidelity
 from drbfr_cli.train.ldm import load_frozen_encoder, load_ldm
 from drbfr_cli.train.vae import load_vae
+
+_CHECKPOINT_DIR = re.compile(r"^step_\d+$")
 
 
 def export_bundle(
@@ -90,19 +93,19 @@ def export_bundle(
         "dtype": "float16" if half else "float32",
         "denoiser": "ema" if ema_only else "trained",
         "sources": {
-            "drm": str(drm_run),
-            "vae": str(vae_run or saved.get("vae", "")),
-            "ldm": str(ldm_run),
+            "drm": source_name(drm_run),
+            "vae": source_name(vae_run or saved.get("vae", "")),
+            "ldm": source_name(ldm_run),
         },
     }
     if fidelity_run is not None:
         manifest["fidelity"], tensors["fidelity"] = fidelity_part(
             fidelity_run, geometry.face_size, ema=fidelity_ema
         )
-        manifest["sources"]["fidelity"] = str(fidelity_run)
+        manifest["sources"]["fidelity"] = source_name(fidelity_run)
     if drm_head_run is not None:
         manifest["drm_head"], tensors["drm_head"] = drm_head_part(drm_head_run, encoder)
-        manifest["sources"]["drm_head"] = str(drm_head_run)
+        manifest["sources"]["drm_head"] = source_name(drm_head_run)
     if half:
         tensors = {name: to_half(state, name) for name, state in tensors.items()}
     return write_bundle(out, manifest, tensors)
@@ -184,7 +187,7 @@ def repack_bundle(
     for name, (entry, state) in new.items():
         tensors[name] = to_half(state, name) if half else state
         manifest[name] = entry
-        sources[name] = str(fidelity_run if name == "fidelity" else drm_head_run)
+        sources[name] = source_name(fidelity_run if name == "fidelity" else drm_head_run)
     return write_bundle(out, {**manifest, "sources": sources}, tensors)
 
 
@@ -234,6 +237,19 @@ def _vq_part(vae_run: Path, frozen_vae: dict[str, Any], tensors: dict[str, dict]
             "latent": to_dict(trained_vae.latent),
         }
     }
+
+
+def source_name(path: Path | str) -> str:
+    """How a manifest names the run or bundle a part came from: its folder name, with the
+    checkpoint folder when one was named (`fid/checkpoints/step_0005200`); never the path on
+    the machine that exported it (often a temporary folder). "" stays "" (no such part)."""
+    if not str(path):
+        return ""
+    path = Path(path).resolve()
+    keep = 1
+    if path.name == ckpt.FINAL or _CHECKPOINT_DIR.match(path.name):
+        keep = 3 if path.parent.name == ckpt.CHECKPOINTS else 2
+    return "/".join(path.parts[-keep:])
 
 
 def saved_has_ema(run_dir: Path) -> bool:
