@@ -215,9 +215,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "memory_gb": round(psutil.virtual_memory().total / 1024**3, 1),
-        "load_average": [round(x, 2) for x in os.getloadavg()]
-        if hasattr(os, "getloadavg")
-        else None,
+        "load_average": _load_average(),
         "device": str(device),
     }
     if device.type == "cuda":
@@ -228,10 +226,3 @@ def machine_info(device: torch.device) -> dict[str, Any]:
             "cuda": torch.version.cuda,
         }
     return info
-
-
-def device_label(device: torch.device, info: dict[str, Any]) -> str:
-    """A short name of the device for tables: the GPU's name, or the CPU and its threads."""
-    if device.type == "cuda":
-        return str(info.get("gpu", "cuda"))
-    return f"CPU, {info.get('torch_threads')} threads"
