@@ -291,11 +291,14 @@ def verified_path(name: str, weights_dir: Path | None = None) -> Path:
     path = require(name, weights_dir)
     result = check_file(spec(name), path)
     if result.status is Status.CORRUPT:
-        raise WeightsCorruptError(
-            f"{name}: {path} is corrupt ({result.detail}); delete it and run "
-            f"`drbfr weights fetch {name}`"
-        )
+        raise _corrupt(name, path, result.detail)
     return path
+
+
+def _corrupt(name: str, path: Path, detail: str) -> WeightsCorruptError:
+    return WeightsCorruptError(
+        f"{name}: {path} is corrupt ({detail}); delete it and run `drbfr weights fetch {name}`"
+    )
 
 
 def load_verified(
@@ -376,12 +379,33 @@ def ensure(
 
     `offline=None` reads DRBFR_OFFLINE. For `restore` and `eval`; other code uses `require`.
     """
-    if offline is None:
-        offline = offline_from_env()
-    if find(name, weights_dir) is None:
-        if offline:
-            entry = spec(name)
-            hint = _placement_hint(entry, download_dir(weights_dir))
-            raise WeightsMissingError(f"{name}: {entry.filename} not found (offline); {hint}")
+    if check_present(name, weights_dir, offline=offline) is None:
         fetch(name, weights_dir, on_progress=on_progress)
     return verified_path(name, weights_dir)
+
+
+def check_present(
+    name: str, weights_dir: Path | None = None, *, offline: bool | None = None
+) -> Path | None:
+    """What `ensure` would find, checked without reading the file (its size, not its sha256):
+    the path, or None when it is to be downloaded. WeightsMissingError when it is missing and
+    cannot be downloaded (offline, or a file fetched by hand), WeightsCorruptError for a file of
+    the wrong size: `restore` calls this before any model loads.
+
+    `offline=None` reads DRBFR_OFFLINE.
+    """
+    if offline is None:
+        offline = offline_from_env()
+    entry = spec(name)
+    path = find(name, weights_dir)
+    if path is None:
+        hint = _placement_hint(entry, download_dir(weights_dir))
+        if offline:
+            raise WeightsMissingError(f"{name}: {entry.filename} not found (offline); {hint}")
+        if entry.availability is Availability.MANUAL:
+            raise WeightsMissingError(f"{name}: cannot be downloaded automatically; {hint}")
+        return None
+    result = check_file(entry, path, hash_file=False)
+    if result.status is Status.CORRUPT:
+        raise _corrupt(name, path, result.detail)
+    return path

@@ -20,6 +20,8 @@ from tests.conftest import PROJECT_ROOT
 
 _SCRIPT = """
 import contextlib, io, json, sys, time
+for name in json.loads(sys.argv[2]):
+    sys.modules[name] = None  # not installed, as far as imports and find_spec can tell
 from drbfr_cli.cli import main
 
 results = []
@@ -38,9 +40,16 @@ print(json.dumps({"results": results, "loaded": loaded}))
 """
 
 
-def _run_all(cases: list[list[str]]) -> tuple[list[tuple[int, str, float]], list[bool]]:
+def _run_all(
+    cases: list[list[str]], blocked: tuple[str, ...] = (), home: Path | None = None
+) -> tuple[list[tuple[int, str, float]], list[bool]]:
+    """Run `cases` in one process, offline, with the modules `blocked` made unimportable and
+    HOME at `home` (no weights cache but the folders named)."""
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "DRBFR_OFFLINE": "1"}
-    command = [sys.executable, "-c", _SCRIPT, json.dumps(cases)]
+    if home is not None:
+        env["HOME"] = str(home)
+        env.pop("DRBFR_HOME", None)
+    command = [sys.executable, "-c", _SCRIPT, json.dumps(cases), json.dumps(blocked)]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
@@ -110,3 +119,70 @@ def test_an_output_folder_that_is_not_writable_fails_before_any_model_loads(
         f"error: {locked / 'out'}: cannot create the output folder ({locked} is not writable)\n"
     )
     assert loaded == [False, False] and not (locked / "out").exists()
+
+
+def _check_one_line_errors(
+    argv: list[list[str]], results: list[tuple[int, str, float]], expected: list[str]
+) -> None:
+    for args, (code, stderr, _seconds), message in zip(argv, results, expected, strict=True):
+        assert code == 2, (args, stderr)
+        assert stderr.startswith("error: ") and stderr.count("\n") == 1, (args, stderr)
+        assert message in stderr, (args, stderr)
+        assert "╭" not in stderr and "Traceback" not in stderr
+
+
+def test_missing_detector_and_background_weights_fail_before_any_model_loads(
+    real_lq_whole_dir: Path, shared_weights_dir: Path, tmp_path: Path
+) -> None:
+    """The detector's weights and those of `--bg-upsampler realesrgan` are looked for (not
+    read) before the bundle loads: missing offline, or of the wrong size, is one line."""
+    photo = str(sorted(real_lq_whole_dir.iterdir())[0])
+    out = tmp_path / "out"
+    empty, short = tmp_path / "empty", tmp_path / "short"
+    empty.mkdir()
+    short.mkdir()
+    (short / "face_detection_yunet_2023mar.onnx").write_bytes(b"not a model")
+    base = ["restore", photo, "-o", str(out), "--device", "cpu"]  # shipped model
+    shared = ["--weights-dir", str(shared_weights_dir)]
+    cases = {
+        # RetinaFace-R50 is not in the shared folder: the error names the detectors that are
+        ("--detector", "retinaface", *shared): (
+            "retinaface-resnet50: detection_Resnet50_Final.pth not found (offline); run "
+            "`drbfr weights fetch retinaface-resnet50`"
+        ),
+        ("--detector", "retinaface-mobile", *shared, "--bg-upsampler", "realesrgan"): (
+            "realesrgan-x2plus: RealESRGAN_x2plus.pth not found (offline)"
+        ),
+        ("--detector", "yunet", *shared, "--bg-upsampler", "realesrgan", "--upscale", "4"): (
+            "realesrgan-x4plus: RealESRGAN_x4plus.pth not found (offline)"
+        ),
+        ("--weights-dir", str(empty)): "retinaface-resnet50: detection_Resnet50_Final.pth not",
+        ("--detector", "yunet", "--weights-dir", str(short)): (
+            f"yunet-2023mar: {short / 'face_detection_yunet_2023mar.onnx'} is corrupt (size 11 "
+            "bytes, expected 232589); delete it and run `drbfr weights fetch yunet-2023mar`"
+        ),
+    }
+    argv = [[*base, *extra] for extra in cases]
+    results, loaded = _run_all(argv, home=tmp_path)
+    _check_one_line_errors(argv, results, list(cases.values()))
+    assert results[0][1].endswith("; or use --detector retinaface-mobile / yunet (found)\n")
+    assert "(found)" not in results[3][1]  # nothing is there to suggest
+    assert loaded == [False, False] and not out.exists()
+
+
+def test_metrics_ids_without_dlib_fails_before_any_model_loads(
+    real_lq_aligned_dir: Path, real_lq_whole_dir: Path, tmp_path: Path
+) -> None:
+    """--metrics ids needs dlib and face_recognition_models' files: without either, one line
+    that says how to install them, before the bundle loads (aligned faces or whole photos)."""
+    face = str(sorted(real_lq_aligned_dir.glob("*.png"))[0])
+    photo = str(sorted(real_lq_whole_dir.iterdir())[0])
+    out = tmp_path / "out"
+    argv = [
+        ["restore", face, "-o", str(out), "--aligned", "--metrics", "niqe,ids"],
+        ["restore", photo, "-o", str(out), "--metrics", "ids", "--detector", "yunet"],
+    ]
+    for blocked in ("dlib", "face_recognition_models"):
+        results, loaded = _run_all(argv, blocked=(blocked,))
+        _check_one_line_errors(argv, results, ["pip install 'drbfr[identity]'"] * 2)
+        assert loaded == [False, False] and not out.exists()

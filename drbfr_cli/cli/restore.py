@@ -439,7 +439,7 @@ def restore(
         chosen_device = resolve_device(rank_device(device, rank))
         check_precision(precision, chosen_device)  # before the models' code is even imported
         from drbfr_cli.restore.run import check_output
-        from drbfr_cli.restore.tools import ToolChoices, check_bg_model
+        from drbfr_cli.restore.tools import ToolChoices, check_bg_model, check_tools
 
         check_output(options)
         choices = ToolChoices(
@@ -456,6 +456,7 @@ def restore(
         )
         check_bg_model(choices)
         printer = _Printer(quiet=quiet, json_lines=json_lines, rank=rank)
+        choices = check_tools(options, choices, printer.notice)
         if engine is Engine.RAY:
             _run_ray(inputs, options, choices, printer, device, ray_address)
         else:

@@ -114,6 +114,13 @@ def check_face(face: np.ndarray) -> None:
         )
 
 
+def check_available() -> None:
+    """IdentityUnavailableError unless dlib imports and face_recognition_models has its two
+    model files (neither is read): `restore --metrics ids` calls this before any model loads."""
+    _import_dlib()
+    model_files()
+
+
 @cache
 def load_embedder() -> DlibEmbedder:
     """The dlib embedder (loaded once per process); IdentityUnavailableError without the extra."""

@@ -183,15 +183,43 @@ def build_face_detector(choices: ToolChoices, notice: Notice) -> Detector:
     try:
         ensure_weights(WEIGHT_NAMES[kind], choices.weights_dir, notice)
     except DrbfrError as exc:
-        present = [
-            other.value
-            for other, name in WEIGHT_NAMES.items()
-            if other is not kind and weights.find(name, choices.weights_dir)
-        ]
-        if not present:
-            raise
-        raise DrbfrError(f"{exc}; or use --detector {' / '.join(present)} (found)") from None
+        raise _with_other_detectors(exc, kind, choices.weights_dir) from None
     return build_detector(kind, choices.weights_dir, choices.device)
+
+
+def _with_other_detectors(
+    exc: DrbfrError, kind: DetectorKind, weights_dir: Path | None
+) -> DrbfrError:
+    """`exc` (about `kind`'s weights) naming the detectors whose weights are present."""
+    present = [
+        other.value
+        for other, name in WEIGHT_NAMES.items()
+        if other is not kind and weights.find(name, weights_dir)
+    ]
+    if not present:
+        return exc
+    return DrbfrError(f"{exc}; or use --detector {' / '.join(present)} (found)")
+
+
+def check_tools(options: RestoreOptions, choices: ToolChoices, notice: Notice) -> ToolChoices:
+    """What `build_tools` will need besides the bundle, checked before any model loads, each
+    failure one line (DrbfrError): `--metrics ids`' dlib and its model files (imported and
+    found, not read), and for whole images the detector's weights and those of an explicit
+    `--bg-upsampler realesrgan` (found and of the right size, not hashed; missing ones pass
+    unless they cannot be downloaded). Returns `choices` with the detector resolved, so its
+    notice is given once."""
+    if options.identity:
+        identity.check_available()
+    if options.aligned:
+        return choices
+    kind = resolve_detector(choices, notice)
+    try:
+        weights.check_present(WEIGHT_NAMES[kind], choices.weights_dir)
+    except DrbfrError as exc:
+        raise _with_other_detectors(exc, kind, choices.weights_dir) from None
+    if choices.background is Background.REALESRGAN and choices.bg_model is None:
+        weights.check_present(realesrgan_weights(options.upscale), choices.weights_dir)
+    return replace(choices, detector=kind)
 
 
 def build_background(
