@@ -94,6 +94,21 @@ def parse_range(text: str, name: str) -> tuple[float, float]:
     return lo, hi
 
 
+def parse_fidelity(text: str | None) -> float | str | None:
+    """--fidelity: None, "auto", or a number in [0, 1] (a usage error otherwise)."""
+    if text is None or text.strip().lower() == "auto":
+        return None if text is None else "auto"
+    try:
+        weight = float(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"--fidelity takes auto or a number in [0, 1]; got {text!r}"
+        ) from None
+    if not 0.0 <= weight <= 1.0:
+        raise typer.BadParameter(f"--fidelity must lie in [0, 1] (or be auto); got {text}")
+    return weight
+
+
 def parse_sampling(fidelity: float | None, **fields: Any) -> SamplingOverrides:
     """The sampling options (SamplingOverrides fields, None where not given) over those of
     --fidelity; a value out of its range is a usage error (one line, exit code 2), found

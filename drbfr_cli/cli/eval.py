@@ -17,6 +17,7 @@ from drbfr_cli.cli.common import (
     console,
     err_console,
     fail,
+    parse_fidelity,
     parse_sampling,
     print_line,
     user_errors,
@@ -103,12 +104,11 @@ def eval_command(
         "default without --restored: drbfr-small).",
     ),
     steps: int | None = typer.Option(None, min=1, help="With --model: sampling steps."),
-    fidelity: float | None = typer.Option(
+    fidelity: str | None = typer.Option(
         None,
         "--fidelity",
-        min=0.0,
-        max=1.0,
-        help="With --model: generation vs faithfulness in [0, 1] (see restore --fidelity).",
+        help="With --model: generation vs faithfulness in [0, 1], or auto (see restore "
+        "--fidelity).",
     ),
     start_t: float | None = typer.Option(
         None, min=0.01, max=1.0, help="With --model: sampling start (1: pure noise)."
@@ -143,8 +143,10 @@ def eval_command(
     if restored is not None and model is not None:
         raise fail("give either --restored or --model, not both")
     chosen = parse_metrics(metrics)
+    weight = parse_fidelity(fidelity)
     sampling = parse_sampling(
-        fidelity, steps=steps, start_t=start_t, samples=samples, low_freq_sigma=low_freq,
+        None if weight == "auto" else weight, steps=steps, start_t=start_t, samples=samples,
+        low_freq_sigma=low_freq,
         use_fidelity=fidelity_net, fidelity_flip=fidelity_flip,
     )  # fmt: skip
     from drbfr_cli.metrics.evaluate import EvalConfig
@@ -166,7 +168,9 @@ def eval_command(
         if restored is None:
             if lq is None or out is None:
                 raise fail("restoring needs --lq DIR (aligned LQ faces) and --out DIR")
-            restored = _restore_with(model, lq, out, device, weights_dir, sampling, batch_size)
+            restored = _restore_with(
+                model, lq, out, device, weights_dir, sampling, batch_size, weight == "auto"
+            )
         net, backbone = _lpips_choice(lpips_net, lpips_backbone, chosen)
         config = EvalConfig(
             metrics=chosen,
@@ -214,6 +218,7 @@ def _restore_with(
     weights_dir: Path | None,
     sampling: SamplingOverrides,
     batch_size: int,
+    fidelity_auto: bool = False,
 ) -> Path:
     """Restore the aligned LQ faces with a bundle (as `drbfr restore --aligned`); the folder of
     restorations, named as their LQ inputs so that they pair with the ground truth."""
@@ -229,6 +234,7 @@ def _restore_with(
         model=model,
         device=device,
         sampling=sampling,
+        fidelity_auto=fidelity_auto,
         weights_dir=weights_dir,
     )
     tools, settings = build_tools(options, choices, notice=lambda _message: None)

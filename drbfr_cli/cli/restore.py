@@ -33,6 +33,7 @@ from drbfr_cli.cli.common import (
     console,
     err_console,
     fail,
+    parse_fidelity,
     parse_sampling,
     print_line,
     user_errors,
@@ -175,14 +176,13 @@ def restore(
         typer.Option(min=1, help="Sampling steps (default: the bundle's).", rich_help_panel=_MODEL),
     ] = None,
     fidelity: Annotated[
-        float | None,
+        str | None,
         typer.Option(
             "--fidelity",
-            min=0.0,
-            max=1.0,
             help="Generation vs faithfulness in [0, 1] (CodeFormer's -w: 0 most generative, 1 "
-            "most faithful): sets --start-t and --low-freq, which override it "
-            "(default: the bundle's sampling).",
+            "most faithful): sets --start-t and --low-freq, which override it; auto: each "
+            "face's from its estimated severity (light faces faithful, heavy ones generative; "
+            "needs a bundle with a degradation head). Default: the bundle's sampling.",
             rich_help_panel=_MODEL,
         ),
     ] = None,
@@ -390,8 +390,10 @@ def restore(
     from drbfr_cli.faces.detect import DetectOptions
 
     chosen = parse_restore_metrics(metrics)
+    weight = parse_fidelity(fidelity)
     sampling = parse_sampling(
-        fidelity, sampler=sampler, steps=steps, start_t=start_t, tem_t=tem_t,
+        None if weight == "auto" else weight, sampler=sampler, steps=steps, start_t=start_t,
+        tem_t=tem_t,
         guidance_scale=guidance, samples=samples, low_freq_sigma=low_freq,
         use_fidelity=fidelity_net, fidelity_flip=fidelity_flip,
     )  # fmt: skip
@@ -447,6 +449,7 @@ def restore(
             device=str(chosen_device),
             precision=precision,
             sampling=sampling,
+            fidelity_auto=weight == "auto",
             weights_dir=weights_dir,
             detector=detector,
             background=bg_upsampler,

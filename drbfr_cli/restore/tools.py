@@ -50,6 +50,8 @@ class ToolChoices:
     precision: Precision = Precision.AUTO
     sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
     """Sampling fields that override the bundle's defaults (checked when made)."""
+    fidelity_auto: bool = False
+    """--fidelity auto: each face's fidelity from its estimated severity."""
     weights_dir: Path | None = None
     detector: DetectorKind | None = None
     """None: the best detector whose weights are present (`resolve_detector`)."""
@@ -127,7 +129,10 @@ def _effective_sampling(restorer: FaceRestorer, choices: ToolChoices) -> dict[st
     config = getattr(restorer, "sampling", None)
     if config is None:
         return {key: str(value) for key, value in choices.sampling.given().items()}
-    return {k: v.value if hasattr(v, "value") else v for k, v in asdict(config).items()}
+    plain = {k: v.value if hasattr(v, "value") else v for k, v in asdict(config).items()}
+    if getattr(restorer, "fidelity_auto", False):
+        plain["fidelity"] = "auto"  # start_t and low_freq_sigma then vary per face
+    return plain
 
 
 def build_restorer(choices: ToolChoices) -> FaceRestorer:
@@ -142,6 +147,7 @@ def build_restorer(choices: ToolChoices) -> FaceRestorer:
         precision=choices.precision,
         sampling=choices.sampling,
         weights_dir=choices.weights_dir,
+        fidelity_auto=choices.fidelity_auto,
     )
 
 
