@@ -224,3 +224,23 @@ def test_a_missing_path_in_a_stdin_list_fails_alone(shared_dir, shared_weights_d
     assert f"error: {missing}: file not found" in result.output
     assert "3 images, 2 faces written, 0 images with no face, 1 failed" in result.output
     assert len(_crops(out)) == 2
+
+
+def test_a_name_near_255_bytes_gives_cut_crop_names_that_are_never_overwritten(
+    real_lq_whole_dir, shared_weights_dir, tmp_path
+):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    stems = ["é" * 124 + "a", "é" * 124 + "b"]  # 249 + 4 bytes: no room for `_NN.png`
+    for stem in stems:
+        shutil.copy(real_lq_whole_dir / "Blake_Lively.jpg", folder / f"{stem}.jpg")
+    result = _align(folder, "-o", tmp_path / "out", "--weights-dir", shared_weights_dir)
+    assert result.exit_code == 0, result.output
+    names = [p.name for p in _crops(tmp_path / "out")]
+    assert len(names) == 4 and len(set(names)) == 4
+    assert all(len(name.encode()) <= 255 and "~" in name for name in names)
+    assert sorted(r["crop"] for r in _manifest(tmp_path / "out")) == sorted(names)
+    shutil.copy(_crops(tmp_path / "out")[0], folder / names[0])  # a cut crop name as an input
+    refused = _align(folder, "-o", folder, "--weights-dir", shared_weights_dir)
+    assert refused.exit_code == 2
+    assert "a face crop would overwrite this input" in refused.output

@@ -34,6 +34,7 @@ from drbfr_cli.faces.detect import DetectOptions, Detector, Face, detect_faces
 from drbfr_cli.imaging import (
     DEFAULT_MAX_PIXELS,
     ImageSource,
+    fit_name,
     is_temporary,
     make_output_folder,
     open_atomic,
@@ -45,7 +46,8 @@ from drbfr_cli.imaging import (
 MANIFEST_NAME = "manifest.jsonl"
 """The manifest's file name inside the output folder."""
 
-_CROP_STEM = re.compile(r"^(?P<stem>.*)_\d{2,}$")
+_CROP_STEM = re.compile(r"^(?P<stem>.*)_(?P<index>\d{2,})$")
+_CUT_MARK = re.compile(r"~[0-9a-f]{8}$")
 
 
 class CropFormat(StrEnum):
@@ -195,8 +197,9 @@ class AlignSummary:
 
 
 def crop_path(relative: Path, index: int, ext: CropFormat) -> Path:
-    """`<relative stem>_NN.<ext>` in the relative folder of the input."""
-    return relative.with_name(f"{relative.stem}_{index:02d}.{ext.value}")
+    """`<relative stem>_NN.<ext>` in the relative folder of the input (a name over 255 bytes
+    cut, see fit_name)."""
+    return relative.with_name(fit_name(relative.stem, f"_{index:02d}.{ext.value}"))
 
 
 def check_outputs(sources: Sequence[ImageSource], options: AlignOptions) -> None:
@@ -215,11 +218,26 @@ def check_outputs(sources: Sequence[ImageSource], options: AlignOptions) -> None
         path = real_path(source.path)
         if not path.is_relative_to(out_dir) or path.suffix.lower() != f".{options.ext.value}":
             continue
-        match = _CROP_STEM.match(path.relative_to(out_dir).with_suffix("").as_posix())
-        if match and Path(match["stem"]) in owners:
+        relative = path.relative_to(out_dir)
+        match = _CROP_STEM.match(relative.stem)
+        if match and _crop_owner(relative, match, owners) is not None:
             raise DrbfrError(
                 f"{source.path}: a face crop would overwrite this input; choose another -o"
             )
+
+
+def _crop_owner(relative: Path, match: re.Match[str], owners: dict[Path, Path]) -> Path | None:
+    """The input among `owners` (by relative path without its suffix) whose crop `match`
+    (of _CROP_STEM on the stem of `relative`, a file of the crop format) would be written to
+    `relative`, if any."""
+    index = int(match["index"])
+    candidates = [relative.parent / match["stem"]]
+    if _CUT_MARK.search(match["stem"]):  # a cut name: a longer stem of this folder, cut alike
+        candidates += [key for key in owners if key.parent == relative.parent]
+    for key in candidates:
+        if key in owners and fit_name(key.name, f"_{index:02d}{relative.suffix}") == relative.name:
+            return owners[key]
+    return None
 
 
 # --------------------------------------------------------------------------- the pure stages
