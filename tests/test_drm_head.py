@@ -142,3 +142,22 @@ def test_the_estimate_is_deterministic(head_bundle: Path, real_lq_aligned_dir: P
     alone = estimator.estimate(faces[1:2])[0]
     assert alone.severity == pytest.approx(first[1].severity, abs=1e-5)
     assert alone.sigma == pytest.approx(first[1].sigma, rel=1e-4)
+
+
+def test_a_head_is_copied_from_a_bundle_on_the_same_e_dr(
+    head_bundle: Path, shared_weights_dir: Path, tmp_path: Path
+) -> None:
+    plain = without_head(head_bundle, tmp_path / "plain")
+    out = tmp_path / "copied"
+    args = ["export", "--from-bundle", str(plain), "--drm-head", str(head_bundle), "-o", str(out)]
+    result = runner.invoke(app, [*args, "--weights-dir", str(shared_weights_dir)])
+    assert result.exit_code == 0, result.output
+    copied = load_bundle(out, weights_dir=shared_weights_dir)
+    source = load_bundle(head_bundle, weights_dir=shared_weights_dir)
+    assert copied.drm_head is not None and source.drm_head is not None
+    for (key, a), (_, b) in zip(
+        copied.drm_head.state_dict().items(), source.drm_head.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), key
+    refused = runner.invoke(app, [*args[:-1], str(tmp_path / "again"), "--drm-head", str(plain)])
+    assert refused.exit_code == 2 and "carries no degradation head" in refused.output

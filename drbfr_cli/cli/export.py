@@ -35,8 +35,9 @@ def export(
     drm_head: Path | None = typer.Option(
         None,
         "--drm-head",
-        help="Degradation-head run folder (from drbfr train drm-head on this E_DR), whose head "
-        "the bundle carries (per-face estimates for drbfr inspect and the restore report).",
+        help="Degradation-head run folder (from drbfr train drm-head on this E_DR), or a "
+        "bundle with this E_DR that carries one, whose head the bundle carries (per-face "
+        "estimates for drbfr inspect, the restore report and --fidelity auto).",
     ),
     from_bundle: Path | None = typer.Option(
         None,

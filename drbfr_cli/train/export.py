@@ -137,7 +137,10 @@ def drm_head_part(
     run: Path, encoder: torch.nn.Module
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The bundle's `drm_head` entry and weights (the EMA when kept) from a `train drm-head`
-    run; a one-line error unless the run's E_DR is `encoder` (by fingerprint)."""
+    run, or copied from a bundle that carries a head; a one-line error unless the head's E_DR
+    is `encoder` (by fingerprint)."""
+    if (run / MANIFEST).is_file():
+        return _bundle_drm_head(run, encoder)
     head, saved = load_drm_head(run)
     if saved.get("drm_fingerprint") != encoder_fingerprint(encoder):
         raise DrbfrError(
@@ -152,6 +155,19 @@ def drm_head_part(
         "severity": "min(1, LPIPS-Alex(LQ, HQ) / 0.8) on the region",
     }
     return entry, head.state_dict()
+
+
+def _bundle_drm_head(
+    bundle: Path, encoder: torch.nn.Module
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The `drm_head` entry and float32 weights of a bundle whose E_DR is `encoder`."""
+    manifest = read_manifest(bundle)
+    if manifest.get("drm_head") is None:
+        raise DrbfrError(f"{bundle}: this bundle carries no degradation head")
+    if encoder_fingerprint(load_bundle_encoder(bundle)[0]) != encoder_fingerprint(encoder):
+        raise DrbfrError(f"{bundle}: its head reads another E_DR than this bundle's")
+    state = read_part(bundle, manifest, "drm_head")
+    return dict(manifest["drm_head"]), {k: v.float() for k, v in state.items()}
 
 
 def repack_bundle(
