@@ -100,10 +100,13 @@ class SamplingConfig:
             raise ValueError(f"eta > 0 needs the ddim sampler, got {self.sampler.value}")
 
 
-FIDELITY_START_T = (0.7, 0.2)
-"""start_t at --fidelity 0 (most generative) and 1 (most faithful); linear between."""
-FIDELITY_LOW_FREQ = (8.0, 2.0)
-"""low_freq_sigma (px) at --fidelity 0 (a colour fix only) and 1 (F's shading kept)."""
+FIDELITY_START_T = (1.0, 0.2)
+"""start_t at --fidelity 0 (most generative: from pure noise, for a denoiser trained on every
+noise level) and 1 (most faithful); linear between."""
+FIDELITY_LOW_FREQ = (3.0, 1.5)
+"""low_freq_sigma (px) at --fidelity 0 and 1: below it the face's frequencies are F's. Chosen on
+the tuning faces (BENCHMARKS.md, "Perception"): from pure noise, sigma 2-3 keeps F's structure
+while the denoiser draws the detail (sigma 8, a colour fix only, lost 0.5 dB for no LPIPS)."""
 
 
 def fidelity_sampling(weight: float) -> dict[str, float]:
