@@ -102,10 +102,12 @@ def parse_fidelity(text: str | None) -> float | str | None:
         weight = float(text)
     except ValueError:
         raise typer.BadParameter(
-            f"--fidelity takes auto or a number in [0, 1]; got {text!r}"
+            f"takes auto or a number in [0, 1]; got {text!r}", param_hint="'--fidelity'"
         ) from None
     if not 0.0 <= weight <= 1.0:
-        raise typer.BadParameter(f"--fidelity must lie in [0, 1] (or be auto); got {text}")
+        raise typer.BadParameter(
+            f"must lie in [0, 1] (or be auto); got {text}", param_hint="'--fidelity'"
+        )
     return weight
 
 
