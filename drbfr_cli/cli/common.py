@@ -111,13 +111,18 @@ def parse_fidelity(text: str | None) -> float | str | None:
     return weight
 
 
-def parse_sampling(fidelity: float | None, **fields: Any) -> SamplingOverrides:
+def parse_sampling(fidelity: str | None, **fields: Any) -> tuple[SamplingOverrides, bool]:
     """The sampling options (SamplingOverrides fields, None where not given) over those of
-    --fidelity; a value out of its range is a usage error (one line, exit code 2), found
-    before any model is loaded."""
+    --fidelity (its text), and whether --fidelity is auto (each face's weight then comes from
+    its severity, under these overrides); a value out of its range is a usage error (one line,
+    exit code 2), found before any model is loaded."""
     from drbfr_cli.diffusion.sampling import SamplingOverrides
 
+    weight = parse_fidelity(fidelity)
     try:
-        return SamplingOverrides(**fields).with_fidelity(fidelity)
+        overrides = SamplingOverrides(**fields)
+        if weight == "auto":
+            return overrides, True
+        return overrides.with_fidelity(weight), False
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

@@ -17,7 +17,6 @@ from drbfr_cli.cli.common import (
     console,
     err_console,
     fail,
-    parse_fidelity,
     parse_sampling,
     print_line,
     user_errors,
@@ -143,10 +142,8 @@ def eval_command(
     if restored is not None and model is not None:
         raise fail("give either --restored or --model, not both")
     chosen = parse_metrics(metrics)
-    weight = parse_fidelity(fidelity)
-    sampling = parse_sampling(
-        None if weight == "auto" else weight, steps=steps, start_t=start_t, samples=samples,
-        low_freq_sigma=low_freq,
+    sampling, fidelity_auto = parse_sampling(
+        fidelity, steps=steps, start_t=start_t, samples=samples, low_freq_sigma=low_freq,
         use_fidelity=fidelity_net, fidelity_flip=fidelity_flip,
     )  # fmt: skip
     from drbfr_cli.metrics.evaluate import EvalConfig
@@ -169,7 +166,7 @@ def eval_command(
             if lq is None or out is None:
                 raise fail("restoring needs --lq DIR (aligned LQ faces) and --out DIR")
             restored = _restore_with(
-                model, lq, out, device, weights_dir, sampling, batch_size, weight == "auto"
+                model, lq, out, device, weights_dir, sampling, batch_size, fidelity_auto
             )
         net, backbone = _lpips_choice(lpips_net, lpips_backbone, chosen)
         config = EvalConfig(

@@ -33,7 +33,6 @@ from drbfr_cli.cli.common import (
     console,
     err_console,
     fail,
-    parse_fidelity,
     parse_sampling,
     print_line,
     user_errors,
@@ -390,10 +389,8 @@ def restore(
     from drbfr_cli.faces.detect import DetectOptions
 
     chosen = parse_restore_metrics(metrics)
-    weight = parse_fidelity(fidelity)
-    sampling = parse_sampling(
-        None if weight == "auto" else weight, sampler=sampler, steps=steps, start_t=start_t,
-        tem_t=tem_t,
+    sampling, fidelity_auto = parse_sampling(
+        fidelity, sampler=sampler, steps=steps, start_t=start_t, tem_t=tem_t,
         guidance_scale=guidance, samples=samples, low_freq_sigma=low_freq,
         use_fidelity=fidelity_net, fidelity_flip=fidelity_flip,
     )  # fmt: skip
@@ -449,7 +446,7 @@ def restore(
             device=str(chosen_device),
             precision=precision,
             sampling=sampling,
-            fidelity_auto=weight == "auto",
+            fidelity_auto=fidelity_auto,
             weights_dir=weights_dir,
             detector=detector,
             background=bg_upsampler,
