@@ -47,7 +47,7 @@ class IdentityRestorer:
         return faces.clone()
 
 
-AUTO_SEVERITY = (0.2, 0.7)
+AUTO_SEVERITY = (0.0, 0.65)
 """--fidelity auto: the estimated severity at or below which a face gets W = 1 (most faithful)
 and at or above which it gets W = 0 (most generative), linear between; chosen on held-out
 tuning faces (BENCHMARKS.md, "--fidelity auto")."""
