@@ -42,12 +42,13 @@ from drbfr_cli.benchmark.restore_model import (
     sampling_key,
     stage_rows,
 )
-from drbfr_cli.benchmark.restore_pipeline import (
-    PipelineSetup,
+from drbfr_cli.benchmark.restore_runs import (
+    RunInputs,
     batching_runs,
     build_upsampler,
     face_count_rows,
     image_size_rows,
+    run_inputs,
     stage_times,
 )
 from drbfr_cli.bundle import Bundle, load_bundle, resolve_bundle
@@ -212,60 +213,54 @@ def _samplings(bundle: Bundle, config: RestoreBenchConfig) -> list[SamplingConfi
 
 def _inputs(
     config: RestoreBenchConfig, device: torch.device, scratch: Path
-) -> tuple[list[np.ndarray], PipelineSetup, dict[str, Any]]:
-    """(aligned faces for the model stages, the pipeline's inputs and tools, a description).
+) -> tuple[list[np.ndarray], RunInputs, dict[str, Any]]:
+    """(aligned faces for the model stages, the whole runs' inputs and tools, a description).
 
-    The pipeline runs on --photos (whole photos), else on --aligned-faces, else on synthetic
-    512 px images (both as --aligned inputs); the model sees --aligned-faces when given, else
-    the faces of those inputs."""
+    The runs restore --photos (whole photos), else --aligned-faces, else synthetic 512 px
+    images (both as --aligned inputs); the model sees --aligned-faces when given, else the
+    faces of those inputs."""
     if config.photos is not None:
-        setup = PipelineSetup(
-            sources=collect_images([config.photos])[: config.max_images],
+        detector = build_detector(config.detector, config.weights_dir, device)
+        upsampler = build_upsampler(
+            config.background, config.upscale, device=str(device), half=device.type == "cuda"
+        )
+        inputs = run_inputs(
+            collect_images([config.photos])[: config.max_images],
             aligned=False,
-            detector=build_detector(config.detector, config.weights_dir, device),
+            detector=detector,
             detector_name=config.detector.value,
-            upsampler=build_upsampler(
-                config.background, config.upscale, device=str(device), half=device.type == "cuda"
-            ),
-            upsampler_name=config.background.value,
+            upsampler=upsampler,
+            background=config.background.value,
             upscale=config.upscale,
         )
-        what = f"{len(setup.sources)} whole photos from {config.photos}"
+        what = f"{len(inputs.sources)} whole photos from {config.photos}"
     else:
         folder = config.aligned_faces or write_synthetic_set(
             scratch / "synthetic", config.face_count, seed=config.seed
         )
-        setup = PipelineSetup(
-            sources=collect_images([folder])[: config.max_images],
-            aligned=True,
-            detector=None,
-            detector_name="none",
-            upsampler=None,
-            upsampler_name="none",
-            upscale=config.upscale,
-        )
+        sources = collect_images([folder])[: config.max_images]
+        inputs = run_inputs(sources, aligned=True, upscale=config.upscale)
         kind = "aligned faces" if config.aligned_faces else "synthetic 512 px images"
-        what = f"{len(setup.sources)} {kind} (restored as --aligned inputs)"
+        what = f"{len(inputs.sources)} {kind} (restored as --aligned inputs)"
     if config.aligned_faces is not None:
         faces = read_faces(collect_images([config.aligned_faces]), config.face_count)
-    elif setup.aligned:
-        faces = read_faces(setup.sources, config.face_count)
+    elif inputs.options.aligned:
+        faces = read_faces(inputs.sources, config.face_count)
     else:
-        faces = _faces_of_photos(setup, config.face_count)
+        faces = _faces_of_photos(inputs, config.face_count)
     if not faces:
         raise DrbfrError("no faces found in the inputs; give --aligned-faces or other photos")
-    return faces, setup, {"pipeline_inputs": what, "model_faces": len(faces)}
+    return faces, inputs, {"pipeline_inputs": what, "model_faces": len(faces)}
 
 
-def _faces_of_photos(setup: PipelineSetup, count: int) -> list[np.ndarray]:
+def _faces_of_photos(inputs: RunInputs, count: int) -> list[np.ndarray]:
     faces: list[np.ndarray] = []
-    if setup.detector is None:
+    detector = inputs.tools.detector
+    if detector is None:
         raise ValueError("whole photos need a detector")
-    for source in setup.sources:
+    for source in inputs.sources:
         rgb = read_image(source.path).rgb
-        faces += [
-            align_face(rgb, f).crop for f in detect_faces(setup.detector, rgb, DetectOptions())
-        ]
+        faces += [align_face(rgb, f).crop for f in detect_faces(detector, rgb, DetectOptions())]
         if len(faces) >= count:
             break
     return faces
@@ -319,19 +314,21 @@ def run_restore_bench(
     }
     with tempfile.TemporaryDirectory(prefix="drbfr-bench-") as tmp:
         scratch = Path(tmp)
-        faces, setup, described = _inputs(config, device, scratch)
+        faces, inputs, described = _inputs(config, device, scratch)
         result["inputs"] = described
         if config.pipeline:
             say("pipeline stages")
             result["pipeline_stages"] = stage_times(
-                setup,
+                inputs,
                 bundle.face_size,
                 scratch / "stages",
                 repeats=config.repeats,
                 warmup=config.warmup,
             )
         result["runs"] = [
-            _run_precision(config, bundle, samplings, faces, setup, device, precision, scratch, say)
+            _run_precision(
+                config, bundle, samplings, faces, inputs, device, precision, scratch, say
+            )
             for precision in precisions
         ]
     say.finish()
@@ -343,7 +340,7 @@ def _run_precision(
     bundle: Bundle,
     samplings: list[SamplingConfig],
     faces: list[np.ndarray],
-    setup: PipelineSetup,
+    inputs: RunInputs,
     device: torch.device,
     precision: Precision,
     scratch: Path,
@@ -376,7 +373,7 @@ def _run_precision(
     )
     if config.pipeline and not config.calls_only:
         say(f"{precision.value}: whole runs")
-        run |= _whole_runs(config, bundle, samplings[0], faces, setup, runner, scratch)
+        run |= _whole_runs(config, bundle, samplings[0], faces, inputs, runner, scratch)
     return run
 
 
@@ -399,7 +396,7 @@ def _whole_runs(
     bundle: Bundle,
     sampling: SamplingConfig,
     faces: list[np.ndarray],
-    setup: PipelineSetup,
+    inputs: RunInputs,
     runner: Runner,
     scratch: Path,
 ) -> dict[str, Any]:
@@ -412,7 +409,7 @@ def _whole_runs(
         "pipeline": {
             "steps": sampling.steps,
             "start_t": sampling.start_t,
-            **batching_runs(setup, restorer, batch, scratch / "runs", **common),
+            **batching_runs(inputs, restorer, batch, scratch / "runs", **common),
         }
     }
     if config.scaling:
@@ -421,10 +418,10 @@ def _whole_runs(
             "steps": sampling.steps,
             "start_t": sampling.start_t,
             "image_size": image_size_rows(
-                setup, restorer, config.image_sides, faces[0], scratch / "sizes", **sized
+                inputs, restorer, config.image_sides, faces[0], scratch / "sizes", **sized
             ),
             "face_count": face_count_rows(
-                setup, restorer, config.face_counts, faces, scratch / "counts", **sized
+                inputs, restorer, config.face_counts, faces, scratch / "counts", **sized
             ),
         }
     return out

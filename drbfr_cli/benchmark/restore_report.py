@@ -17,19 +17,20 @@ from drbfr_cli.benchmark.report import (
 )
 
 STAGE_NAMES = {
-    "decode": "decode",
+    "read": "read (decode)",
     "detect": "detect",
     "align": "align",
-    "face_resize": "face resize (to the model's size and back)",
+    "restore": "face resize (to the model's size and back)",
     "dr": "E_DR",
     "vae_encode": "VAE encode",
     "network_call": "one network call",
     "sampling": "sampling",
     "vae_decode": "VAE decode",
-    "background": "background",
-    "paste": "paste",
-    "encode_write": "encode/write",
+    "paste": "background and paste",
+    "write": "encode/write",
 }
+"""Stages around the model are named as restore's records name them (`restore` is the
+identity restorer's: the resize to the model's face size and back)."""
 BASELINE_NAMES = {"gfpgan": "GFPGAN v1 clean", "codeformer": "CodeFormer"}
 
 SAMPLING_FIELDS = ("steps", "start_t", "samples", "flip")
@@ -102,8 +103,8 @@ def _largest(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return max(rows, key=lambda row: row["batch"])
 
 
-BEFORE_MODEL = ("decode", "detect", "align", "face_resize")
-AFTER_MODEL = ("background", "paste", "encode_write")
+BEFORE_MODEL = ("read", "detect", "align", "restore")
+AFTER_MODEL = ("paste", "write")
 
 
 def _around(
@@ -149,7 +150,8 @@ def _stage_table(result: dict[str, Any], run: dict[str, Any], label: str) -> Tab
         notes.append(
             f"stages around the model: per face over {pipeline['images']} images with "
             f"{pipeline['faces']} faces (detector {pipeline['detector']}, background "
-            f"{pipeline['background']}), each timed alone"
+            f"{pipeline['background']}), from the records of whole restore runs with the "
+            "identity restorer"
         )
     headers = ["stage", "ms per face", "share", "GFLOP/s"]
     return Table(f"Stages of a restoration, per face ({label})", headers, rows, notes)
