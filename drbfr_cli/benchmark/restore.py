@@ -5,7 +5,8 @@ For each precision, on one device, in one run:
   batch size, and the per-face time they add up to;
 - the restorer over a set of faces at each batch size: batch 1 is the plain one-face loop, so
   the rows give the speed-up of cross-image batching;
-- GFPGAN and CodeFormer (random weights) on the same device and precision, and the ratios;
+- peers given by the caller (the checkout's bench/restore: GFPGAN and CodeFormer with random
+  weights) on the same device and precision, and the ratios;
 - whole `drbfr restore` runs (cross-image batches vs one face per call), and how a run scales
   with image size and with faces per image.
 `calls_only` keeps the model stages (no sampling loop, restorer or whole runs) and estimates
@@ -20,24 +21,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
-from drbfr_cli.benchmark.baselines import BUILDERS
 from drbfr_cli.benchmark.inputs import read_faces, write_synthetic_set
 from drbfr_cli.benchmark.measure import machine_info
 from drbfr_cli.benchmark.profile import profile_restore
 from drbfr_cli.benchmark.random_bundle import random_bundle
+from drbfr_cli.benchmark.report import Table
 from drbfr_cli.benchmark.restore_model import (
     Runner,
-    baseline_results,
     batching_rows,
     estimate_rows,
     face_batch,
     model_facts,
-    ratio_rows,
     restorer_rows,
     sampling_key,
     stage_rows,
@@ -115,8 +114,6 @@ class RestoreBenchConfig:
     repeats: int = 3
     warmup: int = 1
     calls_only: bool = False
-    baselines: tuple[str, ...] = ("gfpgan", "codeformer")
-    baseline_batch_sizes: tuple[int, ...] = (1,)
     photos: Path | None = None
     """Whole photos (with `detector`); else aligned_faces, else synthetic aligned images."""
     aligned_faces: Path | None = None
@@ -143,7 +140,6 @@ class RestoreBenchConfig:
             "samples": self.samples,
             "image_sides": self.image_sides,
             "face_counts": self.face_counts,
-            "baseline_batch_sizes": self.baseline_batch_sizes,
         }
         for name, values in positive.items():
             if not values and name == "batch_sizes":
@@ -156,15 +152,32 @@ class RestoreBenchConfig:
             raise ValueError(
                 "repeats, run_repeats and copies must be at least 1, warmup at least 0"
             )
-        unknown = sorted(set(self.baselines) - set(BUILDERS))
-        if unknown:
-            raise ValueError(
-                f"unknown baseline(s) {', '.join(unknown)}; known: {', '.join(BUILDERS)}"
-            )
 
     @property
     def face_count(self) -> int:
         return max(self.faces, max(self.batch_sizes))
+
+
+@runtime_checkable
+class RestorePeers(Protocol):
+    """Other restorers timed in the same run as drbfr, on its device, precision and faces (the
+    checkout's bench/harness/peers.py: GFPGAN and CodeFormer)."""
+
+    def measure(
+        self, runner: Runner, faces: Sequence[np.ndarray], seed: int
+    ) -> dict[str, dict[str, Any]]:
+        """Each peer's facts and timing rows, by name."""
+        ...
+
+    def ratios(
+        self, rows: Sequence[dict[str, Any]], peers: dict[str, dict[str, Any]], *, estimated: bool
+    ) -> list[dict[str, Any]]:
+        """drbfr's time per face over each peer's, for each restorer row."""
+        ...
+
+    def tables(self, run: dict[str, Any], label: str) -> list[Table]:
+        """The peers' tables of one run (one precision)."""
+        ...
 
 
 def resolve_precisions(precisions: Sequence[Precision], device: torch.device) -> list[Precision]:
@@ -288,22 +301,26 @@ class _Phases:
             self._progress(self.total, self.total, "done")
 
 
-def phase_count(config: RestoreBenchConfig, precisions: int) -> int:
-    """How many phases (notices) a bench run has."""
+def phase_count(config: RestoreBenchConfig, precisions: int, peers: bool = False) -> int:
+    """How many phases (notices) a bench run has (`peers`: with peers timed)."""
     whole = config.pipeline and not config.calls_only
     profiled = config.profile and not config.calls_only
-    per_precision = 2 + (not config.calls_only) + whole + profiled
+    per_precision = 1 + peers + (not config.calls_only) + whole + profiled
     return int(config.pipeline) + precisions * per_precision
 
 
 def run_restore_bench(
-    config: RestoreBenchConfig, notice: Notice | None = None, progress: Progress | None = None
+    config: RestoreBenchConfig,
+    notice: Notice | None = None,
+    progress: Progress | None = None,
+    peers: RestorePeers | None = None,
 ) -> dict[str, Any]:
-    """Measure everything `config` asks for; the results as a JSON-ready dict. `notice` gets a
-    line as each phase starts, `progress` the phases done and in all."""
+    """Measure everything `config` asks for (and `peers`, in the same run); the results as a
+    JSON-ready dict. `notice` gets a line as each phase starts, `progress` the phases done and
+    in all."""
     device = resolve_device(config.device)
     precisions = resolve_precisions(config.precisions, device)
-    say = _Phases(notice, progress, phase_count(config, len(precisions)))
+    say = _Phases(notice, progress, phase_count(config, len(precisions), peers is not None))
     bundle, source = _bundle(config)
     samplings = _samplings(bundle, config)
     result: dict[str, Any] = {
@@ -327,7 +344,7 @@ def run_restore_bench(
             )
         result["runs"] = [
             _run_precision(
-                config, bundle, samplings, faces, inputs, device, precision, scratch, say
+                config, bundle, samplings, faces, inputs, device, precision, scratch, say, peers
             )
             for precision in precisions
         ]
@@ -345,6 +362,7 @@ def _run_precision(
     precision: Precision,
     scratch: Path,
     say: Notice,
+    peers: RestorePeers | None = None,
 ) -> dict[str, Any]:
     dtype = autocast_dtype(precision, device)
     runner = Runner(device, dtype, config.repeats, config.warmup)
@@ -362,15 +380,14 @@ def _run_precision(
     if config.profile and not config.calls_only:
         say(f"{precision.value}: where a restoration's time goes")
         run["profile"] = _profile(bundle, samplings, faces[0], runner)
-    say(f"{precision.value}: baselines")
-    run["baselines"] = baseline_results(
-        config.baselines, runner, faces, config.baseline_batch_sizes, seed=config.seed
-    )
-    free_memory()
-    measured = run.get("restorer")
-    run["ratios"] = ratio_rows(
-        measured or run["estimated"], run["baselines"], estimated=not measured
-    )
+    if peers is not None:
+        say(f"{precision.value}: peers")
+        run["baselines"] = peers.measure(runner, faces, config.seed)
+        free_memory()
+        measured = run.get("restorer")
+        run["ratios"] = peers.ratios(
+            measured or run["estimated"], run["baselines"], estimated=not measured
+        )
     if config.pipeline and not config.calls_only:
         say(f"{precision.value}: whole runs")
         run |= _whole_runs(config, bundle, samplings[0], faces, inputs, runner, scratch)
