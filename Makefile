@@ -34,7 +34,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 bench: install
-	$(BIN)/python -m drbfr_cli.benchmark.suite
+	$(BIN)/python -m bench.harness.suite
 
 # The prepared check for a lent GPU (8 minutes): one JSON line per result in $(OUT)/gpu_check.jsonl.
 OUT ?= out/gpu-check

@@ -1,4 +1,5 @@
-"""`drbfr bench restore|train` on the tiny preset through the CLI, and the pieces they rest on.
+"""`drbfr bench restore|train` on the tiny preset through the CLI (restore also with the peers
+bench/restore adds), and the pieces they rest on.
 
 No test asserts a speed: the commands must run and write well-formed results.
 """
@@ -6,6 +7,7 @@ No test asserts a speed: the commands must run and write well-formed results.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -16,8 +18,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from drbfr_cli.benchmark import baselines
-from drbfr_cli.benchmark.baselines import Baseline, build_baseline
+from bench.harness import baselines, peers
+from bench.harness.baselines import Baseline, build_baseline
 from drbfr_cli.benchmark.inputs import KnownFacesDetector, face_canvas, synthetic_image
 from drbfr_cli.benchmark.random_bundle import random_bundle, shape_copy
 from drbfr_cli.cli.main import app
@@ -34,9 +36,10 @@ CALLS_PER_STEP = (1 if _TINY.guidance_scale == 1 else 2) * _TINY.samples
 guidance, once for each of the samples it averages."""
 
 
-def _bench(command: str, *extra: str):
-    """Run `drbfr bench COMMAND EXTRA...` (COMMAND split like a shell line)."""
-    return runner.invoke(app, ["bench", *shlex.split(command), *extra])
+def _bench(command: str, *extra: str, obj: object = None):
+    """Run `drbfr bench COMMAND EXTRA...` (COMMAND split like a shell line); `obj`: the peers
+    bench/restore passes."""
+    return runner.invoke(app, ["bench", *shlex.split(command), *extra], obj=obj)
 
 
 def _positive(value: object) -> bool:
@@ -73,6 +76,7 @@ def test_bench_restore_tiny_writes_json_and_tables(tmp_path: Path, small_baselin
         "--faces 2 --repeats 1 --warmup 0 --image-sides 256 --face-counts 1,2 --copies 1 "
         "--quiet",
         *("-o", str(out), "--markdown", str(markdown)),
+        obj=peers.Baselines(),
     )
     assert done.exit_code == 0, done.output
     result = json.loads(out.read_text())
@@ -115,17 +119,16 @@ def test_bench_restore_calls_only_extrapolates(tmp_path: Path) -> None:
     out = tmp_path / "calls.json"
     done = _bench(
         "restore --preset tiny --device cpu --calls-only --batch-sizes 1 --steps 20 "
-        "--start-t 1,0.4 --repeats 1 --warmup 0 --baselines none --no-pipeline",
+        "--start-t 1,0.4 --repeats 1 --warmup 0 --no-pipeline",
         *("-o", str(out)),
     )
     assert done.exit_code == 0, done.output
     assert "extrapolated from single calls" in done.output
     (run,) = json.loads(out.read_text())["runs"]
-    assert "restorer" not in run and "pipeline" not in run
+    assert "restorer" not in run and "pipeline" not in run and "baselines" not in run
     expected = [(20 * CALLS_PER_STEP, 1.0), (8 * CALLS_PER_STEP, 0.4)]
     assert [(r["calls"], r["start_t"]) for r in run["estimated"]] == expected
     assert all(_positive(r["seconds_per_face"]) for r in run["estimated"])
-    assert all(r["estimated"] for r in run["ratios"])
 
 
 def test_bench_train_tiny_writes_json(tmp_path: Path) -> None:
@@ -164,6 +167,41 @@ def test_bench_train_runs_the_real_ldm_loop_with_and_without_the_replay_pool(
         assert _positive(row["items_per_s"]) and _positive(row["seconds_per_step"])
     bad = _bench("train --preset small --stages ldm --loop-steps 2 --pair-reuse 0")
     assert bad.exit_code == 2 and "pair reuse" in bad.output
+
+
+def test_bench_restore_with_the_peers_estimates_its_ratios(tmp_path: Path, small_baselines) -> None:
+    """bench/restore's peers on --calls-only: drbfr's side of the ratios is extrapolated."""
+    out = tmp_path / "calls.json"
+    done = _bench(
+        "restore --preset tiny --device cpu --calls-only --batch-sizes 1 --steps 2 "
+        "--repeats 1 --warmup 0 --no-pipeline --quiet",
+        *("-o", str(out)),
+        obj=peers.Baselines(("gfpgan",)),
+    )
+    assert done.exit_code == 0, done.output
+    (run,) = json.loads(out.read_text())["runs"]
+    assert set(run["baselines"]) == {"gfpgan"}
+    assert all(r["estimated"] and _positive(r["x_gfpgan"]) for r in run["ratios"])
+
+
+def test_bench_restore_script_splits_its_options_from_drbfrs() -> None:
+    chosen, rest = peers.parse(["--baselines", "gfpgan", "--device", "cpu", "--faces", "2"])
+    assert chosen == peers.Baselines(("gfpgan",)) and rest == ["--device", "cpu", "--faces", "2"]
+    assert peers.parse(["--baselines", "none", "--baseline-batch-sizes", "1,8"]) == (None, [])
+    assert peers.parse(["--baseline-batch-sizes", "1,8"])[0].batch_sizes == (1, 8)
+    with pytest.raises(SystemExit) as stopped:
+        peers.parse(["--baselines", "gfpgan,restoreformer"])
+    assert stopped.value.code == 2
+
+
+def test_the_wheel_holds_no_development_harness() -> None:
+    """drbfr_cli (the wheel's one package) has no peer baselines, GPU check or make-bench suite,
+    and imports nothing from the checkout's bench/."""
+    package = Path(__file__).resolve().parent.parent / "drbfr_cli"
+    names = {path.stem for path in (package / "benchmark").glob("*.py")}
+    assert not names & {"baselines", "gpu_check", "suite", "peers", "restore_pipeline"}
+    harness = re.compile(r"^\s*(from|import) bench\b", re.MULTILINE)
+    assert not [path for path in package.rglob("*.py") if harness.search(path.read_text())]
 
 
 def test_bench_rejects_bad_options() -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.harness.gpu_check import DRY_RUN, match_row, read_results, run_check
 from drbfr_cli.benchmark.flops import flops_rows, projected_seconds, stage_flops
-from drbfr_cli.benchmark.gpu_check import DRY_RUN, match_row, read_results, run_check
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -5,7 +5,8 @@ For each precision, on one device, in one run:
   batch size, and the per-face time they add up to;
 - the restorer over a set of faces at each batch size: batch 1 is the plain one-face loop, so
   the rows give the speed-up of cross-image batching;
-- GFPGAN and CodeFormer (random weights) on the same device and precision, and the ratios;
+- peers given by the caller (the checkout's bench/restore: GFPGAN and CodeFormer with random
+  weights) on the same device and precision, and the ratios;
 - whole `drbfr restore` runs (cross-image batches vs one face per call), and how a run scales
   with image size and with faces per image.
 `calls_only` keeps the model stages (no sampling loop, restorer or whole runs) and estimates
@@ -20,34 +21,33 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
-from drbfr_cli.benchmark.baselines import BUILDERS
 from drbfr_cli.benchmark.inputs import read_faces, write_synthetic_set
 from drbfr_cli.benchmark.measure import machine_info
 from drbfr_cli.benchmark.profile import profile_restore
 from drbfr_cli.benchmark.random_bundle import random_bundle
+from drbfr_cli.benchmark.report import Table
 from drbfr_cli.benchmark.restore_model import (
     Runner,
-    baseline_results,
     batching_rows,
     estimate_rows,
     face_batch,
     model_facts,
-    ratio_rows,
     restorer_rows,
     sampling_key,
     stage_rows,
 )
-from drbfr_cli.benchmark.restore_pipeline import (
-    PipelineSetup,
+from drbfr_cli.benchmark.restore_runs import (
+    RunInputs,
     batching_runs,
     build_upsampler,
     face_count_rows,
     image_size_rows,
+    run_inputs,
     stage_times,
 )
 from drbfr_cli.bundle import Bundle, load_bundle, resolve_bundle
@@ -114,8 +114,6 @@ class RestoreBenchConfig:
     repeats: int = 3
     warmup: int = 1
     calls_only: bool = False
-    baselines: tuple[str, ...] = ("gfpgan", "codeformer")
-    baseline_batch_sizes: tuple[int, ...] = (1,)
     photos: Path | None = None
     """Whole photos (with `detector`); else aligned_faces, else synthetic aligned images."""
     aligned_faces: Path | None = None
@@ -142,7 +140,6 @@ class RestoreBenchConfig:
             "samples": self.samples,
             "image_sides": self.image_sides,
             "face_counts": self.face_counts,
-            "baseline_batch_sizes": self.baseline_batch_sizes,
         }
         for name, values in positive.items():
             if not values and name == "batch_sizes":
@@ -155,15 +152,32 @@ class RestoreBenchConfig:
             raise ValueError(
                 "repeats, run_repeats and copies must be at least 1, warmup at least 0"
             )
-        unknown = sorted(set(self.baselines) - set(BUILDERS))
-        if unknown:
-            raise ValueError(
-                f"unknown baseline(s) {', '.join(unknown)}; known: {', '.join(BUILDERS)}"
-            )
 
     @property
     def face_count(self) -> int:
         return max(self.faces, max(self.batch_sizes))
+
+
+@runtime_checkable
+class RestorePeers(Protocol):
+    """Other restorers timed in the same run as drbfr, on its device, precision and faces (the
+    checkout's bench/harness/peers.py: GFPGAN and CodeFormer)."""
+
+    def measure(
+        self, runner: Runner, faces: Sequence[np.ndarray], seed: int
+    ) -> dict[str, dict[str, Any]]:
+        """Each peer's facts and timing rows, by name."""
+        ...
+
+    def ratios(
+        self, rows: Sequence[dict[str, Any]], peers: dict[str, dict[str, Any]], *, estimated: bool
+    ) -> list[dict[str, Any]]:
+        """drbfr's time per face over each peer's, for each restorer row."""
+        ...
+
+    def tables(self, run: dict[str, Any], label: str) -> list[Table]:
+        """The peers' tables of one run (one precision)."""
+        ...
 
 
 def resolve_precisions(precisions: Sequence[Precision], device: torch.device) -> list[Precision]:
@@ -212,60 +226,54 @@ def _samplings(bundle: Bundle, config: RestoreBenchConfig) -> list[SamplingConfi
 
 def _inputs(
     config: RestoreBenchConfig, device: torch.device, scratch: Path
-) -> tuple[list[np.ndarray], PipelineSetup, dict[str, Any]]:
-    """(aligned faces for the model stages, the pipeline's inputs and tools, a description).
+) -> tuple[list[np.ndarray], RunInputs, dict[str, Any]]:
+    """(aligned faces for the model stages, the whole runs' inputs and tools, a description).
 
-    The pipeline runs on --photos (whole photos), else on --aligned-faces, else on synthetic
-    512 px images (both as --aligned inputs); the model sees --aligned-faces when given, else
-    the faces of those inputs."""
+    The runs restore --photos (whole photos), else --aligned-faces, else synthetic 512 px
+    images (both as --aligned inputs); the model sees --aligned-faces when given, else the
+    faces of those inputs."""
     if config.photos is not None:
-        setup = PipelineSetup(
-            sources=collect_images([config.photos])[: config.max_images],
+        detector = build_detector(config.detector, config.weights_dir, device)
+        upsampler = build_upsampler(
+            config.background, config.upscale, device=str(device), half=device.type == "cuda"
+        )
+        inputs = run_inputs(
+            collect_images([config.photos])[: config.max_images],
             aligned=False,
-            detector=build_detector(config.detector, config.weights_dir, device),
+            detector=detector,
             detector_name=config.detector.value,
-            upsampler=build_upsampler(
-                config.background, config.upscale, device=str(device), half=device.type == "cuda"
-            ),
-            upsampler_name=config.background.value,
+            upsampler=upsampler,
+            background=config.background.value,
             upscale=config.upscale,
         )
-        what = f"{len(setup.sources)} whole photos from {config.photos}"
+        what = f"{len(inputs.sources)} whole photos from {config.photos}"
     else:
         folder = config.aligned_faces or write_synthetic_set(
             scratch / "synthetic", config.face_count, seed=config.seed
         )
-        setup = PipelineSetup(
-            sources=collect_images([folder])[: config.max_images],
-            aligned=True,
-            detector=None,
-            detector_name="none",
-            upsampler=None,
-            upsampler_name="none",
-            upscale=config.upscale,
-        )
+        sources = collect_images([folder])[: config.max_images]
+        inputs = run_inputs(sources, aligned=True, upscale=config.upscale)
         kind = "aligned faces" if config.aligned_faces else "synthetic 512 px images"
-        what = f"{len(setup.sources)} {kind} (restored as --aligned inputs)"
+        what = f"{len(inputs.sources)} {kind} (restored as --aligned inputs)"
     if config.aligned_faces is not None:
         faces = read_faces(collect_images([config.aligned_faces]), config.face_count)
-    elif setup.aligned:
-        faces = read_faces(setup.sources, config.face_count)
+    elif inputs.options.aligned:
+        faces = read_faces(inputs.sources, config.face_count)
     else:
-        faces = _faces_of_photos(setup, config.face_count)
+        faces = _faces_of_photos(inputs, config.face_count)
     if not faces:
         raise DrbfrError("no faces found in the inputs; give --aligned-faces or other photos")
-    return faces, setup, {"pipeline_inputs": what, "model_faces": len(faces)}
+    return faces, inputs, {"pipeline_inputs": what, "model_faces": len(faces)}
 
 
-def _faces_of_photos(setup: PipelineSetup, count: int) -> list[np.ndarray]:
+def _faces_of_photos(inputs: RunInputs, count: int) -> list[np.ndarray]:
     faces: list[np.ndarray] = []
-    if setup.detector is None:
+    detector = inputs.tools.detector
+    if detector is None:
         raise ValueError("whole photos need a detector")
-    for source in setup.sources:
+    for source in inputs.sources:
         rgb = read_image(source.path).rgb
-        faces += [
-            align_face(rgb, f).crop for f in detect_faces(setup.detector, rgb, DetectOptions())
-        ]
+        faces += [align_face(rgb, f).crop for f in detect_faces(detector, rgb, DetectOptions())]
         if len(faces) >= count:
             break
     return faces
@@ -293,22 +301,26 @@ class _Phases:
             self._progress(self.total, self.total, "done")
 
 
-def phase_count(config: RestoreBenchConfig, precisions: int) -> int:
-    """How many phases (notices) a bench run has."""
+def phase_count(config: RestoreBenchConfig, precisions: int, peers: bool = False) -> int:
+    """How many phases (notices) a bench run has (`peers`: with peers timed)."""
     whole = config.pipeline and not config.calls_only
     profiled = config.profile and not config.calls_only
-    per_precision = 2 + (not config.calls_only) + whole + profiled
+    per_precision = 1 + peers + (not config.calls_only) + whole + profiled
     return int(config.pipeline) + precisions * per_precision
 
 
 def run_restore_bench(
-    config: RestoreBenchConfig, notice: Notice | None = None, progress: Progress | None = None
+    config: RestoreBenchConfig,
+    notice: Notice | None = None,
+    progress: Progress | None = None,
+    peers: RestorePeers | None = None,
 ) -> dict[str, Any]:
-    """Measure everything `config` asks for; the results as a JSON-ready dict. `notice` gets a
-    line as each phase starts, `progress` the phases done and in all."""
+    """Measure everything `config` asks for (and `peers`, in the same run); the results as a
+    JSON-ready dict. `notice` gets a line as each phase starts, `progress` the phases done and
+    in all."""
     device = resolve_device(config.device)
     precisions = resolve_precisions(config.precisions, device)
-    say = _Phases(notice, progress, phase_count(config, len(precisions)))
+    say = _Phases(notice, progress, phase_count(config, len(precisions), peers is not None))
     bundle, source = _bundle(config)
     samplings = _samplings(bundle, config)
     result: dict[str, Any] = {
@@ -319,19 +331,21 @@ def run_restore_bench(
     }
     with tempfile.TemporaryDirectory(prefix="drbfr-bench-") as tmp:
         scratch = Path(tmp)
-        faces, setup, described = _inputs(config, device, scratch)
+        faces, inputs, described = _inputs(config, device, scratch)
         result["inputs"] = described
         if config.pipeline:
             say("pipeline stages")
             result["pipeline_stages"] = stage_times(
-                setup,
+                inputs,
                 bundle.face_size,
                 scratch / "stages",
                 repeats=config.repeats,
                 warmup=config.warmup,
             )
         result["runs"] = [
-            _run_precision(config, bundle, samplings, faces, setup, device, precision, scratch, say)
+            _run_precision(
+                config, bundle, samplings, faces, inputs, device, precision, scratch, say, peers
+            )
             for precision in precisions
         ]
     say.finish()
@@ -343,11 +357,12 @@ def _run_precision(
     bundle: Bundle,
     samplings: list[SamplingConfig],
     faces: list[np.ndarray],
-    setup: PipelineSetup,
+    inputs: RunInputs,
     device: torch.device,
     precision: Precision,
     scratch: Path,
     say: Notice,
+    peers: RestorePeers | None = None,
 ) -> dict[str, Any]:
     dtype = autocast_dtype(precision, device)
     runner = Runner(device, dtype, config.repeats, config.warmup)
@@ -365,18 +380,17 @@ def _run_precision(
     if config.profile and not config.calls_only:
         say(f"{precision.value}: where a restoration's time goes")
         run["profile"] = _profile(bundle, samplings, faces[0], runner)
-    say(f"{precision.value}: baselines")
-    run["baselines"] = baseline_results(
-        config.baselines, runner, faces, config.baseline_batch_sizes, seed=config.seed
-    )
-    free_memory()
-    measured = run.get("restorer")
-    run["ratios"] = ratio_rows(
-        measured or run["estimated"], run["baselines"], estimated=not measured
-    )
+    if peers is not None:
+        say(f"{precision.value}: peers")
+        run["baselines"] = peers.measure(runner, faces, config.seed)
+        free_memory()
+        measured = run.get("restorer")
+        run["ratios"] = peers.ratios(
+            measured or run["estimated"], run["baselines"], estimated=not measured
+        )
     if config.pipeline and not config.calls_only:
         say(f"{precision.value}: whole runs")
-        run |= _whole_runs(config, bundle, samplings[0], faces, setup, runner, scratch)
+        run |= _whole_runs(config, bundle, samplings[0], faces, inputs, runner, scratch)
     return run
 
 
@@ -399,7 +413,7 @@ def _whole_runs(
     bundle: Bundle,
     sampling: SamplingConfig,
     faces: list[np.ndarray],
-    setup: PipelineSetup,
+    inputs: RunInputs,
     runner: Runner,
     scratch: Path,
 ) -> dict[str, Any]:
@@ -412,7 +426,7 @@ def _whole_runs(
         "pipeline": {
             "steps": sampling.steps,
             "start_t": sampling.start_t,
-            **batching_runs(setup, restorer, batch, scratch / "runs", **common),
+            **batching_runs(inputs, restorer, batch, scratch / "runs", **common),
         }
     }
     if config.scaling:
@@ -421,10 +435,10 @@ def _whole_runs(
             "steps": sampling.steps,
             "start_t": sampling.start_t,
             "image_size": image_size_rows(
-                setup, restorer, config.image_sides, faces[0], scratch / "sizes", **sized
+                inputs, restorer, config.image_sides, faces[0], scratch / "sizes", **sized
             ),
             "face_count": face_count_rows(
-                setup, restorer, config.face_counts, faces, scratch / "counts", **sized
+                inputs, restorer, config.face_counts, faces, scratch / "counts", **sized
             ),
         }
     return out

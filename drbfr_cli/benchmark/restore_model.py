@@ -1,8 +1,8 @@
 """The model side of the restore benchmark: each model stage at each batch size, the restorer
-over a set of faces at each batch size (batch 1 is the plain one-face loop), the baselines, and
-the per-face times estimated from single network calls.
+over a set of faces at each batch size (batch 1 is the plain one-face loop), and the per-face
+times estimated from single network calls.
 
-Faces are float32 RGB FACE_SIZE crops in [0, 1]; every row is a plain dict (JSON-ready).
+Faces are float32 RGB aligned crops in [0, 1]; every row is a plain dict (JSON-ready).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from drbfr_cli.benchmark.baselines import FACE_SIZE, Baseline, baseline_facts, build_baseline
 from drbfr_cli.benchmark.inputs import cycle_to
 from drbfr_cli.benchmark.measure import Measurement, count_flops, measure, parameter_count
 from drbfr_cli.benchmark.random_bundle import shape_copy
@@ -23,7 +22,6 @@ from drbfr_cli.benchmark.restore_report import SAMPLING_FIELDS, sampling_id
 from drbfr_cli.bundle import Bundle
 from drbfr_cli.diffusion.pipeline import Condition, LDRMDenoiser, condition
 from drbfr_cli.diffusion.sampling import SamplingConfig, network_calls, restore_latents
-from drbfr_cli.errors import first_line
 from drbfr_cli.imaging import faces_to_tensor
 from drbfr_cli.nets.autoencoder import VQAutoencoder
 from drbfr_cli.restore.restorer import BundleRestorer
@@ -261,60 +259,3 @@ def batching_rows(restorer: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-# ---------------------------------------------------------------------------------------------
-# Baselines
-
-
-def baseline_results(
-    names: Sequence[str],
-    runner: Runner,
-    faces: Sequence[np.ndarray],
-    batch_sizes: Sequence[int],
-    seed: int = 0,
-) -> dict[str, dict[str, Any]]:
-    """Each baseline (random weights) on FACE_SIZE faces at each batch size, same device and
-    precision as the restorer; {"skipped": why} for one that cannot be built or run here."""
-    results: dict[str, dict[str, Any]] = {}
-    for name in names:
-        built = build_baseline(name, runner.device, seed=seed)
-        if not isinstance(built, Baseline):
-            results[name] = {"skipped": built.reason}
-            continue
-        rows = []
-        for batch in batch_sizes:
-            x = face_batch(faces, FACE_SIZE, batch).to(runner.device) * 2.0 - 1.0
-            try:
-                measurement = runner.measure(lambda b=built, x=x: b(x))
-            except RuntimeError as exc:  # e.g. an operator without fp16 / bf16 kernels
-                rows.append({"batch": batch, "failed": first_line(exc)})
-                continue
-            rows.append({"batch": batch, **timing_row(measurement, batch)})
-        results[name] = {**baseline_facts(built), "rows": rows}
-        del built
-    return results
-
-
-def ratio_rows(
-    rows: Sequence[dict[str, Any]], baselines: dict[str, dict[str, Any]], *, estimated: bool
-) -> list[dict[str, Any]]:
-    """Time per face of each restorer row over each baseline's (at the same batch size when the
-    baseline was run at it, else at batch 1): above 1, drbfr is that many times slower."""
-    out = []
-    for row in rows:
-        ratio: dict[str, Any] = {
-            "batch": row["batch"],
-            **{k: row[k] for k in SAMPLING_FIELDS if k in row},
-            "seconds_per_face": row["seconds_per_face"],
-            "estimated": estimated,
-        }
-        for name, result in baselines.items():
-            measured = {r["batch"]: r for r in result.get("rows", []) if "seconds_per_face" in r}
-            base = measured.get(row["batch"]) or measured.get(1)
-            if base is None:
-                continue
-            ratio[f"x_{name}"] = row["seconds_per_face"] / base["seconds_per_face"]
-            ratio[f"{name}_batch"] = base["batch"]
-        out.append(ratio)
-    return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from drbfr_cli.benchmark.report import (
@@ -17,20 +17,20 @@ from drbfr_cli.benchmark.report import (
 )
 
 STAGE_NAMES = {
-    "decode": "decode",
+    "read": "read (decode)",
     "detect": "detect",
     "align": "align",
-    "face_resize": "face resize (to the model's size and back)",
+    "restore": "face resize (to the model's size and back)",
     "dr": "E_DR",
     "vae_encode": "VAE encode",
     "network_call": "one network call",
     "sampling": "sampling",
     "vae_decode": "VAE decode",
-    "background": "background",
-    "paste": "paste",
-    "encode_write": "encode/write",
+    "paste": "background and paste",
+    "write": "encode/write",
 }
-BASELINE_NAMES = {"gfpgan": "GFPGAN v1 clean", "codeformer": "CodeFormer"}
+"""Stages around the model are named as restore's records name them (`restore` is the
+identity restorer's: the resize to the model's face size and back)."""
 
 SAMPLING_FIELDS = ("steps", "start_t", "samples", "flip")
 """What tells a bench row's sampling apart (`flip`: F's flip ensemble)."""
@@ -43,7 +43,7 @@ def sampling_id(row: dict[str, Any]) -> tuple:
     return (row["batch"], *(row.get(k, defaults.get(k)) for k in SAMPLING_FIELDS))
 
 
-def _sampling(row: dict[str, Any]) -> str:
+def sampling_label(row: dict[str, Any]) -> str:
     """e.g. "10 steps, start_t 0.5, 2 samples" (", no flip" without F's flip ensemble; older
     rows: steps and start_t only)."""
     text = f"{row['steps']} steps, start_t {row['start_t']:g}"
@@ -54,8 +54,11 @@ def _sampling(row: dict[str, Any]) -> str:
     return text
 
 
-def restore_tables(result: dict[str, Any]) -> list[Table]:
-    """Every table of a `drbfr bench restore` result, run by run (one per precision)."""
+def restore_tables(
+    result: dict[str, Any], peer_tables: Callable[[dict[str, Any], str], list[Table]] | None = None
+) -> list[Table]:
+    """Every table of a `drbfr bench restore` result, run by run (one per precision);
+    `peer_tables` gives those of the peers timed in the same run (RestorePeers.tables)."""
     tables = [_model_table(result)]
     for run in result["runs"]:
         label = f"{result['machine']['device']}, {run['precision']}"
@@ -67,7 +70,8 @@ def restore_tables(result: dict[str, Any]) -> list[Table]:
             tables.append(_estimate_table(run, label))
         if run.get("profile"):
             tables.append(_profile_table(run, label))
-        tables += _baseline_tables(run, label)
+        if peer_tables is not None:
+            tables += peer_tables(run, label)
         if "pipeline" in run:
             tables.append(_pipeline_table(run, label))
         if "scaling" in run:
@@ -102,8 +106,8 @@ def _largest(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return max(rows, key=lambda row: row["batch"])
 
 
-BEFORE_MODEL = ("decode", "detect", "align", "face_resize")
-AFTER_MODEL = ("background", "paste", "encode_write")
+BEFORE_MODEL = ("read", "detect", "align", "restore")
+AFTER_MODEL = ("paste", "write")
 
 
 def _around(
@@ -131,11 +135,11 @@ def _stage_table(result: dict[str, Any], run: dict[str, Any], label: str) -> Tab
     sampled = next(iter(stages.get("sampling", [])), None)
     if sampled is not None:
         calls, seconds = sampled["calls"], sampled["seconds_per_face"]
-        what = f"sampling, {_sampling(sampled)} ({calls} calls, measured)"
+        what = f"sampling, {sampling_label(sampled)} ({calls} calls, measured)"
     else:
         estimate = next(r for r in run["estimated"] if r["batch"] == batch)
         calls, seconds = estimate["calls"], estimate["calls"] * call
-        what = f"sampling, {_sampling(estimate)} ({calls} calls x one call, estimated)"
+        what = f"sampling, {sampling_label(estimate)} ({calls} calls x one call, estimated)"
     call_flops = flops["network_call"]
     per_face.append((what, seconds, gflops(call_flops and call_flops * calls, seconds)))
     seconds = stages["vae_decode"]["seconds_per_face"]
@@ -149,14 +153,15 @@ def _stage_table(result: dict[str, Any], run: dict[str, Any], label: str) -> Tab
         notes.append(
             f"stages around the model: per face over {pipeline['images']} images with "
             f"{pipeline['faces']} faces (detector {pipeline['detector']}, background "
-            f"{pipeline['background']}), each timed alone"
+            f"{pipeline['background']}), from the records of whole restore runs with the "
+            "identity restorer"
         )
     headers = ["stage", "ms per face", "share", "GFLOP/s"]
     return Table(f"Stages of a restoration, per face ({label})", headers, rows, notes)
 
 
 def _model_stage_table(result: dict[str, Any], run: dict[str, Any], label: str) -> Table:
-    samplings = [_sampling(s) for s in run["model_stages"][0].get("sampling", [])]
+    samplings = [sampling_label(s) for s in run["model_stages"][0].get("sampling", [])]
     headers = [
         "batch",
         "E_DR",
@@ -205,7 +210,7 @@ def _restorer_table(run: dict[str, Any], label: str) -> Table:
     rows = [
         [
             str(r["batch"]),
-            _sampling(r),
+            sampling_label(r),
             str(r["calls"]),
             rate(r["faces_per_s"]),
             ms(r["seconds_per_face"]),
@@ -233,7 +238,7 @@ def _estimate_table(run: dict[str, Any], label: str) -> Table:
     rows = [
         [
             str(r["batch"]),
-            _sampling(r),
+            sampling_label(r),
             str(r["calls"]),
             ms(r["seconds_per_face"]),
             rate(r["faces_per_s"]),
@@ -267,7 +272,7 @@ def _profile_table(run: dict[str, Any], label: str) -> Table:
             stage = _stage(profile, name)
             calls = f" ({stage['calls']})" if stage and stage["calls"] > 1 else ""
             cells.append("-" if stage is None else ms(stage["seconds_per_face"]) + calls)
-        rows.append([_sampling(profile), *cells, ms(profile["seconds_per_face"])])
+        rows.append([sampling_label(profile), *cells, ms(profile["seconds_per_face"])])
     notes = [
         "one face (batch 1) through the bundle's own restore, each network timed by forward "
         "hooks, one run after a warm-up; (n): calls per face; other: the rest (sampler "
@@ -279,79 +284,6 @@ def _profile_table(run: dict[str, Any], label: str) -> Table:
 
 def _stage(profile: dict[str, Any], name: str) -> dict[str, Any] | None:
     return next((s for s in profile["stages"] if s["stage"] == name), None)
-
-
-def _baseline_tables(run: dict[str, Any], label: str) -> list[Table]:
-    baselines = run["baselines"]
-    if not baselines:
-        return []
-    rows, notes = [], []
-    for name, result in baselines.items():
-        title = BASELINE_NAMES.get(name, name)
-        if "skipped" in result:
-            notes.append(f"{title} skipped: {result['skipped']}")
-            continue
-        for row in result["rows"]:
-            if "failed" in row:
-                notes.append(f"{title} at batch {row['batch']} failed: {row['failed']}")
-                continue
-            rows.append(
-                [
-                    title,
-                    str(row["batch"]),
-                    ms(row["seconds_per_face"]),
-                    rate(row["faces_per_s"]),
-                    millions(result["parameters"]),
-                    f"{result['flops_per_face'] / 1e9:.0f}" if result["flops_per_face"] else "-",
-                    mib(row["host_peak_mb"]),
-                    mib(row["device_peak_mb"]),
-                ]
-            )
-    tables = [
-        Table(
-            f"Baselines, random weights, 512 px faces ({label})",
-            [
-                "model",
-                "batch",
-                "ms per face",
-                "faces/s",
-                "parameters",
-                "GFLOP per face",
-                "peak host MiB",
-                "peak GPU MiB",
-            ],
-            rows,
-            notes,
-        )
-    ]
-    names = [n for n in baselines if "rows" in baselines[n]]
-    if names and run["ratios"]:
-        estimated = run["ratios"][0]["estimated"]
-        headers = [
-            "drbfr batch",
-            "sampling",
-            "ms per face",
-            *[f"x {BASELINE_NAMES.get(n, n)} time" for n in names],
-        ]
-        ratio_rows = [
-            [
-                str(r["batch"]),
-                _sampling(r),
-                ms(r["seconds_per_face"]),
-                *[ratio(r.get(f"x_{n}")) for n in names],
-            ]
-            for r in run["ratios"]
-        ]
-        notes = [
-            "time per face of drbfr over the baseline's (at the baseline's batch 1 unless it "
-            "ran at the same batch): above 1, drbfr is that many times slower"
-        ]
-        if estimated:
-            notes.append("drbfr times are extrapolated from single network calls")
-        tables.append(
-            Table(f"drbfr against the baselines, same run ({label})", headers, ratio_rows, notes)
-        )
-    return tables
 
 
 def _pipeline_table(run: dict[str, Any], label: str) -> Table:
@@ -371,7 +303,7 @@ def _pipeline_table(run: dict[str, Any], label: str) -> Table:
     ]
     notes = [
         f"`drbfr restore` (restore_images: reader, model and writer threads), "
-        f"{_sampling(pipeline)}; seconds: median of whole runs"
+        f"{sampling_label(pipeline)}; seconds: median of whole runs"
     ]
     if "speedup_vs_one_face_loop" in pipeline:
         notes.append(
@@ -414,7 +346,7 @@ def _scaling_tables(run: dict[str, Any], label: str) -> list[Table]:
         for r in scaling["face_count"]
     ]
     batch = scaling["image_size"][0]["batch"]
-    note = f"whole runs at batch {batch}, {_sampling(scaling)}"
+    note = f"whole runs at batch {batch}, {sampling_label(scaling)}"
     return [
         Table(
             f"Scaling with image size ({label})",

@@ -18,8 +18,8 @@ from drbfr_cli.cli.common import console, err_console, user_errors
 from drbfr_cli.faces.detect import DetectorKind
 
 app = typer.Typer(
-    help="Benchmarks: faces/s, per-stage times and peak memory of restoration (with GFPGAN and "
-    "CodeFormer baselines), and of one training step per stage.",
+    help="Benchmarks: faces/s, per-stage times and peak memory of restoration, and of one "
+    "training step per stage.",
     no_args_is_help=True,
 )
 
@@ -146,6 +146,7 @@ def _progress_bar(quiet: bool) -> Iterator[Callable[[int, int, str], None] | Non
 
 @app.command("restore")
 def bench_restore(
+    ctx: typer.Context,
     preset: PresetOption = "tiny",
     model: Annotated[
         str | None,
@@ -211,14 +212,6 @@ def bench_restore(
             rich_help_panel=_WHAT,
         ),
     ] = True,
-    peers: Annotated[
-        bool,
-        typer.Option(
-            help="Time the peers (--baselines: GFPGAN, CodeFormer with random weights) in "
-            "the same run; --no-peers skips them.",
-            rich_help_panel=_WHAT,
-        ),
-    ] = True,
     sampler: Annotated[
         Sampler | None, typer.Option(help="Sampler (default: the model's).", rich_help_panel=_WHAT)
     ] = None,
@@ -250,12 +243,6 @@ def bench_restore(
             rich_help_panel=_WHAT,
         ),
     ] = False,
-    baselines: Annotated[
-        str, typer.Option(help="Comma list of gfpgan, codeformer, or none.", rich_help_panel=_WHAT)
-    ] = "gfpgan,codeformer",
-    baseline_batch_sizes: Annotated[
-        str, typer.Option(help="Batch sizes the baselines run at.", rich_help_panel=_WHAT)
-    ] = "1",
     pipeline: Annotated[
         bool,
         typer.Option(
@@ -323,9 +310,9 @@ def bench_restore(
     markdown: MarkdownOption = None,
     quiet: QuietOption = False,
 ) -> None:
-    """Faces/s, per-stage times and peak memory of restoration, with the GFPGAN and CodeFormer
-    architectures (random weights) and the one-face loop measured in the same run. A few
-    minutes on a 2-core CPU by default; --full measures every case."""
+    """Faces/s, per-stage times and peak memory of restoration, with the one-face loop measured
+    in the same run. A few minutes on a 2-core CPU by default; --full measures every case.
+    The checkout's bench/restore adds the GFPGAN and CodeFormer architectures as peers."""
     started = time.perf_counter()
     try:
         precisions = tuple(Precision(p) for p in _names(precision))
@@ -333,19 +320,20 @@ def bench_restore(
         raise typer.BadParameter(
             f"--precision takes auto, fp32, fp16, bf16; got {precision!r}"
         ) from None
-    from drbfr_cli.benchmark.restore import FULL, QUICK, RestoreBenchConfig, run_restore_bench
+    from drbfr_cli.benchmark.restore import (
+        FULL,
+        QUICK,
+        RestoreBenchConfig,
+        RestorePeers,
+        run_restore_bench,
+    )
     from drbfr_cli.benchmark.restore_report import restore_tables
 
+    lists = {"batch_sizes": batch_sizes, "image_sides": image_sides, "face_counts": face_counts}
+    given = {k: None if v is None else _numbers(v, f"--{k.replace('_', '-')}", int)
+             for k, v in lists.items()}  # fmt: skip
+    given |= {"faces": faces, "repeats": repeats, "warmup": warmup, "copies": copies}
     base = FULL if full else QUICK
-    given = {
-        "batch_sizes": None if batch_sizes is None else _numbers(batch_sizes, "--batch-sizes", int),
-        "faces": faces,
-        "repeats": repeats,
-        "warmup": warmup,
-        "image_sides": None if image_sides is None else _numbers(image_sides, "--image-sides", int),
-        "face_counts": None if face_counts is None else _numbers(face_counts, "--face-counts", int),
-        "copies": copies,
-    }
     chosen = {key: base[key] if value is None else value for key, value in given.items()}
     with user_errors():
         try:
@@ -362,8 +350,6 @@ def bench_restore(
                 profile=profile,
                 sampler=sampler,
                 calls_only=calls_only,
-                baselines=_names(baselines) if peers else (),
-                baseline_batch_sizes=_numbers(baseline_batch_sizes, "--baseline-batch-sizes", int),
                 photos=photos,
                 aligned_faces=aligned_faces,
                 max_images=max_images,
@@ -377,9 +363,11 @@ def bench_restore(
             )
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
+        peers = ctx.obj if isinstance(ctx.obj, RestorePeers) else None  # from bench/restore
         with _progress_bar(quiet) as progress:
-            result = run_restore_bench(config, notice=_notice(quiet), progress=progress)
-    _finish(result, restore_tables(result), out, markdown, quiet, started)
+            result = run_restore_bench(config, _notice(quiet), progress, peers)
+    tables = restore_tables(result, peers.tables if peers is not None else None)
+    _finish(result, tables, out, markdown, quiet, started)
 
 
 @app.command("train")

@@ -227,7 +227,7 @@ def restore_throughput(results: Results, plan: Plan, device: torch.device, clock
 
 
 def _baseline_throughput(results: Results, plan: Plan, device: torch.device, clock: Clock) -> None:
-    from drbfr_cli.benchmark.baselines import FACE_SIZE, Unavailable, build_baseline
+    from bench.harness.baselines import FACE_SIZE, Unavailable, build_baseline
 
     for name in plan.baselines:
         baseline = build_baseline(name, device)

@@ -1,9 +1,12 @@
 """`make bench`: every benchmark of BENCHMARKS.md, for the device at hand, results in one folder.
 
 1. the data path: Eq. (11) steps at 512 px and `drbfr degrade` worker scaling (in process);
-2. `drbfr bench restore` and `drbfr bench train` on the tiny preset (CPU-sized settings on a
-   CPU) and on the paper preset (on a CPU: single network calls, extrapolated, and one cold
-   training step at batch 1), each in its own process; every command is printed first.
+2. `bench/restore` (`drbfr bench restore` with the GFPGAN and CodeFormer baselines) and
+   `drbfr bench train` on the tiny preset (CPU-sized settings on a CPU) and on the paper
+   preset (on a CPU: single network calls, extrapolated, and one cold training step at batch
+   1), each in its own process; every command is printed first.
+
+Run from the project root: `python -m bench.harness.suite` (`make bench`).
 
 CPU timings are reported as ratios against baselines measured in the same run (a 512 px PNG
 encode; GFPGAN, CodeFormer and the one-face loop), so they compare across machines; absolute
@@ -120,9 +123,9 @@ def degrade_bench(hq: Path, repeats: int, copies: int, json_path: Path | None) -
 
 
 def _shared_root() -> Path:
-    return Path(
-        os.environ.get("DRBFR_SHARED", Path(__file__).resolve().parent.parent.parent / "shared")
-    )
+    from bench.common import shared
+
+    return shared()
 
 
 def restore_inputs(shared: Path) -> list[str]:
@@ -179,13 +182,25 @@ def plan(gpu: bool, presets: list[str], shared: Path, out: Path) -> list[tuple[s
     return commands
 
 
+def shown(args: list[str]) -> str:
+    """The command line of a planned command: `bench restore` runs as bench/restore (with the
+    GFPGAN and CodeFormer baselines), the others as drbfr."""
+    if args[:2] == ["bench", "restore"]:
+        return "bench/restore " + " ".join(args[2:])
+    return "drbfr " + " ".join(args)
+
+
 def run_commands(commands: list[tuple[str, list[str]]]) -> dict[str, float]:
-    """Run each `drbfr` command in its own process; seconds each took."""
+    """Run each command in its own process; seconds each took."""
     seconds = {}
     for name, args in commands:
-        print(f"\n$ drbfr {' '.join(args)}", flush=True)
+        print(f"\n$ {shown(args)}", flush=True)
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "drbfr_cli", *args], check=True)
+        if args[:2] == ["bench", "restore"]:
+            script = Path(__file__).resolve().parent.parent / "restore"
+            subprocess.run([sys.executable, str(script), *args[2:]], check=True)
+        else:
+            subprocess.run([sys.executable, "-m", "drbfr_cli", *args], check=True)
         seconds[name] = time.perf_counter() - start
     return seconds
 
@@ -221,7 +236,7 @@ def main() -> None:
     ]
     if args.dry_run:
         for _, argv in commands:
-            print("drbfr " + " ".join(argv))
+            print(shown(argv))
         return
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
