@@ -24,9 +24,10 @@ from drbfr_cli.faces.detect import DetectOptions, detect_faces
 from drbfr_cli.faces.paste import PasteFace, paste_faces
 from drbfr_cli.imaging import ImageSource, collect_images, read_image, write_image
 from drbfr_cli.restore.background import LanczosUpsampler, ResizeUpsampler
+from drbfr_cli.restore.batch import restore_crops
+from drbfr_cli.restore.prepare import aligned_input
 from drbfr_cli.restore.restorer import FaceRestorer, IdentityRestorer
 from drbfr_cli.restore.run import RestoreOptions, RestoreTools, restore_images
-from drbfr_cli.restore.stages import aligned_input, restore_crops
 
 if TYPE_CHECKING:
     from drbfr_cli.faces.detect import Detector
@@ -170,7 +171,6 @@ def pipeline_row(
         batch_size=batch,
         overwrite=True,
         upscale=setup.upscale,
-        gallery=False,
     )
     summaries = []
     measurement = measure(

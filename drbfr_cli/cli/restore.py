@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -43,9 +43,9 @@ from drbfr_cli.restore.background import DEFAULT_OVERLAP, DEFAULT_TILE
 
 if TYPE_CHECKING:  # torch and the models load when the command runs
     from drbfr_cli.imaging import ImageSource
+    from drbfr_cli.restore.options import RestoreOptions
     from drbfr_cli.restore.ranks import Rank
     from drbfr_cli.restore.report import ImageRecord, RunSummary
-    from drbfr_cli.restore.run import RestoreOptions
     from drbfr_cli.restore.tools import ToolChoices
 
 RESTORE_METRICS = (Metric.NIQE, Metric.IDS)
@@ -419,7 +419,6 @@ def restore(
         niqe=Metric.NIQE in chosen,
         identity=Metric.IDS in chosen,
         report_csv=report_csv,
-        gallery=gallery,
         max_memory=budget,
         no_face=no_face,
         skip_clean=parse_skip_clean(skip_clean),
@@ -437,10 +436,13 @@ def restore(
             raise fail("--skip-clean runs with --engine local only")
         chosen_device = resolve_device(rank_device(device, rank))
         check_precision(precision, chosen_device)  # before the models' code is even imported
+        from drbfr_cli.gallery.page import check_targets
         from drbfr_cli.restore.run import check_output
         from drbfr_cli.restore.tools import ToolChoices, check_bg_model, check_tools
 
         check_output(options)
+        if gallery:
+            check_targets(options.out_dir)
         choices = ToolChoices(
             model=model,
             device=str(chosen_device),
@@ -457,10 +459,11 @@ def restore(
         check_bg_model(choices)
         printer = _Printer(quiet=quiet, json_lines=json_lines, rank=rank)
         choices = check_tools(options, choices, printer.notice)
+        finished = _Finished(options.out_dir, gallery, printer.notice)
         if engine is Engine.RAY:
-            _run_ray(inputs, options, choices, printer, device, ray_address)
+            _run_ray(inputs, options, choices, printer, device, ray_address, finished)
         else:
-            _run(inputs, options, choices, printer, rank)
+            _run(inputs, options, choices, printer, rank, finished)
 
 
 def _memory_budget(max_memory: str, upscale: float, max_pixels: int) -> int | None:
@@ -490,7 +493,7 @@ def parse_skip_clean(text: str | None) -> float | None:
 
 
 def _restore_options(**values: Any) -> RestoreOptions:
-    from drbfr_cli.restore.run import RestoreOptions
+    from drbfr_cli.restore.options import RestoreOptions
 
     try:
         return RestoreOptions(**values)
@@ -514,12 +517,31 @@ def parse_restore_metrics(text: str | None) -> tuple[Metric, ...]:
 # --------------------------------------------------------------------------- the run
 
 
+@dataclass
+class _Finished:
+    """The run's on_finish: once report.json holds every image, writes OUT/index.html from it
+    (with --gallery) and keeps the report's totals (the merged ones when sharded)."""
+
+    out_dir: Path
+    gallery: bool
+    notice: Callable[[str], None]
+    summary: RunSummary | None = None
+
+    def __call__(self, summary: RunSummary) -> None:
+        if self.gallery:
+            from drbfr_cli.gallery.restore import write_run_gallery
+
+            write_run_gallery(self.out_dir, self.notice)
+        self.summary = summary
+
+
 def _run(
     arguments: list[str],
     options: RestoreOptions,
     choices: ToolChoices,
     printer: _Printer,
     rank: Rank,
+    finished: _Finished,
 ) -> None:
     """Find the inputs, build the models, restore, print the summary, set the exit code. A
     sharded rank restores its shard; the one that merges the report also prints its summary."""
@@ -536,7 +558,6 @@ def _run(
         options, choices, printer.notice, _megapixels(sources, options, choices)
     )
     shard = sum(rank.takes(s.relative.as_posix()) for s in sources) if rank.sharded else None
-    merged: list[RunSummary] = []
     with printer.progress(len(sources) if shard is None else shard) as on_record:
         summary = restore_images(
             sources,
@@ -546,13 +567,13 @@ def _run(
             on_record=on_record,
             on_notice=printer.notice,
             rank=rank,
-            on_merged=merged.append,
+            on_finish=finished,
         )
     if rank.sharded:
         printer.shard_done(summary)
-        # Only the merging rank (the last) reports failures in its exit code: a launcher stops
-        # every rank when one exits non-zero, and the others may still be working.
-        summary = merged[0] if merged else None
+    # Only the merging rank (the last) reports failures in its exit code: a launcher stops
+    # every rank when one exits non-zero, and the others may still be working.
+    summary = finished.summary
     if summary is not None:
         printer.summary(summary, options.out_dir)
     if summary is not None and summary.failed:
@@ -566,6 +587,7 @@ def _run_ray(
     printer: _Printer,
     device: str,
     address: str | None,
+    finished: _Finished,
 ) -> None:
     """--engine ray: the models are built here once (checks, settings), then in the workers."""
     import cv2
@@ -591,6 +613,7 @@ def _run_ray(
             address=address,
             on_record=on_record,
             on_notice=printer.notice,
+            on_finish=finished,
         )
     printer.summary(summary, options.out_dir)
     if summary.failed:
@@ -732,7 +755,7 @@ NO_FACE_LABEL = "[yellow]no face:[/]"
 
 def no_face_hint(count: int) -> str:
     """The one line printed under the summary when images had no face found."""
-    from drbfr_cli.restore.stages import NO_FACE_HINT
+    from drbfr_cli.restore.prepare import NO_FACE_HINT
 
     return f"no face found in {count} image(s): {NO_FACE_HINT} (--no-face says what is written)"
 
