@@ -57,11 +57,6 @@ class ImageJob:
     rank: int | None = 0
     """The rank restoring it (RestoreOptions.rank)."""
 
-    @property
-    def ready(self) -> bool:
-        """True when every face has been restored (or there is none)."""
-        return all(face.restored is not None for face in self.faces)
-
     def failed(self, error: str, *, keep_image: bool = False) -> ImageJob:
         """This image failed with `error` (its pixels dropped unless `keep_image`)."""
         image = self.image if keep_image else None
