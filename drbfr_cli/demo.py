@@ -119,8 +119,8 @@ def restore_all(config: DemoConfig, folders: dict[str, Path], step: Step) -> dic
     does; returns the restored_imgs folder of each kind."""
     from drbfr_cli.devices import resolve_device
     from drbfr_cli.diffusion.sampling import SamplingOverrides
+    from drbfr_cli.restore.options import RestoreOptions, RestoreTools
     from drbfr_cli.restore.run import restore_images
-    from drbfr_cli.restore.stages import RestoreOptions, RestoreTools
     from drbfr_cli.restore.tools import ToolChoices, build_tools
 
     device = str(resolve_device(config.device))
@@ -134,7 +134,7 @@ def restore_all(config: DemoConfig, folders: dict[str, Path], step: Step) -> dic
     for kind in (WHOLE, ALIGNED):
         sources = collect_images([folders[kind]])
         options = RestoreOptions(out_dir=config.out / "restored" / kind, aligned=kind == ALIGNED,
-                                 seed=config.seed, batch_size=2, gallery=False)  # fmt: skip
+                                 seed=config.seed, batch_size=2)  # fmt: skip
         if tools is None:
             tools, settings = build_tools(options, choices, notice=step)
         kind_tools = RestoreTools(restorer=tools.restorer) if kind == ALIGNED else tools

@@ -20,7 +20,7 @@ from drbfr_cli.estimate import DegradationEstimate
 from drbfr_cli.faces.align import FACE_SIZE, AlignedFace, align_face
 from drbfr_cli.faces.detect import DetectOptions, Detector, detect_faces
 from drbfr_cli.imaging import DEFAULT_MAX_PIXELS, ImageSource, faces_to_tensor, read_image
-from drbfr_cli.restore.stages import aligned_input, resize_square
+from drbfr_cli.restore.prepare import aligned_input, resize_square
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from drbfr_cli.cli.main import app
 from drbfr_cli.diffusion.sampling import SamplingConfig, network_calls, restore_latents
 from drbfr_cli.faces.align import align_face
 from drbfr_cli.presets import ldm_config_from_preset
-from drbfr_cli.restore.stages import resize_square
+from drbfr_cli.restore.prepare import resize_square
 
 runner = CliRunner()
 

@@ -132,7 +132,7 @@ def test_a_head_for_other_tokens_is_refused_in_one_line(head_bundle: Path, tmp_p
 def test_the_estimate_is_deterministic(head_bundle: Path, real_lq_aligned_dir: Path) -> None:
     """Twice the same numbers, and a face's estimate does not depend on its batch."""
     from drbfr_cli.imaging import faces_to_tensor, read_image
-    from drbfr_cli.restore.stages import resize_square
+    from drbfr_cli.restore.prepare import resize_square
 
     estimator = load_bundle_estimator(head_bundle)
     paths = sorted(real_lq_aligned_dir.glob("*.png"))[:3]

@@ -68,7 +68,7 @@ def loaded(prefixes):
 from diffusers import DDIMScheduler, UNet2DConditionModel, VQModel
 before = loaded({'accelerate'})
 import drbfr_cli.bundle, drbfr_cli.diffusion.pipeline
-import drbfr_cli.restore.run, drbfr_cli.restore.stages, drbfr_cli.restore.tools
+import drbfr_cli.restore.run, drbfr_cli.restore.finish, drbfr_cli.restore.tools
 added = loaded({'accelerate'}) - before
 training = {m for m in sys.modules if m.startswith(
     ('drbfr_cli.train', 'drbfr_cli.benchmark', 'drbfr_cli.cli'))}
@@ -92,6 +92,26 @@ def test_inference_code_imports_no_training_benchmark_or_cli(where: str) -> None
         if name.startswith(FORBIDDEN_FOR_INFERENCE)
     ]
     assert offenders == []
+
+
+@pytest.mark.parametrize("where", ("restore", "metrics"))
+def test_restore_and_metrics_import_nothing_from_the_gallery(where: str) -> None:
+    """The gallery is written from the outputs, by the CLI (a run's on_finish): restore/ and
+    metrics/ never import gallery/, lazily or not, so there is no package loop."""
+    known = set(modules())
+    offenders = [
+        f"{path.relative_to(PACKAGE)} imports {name}"
+        for path in sorted((PACKAGE / where).rglob("*.py"))
+        for name in imported(path, known)
+        if name == "drbfr_cli.gallery" or name.startswith("drbfr_cli.gallery.")
+    ]
+    assert offenders == []
+
+
+def test_the_import_finder_sees_a_lazy_gallery_import() -> None:
+    """cli/report.py imports the gallery inside its command only."""
+    found = set(imported(PACKAGE / "cli" / "report.py", set(modules())))
+    assert {"drbfr_cli.gallery.page", "drbfr_cli.gallery.restore"} <= found
 
 
 def test_only_devices_asks_for_cuda() -> None:

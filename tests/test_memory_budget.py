@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from drbfr_cli.cli.main import app
 from drbfr_cli.imaging import write_image
-from drbfr_cli.restore import memory, stages
+from drbfr_cli.restore import finish, memory, prepare
 from drbfr_cli.restore.memory import estimate_peak, parse_memory
 from tests.test_restore_cli import small_copies
 
@@ -50,8 +50,10 @@ def test_an_image_over_the_budget_fails_alone_before_decoding(
     photos, shared_weights_dir, tmp_path, monkeypatch
 ):
     decoded: list[str] = []
-    read = stages.read_image
-    monkeypatch.setattr(stages, "read_image", lambda p, **k: decoded.append(p.name) or read(p, **k))
+    read = prepare.read_image
+    monkeypatch.setattr(
+        prepare, "read_image", lambda p, **k: decoded.append(p.name) or read(p, **k)
+    )
     out = tmp_path / "out"
     result = _restore(shared_weights_dir, photos, "-o", out, "--max-memory", "500M")
     assert result.exit_code == 1, result.output
@@ -71,14 +73,14 @@ def test_an_image_over_the_budget_fails_alone_before_decoding(
 def test_a_memory_error_in_a_stage_fails_that_image_only(
     photos, shared_weights_dir, tmp_path, monkeypatch
 ):
-    compose = stages.compose
+    compose = finish.compose
 
     def short_of_memory(image, faces, tools, options):
         if image.rgb.shape[0] == 3000:
             raise MemoryError("Unable to allocate 137 MiB for an array")
         return compose(image, faces, tools, options)
 
-    monkeypatch.setattr(stages, "compose", short_of_memory)
+    monkeypatch.setattr(finish, "compose", short_of_memory)
     out = tmp_path / "out"
     result = _restore(shared_weights_dir, photos, "-o", out, "--max-memory", "none")
     assert result.exit_code == 1, result.output

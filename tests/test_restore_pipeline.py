@@ -16,9 +16,9 @@ from drbfr_cli.errors import DrbfrError
 from drbfr_cli.faces.detect import DetectorKind, build_detector
 from drbfr_cli.imaging import ImageSource, collect_images, expand_inputs, read_image, write_image
 from drbfr_cli.restore.background import LanczosUpsampler
+from drbfr_cli.restore.plan import face_path, face_seed, output_path, plan_outputs
 from drbfr_cli.restore.restorer import IdentityRestorer
 from drbfr_cli.restore.run import RestoreOptions, RestoreTools, restore_images
-from drbfr_cli.restore.stages import face_path, face_seed, output_path, plan_outputs
 from drbfr_cli.restore.tools import ToolChoices, build_background
 from tests.test_restore_cli import small_copies
 

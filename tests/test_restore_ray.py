@@ -87,8 +87,9 @@ def test_the_ray_stages_in_one_process_write_what_one_process_writes(
     from drbfr_cli.faces.detect import DetectorKind
     from drbfr_cli.imaging import find_sources
     from drbfr_cli.restore import ray_engine
+    from drbfr_cli.restore.finish import write_job
+    from drbfr_cli.restore.plan import plan_outputs
     from drbfr_cli.restore.run import RestoreOptions, open_log, ready_output_folder
-    from drbfr_cli.restore.stages import plan_outputs, write_job
     from drbfr_cli.restore.tools import ToolChoices
 
     out = tmp_path / "stages"

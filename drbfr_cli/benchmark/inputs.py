@@ -21,7 +21,7 @@ import numpy as np
 from drbfr_cli.faces.align import FACE_SIZE, template
 from drbfr_cli.faces.detect import DetectorKind, Face
 from drbfr_cli.imaging import ImageSource, read_image, write_image
-from drbfr_cli.restore.stages import resize_square
+from drbfr_cli.restore.prepare import resize_square
 
 CANVAS_SIDE = 1024
 """Side of the face-count canvases (the background is the same size for every count)."""

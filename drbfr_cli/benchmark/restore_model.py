@@ -24,8 +24,8 @@ from drbfr_cli.diffusion.pipeline import Condition, LDRMDenoiser, condition
 from drbfr_cli.diffusion.sampling import SamplingConfig, network_calls, restore_latents
 from drbfr_cli.imaging import faces_to_tensor
 from drbfr_cli.nets.autoencoder import VQAutoencoder
+from drbfr_cli.restore.prepare import resize_square
 from drbfr_cli.restore.restorer import BundleRestorer
-from drbfr_cli.restore.stages import resize_square
 
 MODEL_STAGES = ("dr", "vae_encode", "network_call", "vae_decode")
 """Stages timed one call at a time; sampling is `network_call` repeated by the sampler."""

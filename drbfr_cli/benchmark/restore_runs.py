@@ -4,7 +4,7 @@ identity restorer, runs at a batch size (cross-image batches) and at batch 1, an
 of a run with image size and with the number of faces per image.
 
 Every time here is the real run's: the seconds each image's record gives each stage
-(restore/stages.py times them as it runs), and the wall time of the run.
+(restore/prepare.py and finish.py time them as it runs), and the wall time of the run.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from drbfr_cli.benchmark.measure import measure
 from drbfr_cli.choices import Background
 from drbfr_cli.imaging import ImageSource, collect_images, read_image, write_image
 from drbfr_cli.restore.background import LanczosUpsampler, ResizeUpsampler
+from drbfr_cli.restore.options import RestoreOptions, RestoreTools
 from drbfr_cli.restore.report import ImageRecord, RunSummary
 from drbfr_cli.restore.restorer import FaceRestorer, IdentityRestorer
-from drbfr_cli.restore.run import RestoreOptions, RestoreTools, restore_images
+from drbfr_cli.restore.run import restore_images
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,9 +55,7 @@ def run_inputs(
     upscale: float = 2.0,
 ) -> RunInputs:
     """RunInputs for whole photos (a detector and an upsampler) or aligned faces (neither)."""
-    options = RestoreOptions(
-        out_dir=Path("."), aligned=aligned, upscale=upscale, overwrite=True, gallery=False
-    )
+    options = RestoreOptions(out_dir=Path("."), aligned=aligned, upscale=upscale, overwrite=True)
     tools = RestoreTools(restorer=IdentityRestorer(), detector=detector, upsampler=upsampler)
     return RunInputs(
         sources=sources, options=options, tools=tools, detector=detector_name, background=background

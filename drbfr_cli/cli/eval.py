@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -146,14 +147,12 @@ def eval_command(
         fidelity, steps=steps, start_t=start_t, samples=samples, low_freq_sigma=low_freq,
         use_fidelity=fidelity_net, fidelity_flip=fidelity_flip,
     )  # fmt: skip
+    from drbfr_cli.gallery.page import check_targets
     from drbfr_cli.metrics.evaluate import EvalConfig
     from drbfr_cli.metrics.fidelity import FidelityConfig
-    from drbfr_cli.metrics.report import write_reports
 
     with user_errors():
         if out is not None:
-            from drbfr_cli.gallery.page import check_targets
-
             check_targets(out)
         if dataset is not None:
             if data_root is None:
@@ -180,20 +179,34 @@ def eval_command(
             max_pixels=max_pixels,
         )
         result = _run(restored, gt, config, lq)
-        inputs = {
-            "restored": str(restored),
-            "gt": _s(gt),
-            "lq": _s(lq),
-            "dataset": dataset.value if dataset else None,
-        }
         _print(result)
         if out is not None:
-            written = write_reports(
-                out, result, inputs, lq_dir=lq, grid_samples=grid_samples, max_pixels=max_pixels
-            )
+            inputs = {"restored": str(restored), "gt": _s(gt), "lq": _s(lq),
+                      "dataset": dataset.value if dataset else None}  # fmt: skip
+            written = _write_reports(out, result, inputs, lq, grid_samples, max_pixels)
             print_line(console, "reports:", ", ".join(str(p) for p in written))
     if result.skipped or result.unscored or any(r.error for r in result.images):
         raise typer.Exit(EXIT_PARTIAL)
+
+
+def _write_reports(
+    out: Path,
+    result: EvalResult,
+    inputs: dict[str, str | None],
+    lq: Path | None,
+    grid_samples: int,
+    max_pixels: int,
+) -> list[Path]:
+    """The report files (metrics/report.py), then OUT/index.html (gallery/eval.py)."""
+    from drbfr_cli.gallery.eval import write_eval_page
+    from drbfr_cli.metrics.report import summary_rows, write_reports
+
+    written = write_reports(
+        out, result, inputs, lq_dir=lq, grid_samples=grid_samples, max_pixels=max_pixels
+    )
+    rows = summary_rows(result)
+    page = write_eval_page(out, result, inputs, lq_dir=lq, rows=rows, max_pixels=max_pixels)
+    return [*written, page]
 
 
 def _lpips_choice(
@@ -219,8 +232,10 @@ def _restore_with(
 ) -> Path:
     """Restore the aligned LQ faces with a bundle (as `drbfr restore --aligned`); the folder of
     restorations, named as their LQ inputs so that they pair with the ground truth."""
+    from drbfr_cli.gallery.page import check_targets
+    from drbfr_cli.gallery.restore import write_run_gallery
+    from drbfr_cli.restore.options import RestoreOptions
     from drbfr_cli.restore.run import restore_images
-    from drbfr_cli.restore.stages import RestoreOptions
     from drbfr_cli.restore.tools import ToolChoices, build_tools
 
     sources = collect_images([lq])
@@ -234,9 +249,14 @@ def _restore_with(
         fidelity_auto=fidelity_auto,
         weights_dir=weights_dir,
     )
-    tools, settings = build_tools(options, choices, notice=lambda _message: None)
+    quiet: Callable[[str], None] = lambda _message: None  # noqa: E731
+    check_targets(options.out_dir)  # its before/after gallery, as `drbfr restore` writes
+    tools, settings = build_tools(options, choices, notice=quiet)
     with err_console.status(f"restoring {len(sources)} faces with {model or 'drbfr-small'}"):
-        summary = restore_images(sources, options, tools, settings=settings)
+        summary = restore_images(
+            sources, options, tools, settings=settings,
+            on_finish=lambda _summary: write_run_gallery(options.out_dir, quiet),
+        )  # fmt: skip
     err_console.print(
         f"restored {summary.restored} faces ({summary.skipped} done before, {summary.failed} "
         f"failed) into {options.out_dir}",

@@ -24,8 +24,8 @@ def merge(
     The last rank to finish does this itself; run it by hand when that rank could not.
     """
     from drbfr_cli.gallery.page import check_targets
+    from drbfr_cli.gallery.restore import write_run_gallery
     from drbfr_cli.restore.merge import merge_reports
-    from drbfr_cli.restore.run import write_run_gallery
 
     with user_errors():
         if gallery:

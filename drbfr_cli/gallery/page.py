@@ -18,11 +18,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 from drbfr_cli.errors import DrbfrError
+from drbfr_cli.folders import THUMBS
 from drbfr_cli.imaging import write_bytes_atomic
 
 PAGE_NAME = "index.html"
-THUMBS = "gallery"
-"""Thumbnails and previews, beside the pages (never inside restored_imgs/)."""
 MARKER_NAME = "drbfr-gallery.txt"
 _MARKER_TEXT = (
     "Thumbnails and previews of the index*.html pages beside this folder, written by drbfr.\n"

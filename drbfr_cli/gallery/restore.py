@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from drbfr_cli.gallery.page import (
     write_page,
 )
 from drbfr_cli.imaging import encode_image, read_image, write_bytes_atomic
+from drbfr_cli.restore.report import REPORT_NAME
 
 PER_PAGE = 200
 THUMB = 192
@@ -102,6 +103,15 @@ def write_restore_gallery(
     remove_pages_after(page_dir, pages)
     _prune(thumbs, context.kept)
     return written
+
+
+def write_run_gallery(out_dir: Path, notice: Callable[[str], None]) -> None:
+    """OUT/index.html from the report.json a restore run just completed (a failure is a notice:
+    the outputs and the report are complete)."""
+    try:
+        write_restore_gallery(out_dir, [out_dir / REPORT_NAME])
+    except DrbfrError as exc:
+        notice(f"the gallery was not written: {exc}")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""Evaluation reports: summary.json, metrics.csv, report.md, a comparison grid PNG and the
-index.html page (gallery/eval.py)."""
+"""Evaluation reports: summary.json, metrics.csv, report.md and a comparison grid PNG (the
+index.html page beside them is gallery/eval.py's, written by the CLI)."""
 
 from __future__ import annotations
 
@@ -160,10 +160,8 @@ def write_reports(
     grid_samples: int,
     max_pixels: int,
 ) -> list[Path]:
-    """Write the report files and index.html into `out` (atomically each); returns their
-    paths."""
-    from drbfr_cli.gallery.eval import write_eval_page
-
+    """Write summary.json, metrics.csv, the comparison grid and report.md into `out`
+    (atomically each); returns their paths. The index.html page is gallery/eval.py's."""
     written = []
     summary = json.dumps(summary_dict(result, inputs), indent=2) + "\n"
     for name, text in ((SUMMARY_FILE, summary), (CSV_FILE, csv_text(result))):
@@ -177,8 +175,4 @@ def write_reports(
     markdown = markdown_text(result, inputs, grid=bool(sample))
     write_bytes_atomic(out / MARKDOWN_FILE, markdown.encode())
     written.append(out / MARKDOWN_FILE)
-    rows = summary_rows(result)
-    written.append(
-        write_eval_page(out, result, inputs, lq_dir=lq_dir, rows=rows, max_pixels=max_pixels)
-    )
     return written

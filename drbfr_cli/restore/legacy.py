@@ -15,10 +15,10 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from drbfr_cli.errors import DrbfrError
+from drbfr_cli.folders import RESTORED_IMGS
 from drbfr_cli.imaging import open_atomic
 from drbfr_cli.restore.records import RECORDS_NAME, record_files, sha256_of
 from drbfr_cli.restore.report import REPORT_NAME, ImageRecord, ImageStatus
-from drbfr_cli.restore.stages import RESTORED_IMGS
 
 
 def adopt_legacy_report(out_dir: Path) -> int | None:

@@ -23,23 +23,17 @@ from typing import Any
 
 from drbfr_cli.errors import DrbfrError, first_line
 from drbfr_cli.imaging import ImageSource
-from drbfr_cli.restore.report import REPORT_NAME, ImageRecord, ReportWriter, RunSummary
-from drbfr_cli.restore.stages import (
-    FaceJob,
-    ImageJob,
+from drbfr_cli.restore.finish import render_job, write_job
+from drbfr_cli.restore.jobs import ImageJob
+from drbfr_cli.restore.options import RestoreOptions, RestoreTools
+from drbfr_cli.restore.plan import plan_outputs
+from drbfr_cli.restore.prepare import network_scale, read_job, start_job
+from drbfr_cli.restore.report import (
+    REPORT_NAME,
+    ImageRecord,
     ImageStatus,
-    RestoreOptions,
-    RestoreTools,
-    check_faces,
-    check_memory,
-    face_seed,
-    failure,
-    find_faces,
-    not_ours,
-    plan_outputs,
-    render_job,
-    timed,
-    write_job,
+    ReportWriter,
+    RunSummary,
 )
 from drbfr_cli.restore.tools import ToolChoices
 
@@ -88,16 +82,18 @@ def restore_images_ray(
     address: str | None = None,
     on_record: Callable[[ImageRecord], None] | None = None,
     on_notice: Notice | None = None,
+    on_finish: Callable[[RunSummary], None] | None = None,
 ) -> RunSummary:
     """`restore_images` through Ray Data: restore every source into options.out_dir, write
-    report.json, return the totals. `choices.device` is the device asked for (auto: a GPU where
-    the cluster has them); a local runtime started here is stopped at the end."""
-    from drbfr_cli.restore.run import open_log, ready_output_folder, write_run_gallery
+    report.json, return the totals (and pass them to `on_finish`). `choices.device` is the
+    device asked for (auto: a GPU where the cluster has them); a local runtime started here is
+    stopped at the end."""
+    from drbfr_cli.restore.run import open_log, ready_output_folder
 
     ray = import_ray()
     notice = on_notice or (lambda _message: None)
     outputs = plan_outputs(sources, options)
-    ready_output_folder(options.out_dir, notice, gallery=options.gallery)
+    ready_output_folder(options.out_dir, notice)
     log = open_log(options.out_dir)
     log.begin()
     started = not ray.is_initialized()
@@ -108,8 +104,8 @@ def restore_images_ray(
         log.close()
         if started and ray.is_initialized():
             ray.shutdown()
-    if options.gallery:
-        write_run_gallery(options.out_dir, notice)
+    if on_finish is not None:
+        on_finish(summary)
     return summary
 
 
@@ -178,15 +174,8 @@ def _actor_args(choices: ToolChoices, options: RestoreOptions) -> dict[str, Any]
 
 def skip_or_job(source: ImageSource, output: Path, options: RestoreOptions, log: Any) -> ImageJob:
     """The job of one image, skipped (with its earlier record) or failed already when its
-    output path holds a finished or a foreign file (prepare_job's first half)."""
-    job = ImageJob(source=source, output=output, rank=None)
-    if output.exists():
-        earlier = log.finished(output)
-        if earlier is None:
-            job.status, job.error = ImageStatus.FAILED, not_ours(output)
-        elif not options.overwrite:
-            job.status, job.earlier = ImageStatus.SKIPPED, ImageRecord.from_dict(earlier)
-    return job
+    output path holds a finished or a foreign file (prepare_job's first half; no rank)."""
+    return start_job(source, output, options, log, rank=None)
 
 
 # --------------------------------------------------------------------------- in the workers
@@ -228,27 +217,11 @@ def _build_cpu_tools(choices: ToolChoices, options: RestoreOptions) -> RestoreTo
 
 def _prepare(row: dict[str, Any], options: RestoreOptions, choices: ToolChoices) -> dict:
     """Read an image and align its faces (prepare_job's second half)."""
-    import cv2
-
-    from drbfr_cli.imaging import read_image
-    from drbfr_cli.restore.run import network_scale
-
     job: ImageJob = pickle.loads(row["job"])
     if job.status is not ImageStatus.OK:
         return row
     tools = _cpu_tools(choices, options)
-    try:
-        with timed(job.timings, "read"):
-            check_memory(job.source.path, options, network_scale(tools))
-            job.image = read_image(job.source.path, max_pixels=options.max_pixels)
-        aligned = find_faces(job.image.rgb, tools.detector, options, job.timings)
-    except (DrbfrError, cv2.error, MemoryError) as exc:
-        job.status, job.error, job.image = ImageStatus.FAILED, failure(job.source.path, exc), None
-        return {"job": pickle.dumps(job)}
-    relative = job.source.relative.as_posix()
-    seeds = [face_seed(options.seed, relative, index) for index in range(len(aligned))]
-    job.faces = [FaceJob(face, seed) for face, seed in zip(aligned, seeds, strict=True)]
-    check_faces(job, options)
+    job = read_job(job, options, tools.detector, network_scale(tools))
     return {"job": pickle.dumps(job)}
 
 
@@ -257,7 +230,7 @@ class _Restore:
 
     def __init__(self, choices: ToolChoices, batch_size: int) -> None:
         from drbfr_cli.devices import resolve_device
-        from drbfr_cli.restore.run import BatchRunner
+        from drbfr_cli.restore.batch import BatchRunner
         from drbfr_cli.restore.tools import build_restorer
 
         device = "auto" if choices.device.startswith("cuda") else choices.device
@@ -266,8 +239,8 @@ class _Restore:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         jobs: list[ImageJob] = [pickle.loads(data) for data in batch["job"]]
-        faces = [face for job in jobs for face in job.faces]
-        self._runner.restore(faces)
+        restored = iter(self._runner.restore([face for job in jobs for face in job.faces]))
+        jobs = [replace(job, faces=tuple(next(restored) for _ in job.faces)) for job in jobs]
         return {"job": [pickle.dumps(job) for job in jobs]}
 
 
@@ -275,5 +248,5 @@ def _render(row: dict[str, Any], options: RestoreOptions, choices: ToolChoices) 
     """Paste, score and encode an image (no file written: the driver writes)."""
     job: ImageJob = pickle.loads(row["job"])
     rendered = render_job(job, _cpu_tools(choices, options), options)
-    job.image, job.faces = None, []  # the driver needs the job's source and status only
+    job = replace(job, image=None, faces=())  # the driver needs the job's source and status only
     return {"job": pickle.dumps(job), "rendered": pickle.dumps(rendered)}

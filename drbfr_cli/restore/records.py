@@ -58,6 +58,14 @@ class Sessions:
             self.runs.add(run)
 
 
+def not_ours(path: Path) -> str:
+    """The error of an image whose output path holds a file drbfr did not write."""
+    return (
+        f"{path}: a file drbfr did not write (or that changed since; see {RECORDS_NAME}) is "
+        "in the way; it is kept: move it away to restore this image"
+    )
+
+
 def session_line(run_id: str | None) -> dict[str, Any]:
     """The session line of this process (see Sessions)."""
     return {"input": None, "status": SESSION_STATUS, "session": TEMP_SESSION, "run": run_id}

@@ -6,8 +6,9 @@
 
 The stages pass jobs through bounded queues, so a fixed number of images is in memory however
 many files there are; jobs leave every stage in input order, so the report and the records
-given to `on_record` are in the order of the sources. The stages themselves are in
-`stages.py`; this module runs them and writes the report. Each image's record is appended to
+given to `on_record` are in the order of the sources. The stages themselves are modules of
+their own (plan.py, prepare.py, batch.py, compose.py, score.py, encode.py, finish.py, over the
+records of jobs.py); this module runs them and writes the report. Each image's record is appended to
 OUT/report.records.jsonl as it finishes (`records.py`); report.json, written at the end, holds
 the records of this run's images, those of skipped images taken from the run that made them.
 Several processes (torchrun, accelerate launch) each take a shard of the inputs (`ranks.py`),
@@ -22,12 +23,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from drbfr_cli import devices
 from drbfr_cli.errors import DrbfrError
-from drbfr_cli.gallery.page import check_targets
+from drbfr_cli.folders import OUTPUT_FOLDERS
 from drbfr_cli.imaging import (
     ImageSource,
     check_file_target,
@@ -35,8 +36,15 @@ from drbfr_cli.imaging import (
     is_temporary,
     make_output_folder,
 )
+from drbfr_cli.restore.batch import BatchRunner
+from drbfr_cli.restore.encode import drops_alpha
+from drbfr_cli.restore.finish import finish_job
+from drbfr_cli.restore.jobs import FaceJob, ImageJob
 from drbfr_cli.restore.legacy import adopt_legacy_report
 from drbfr_cli.restore.merge import PartWriter, merge_if_complete, parts_dir, remove_parts
+from drbfr_cli.restore.options import RestoreOptions, RestoreTools
+from drbfr_cli.restore.plan import plan_outputs
+from drbfr_cli.restore.prepare import network_scale, prepare_job
 from drbfr_cli.restore.ranks import Rank, agree_on_run
 from drbfr_cli.restore.records import RECORDS_NAME, RecordLog, recorded_sessions, records_name
 from drbfr_cli.restore.report import (
@@ -46,23 +54,6 @@ from drbfr_cli.restore.report import (
     RunSummary,
     check_report_path,
 )
-from drbfr_cli.restore.stages import (
-    OUTPUT_FOLDERS,
-    FaceJob,
-    ImageJob,
-    RestoreOptions,
-    RestoreTools,
-    drops_alpha,
-    estimate_crops,
-    finish_job,
-    keep_clean,
-    plan_outputs,
-    prepare_job,
-    restore_crops,
-)
-
-if TYPE_CHECKING:
-    from drbfr_cli.restore.restorer import FaceRestorer
 
 __all__ = ["RestoreOptions", "RestoreTools", "check_output", "excluded_inputs", "restore_images"]
 
@@ -82,28 +73,27 @@ def restore_images(
     on_record: Callable[[ImageRecord], None] | None = None,
     on_notice: Notice | None = None,
     rank: Rank | None = None,
-    on_merged: Callable[[RunSummary], None] | None = None,
+    on_finish: Callable[[RunSummary], None] | None = None,
 ) -> RunSummary:
     """Restore every source into options.out_dir, write report.json, return the totals.
 
     With a sharded `rank` (ranks.py) this process restores its shard of the sources only, writes
-    its report part, and the last rank to finish merges the parts into report.json (and calls
-    `on_merged` with the merged totals); the totals returned are this rank's.
+    its report part, and the last rank to finish merges the parts into report.json; the totals
+    returned are this rank's.
 
     A bad image is a record with status `failed`, never an exception. Exceptions are problems of
     the whole run (an unusable output folder, clashing outputs, a report.json or record file
     drbfr did not write, a failing restorer, out of GPU memory with one face per batch).
     `settings` are copied into the report; `on_record` is called (from the writer thread) with
-    each image's record, in input order. With options.gallery, OUT/index.html (gallery/restore.py)
-    is written from the report at the end.
+    each image's record, in input order. `on_finish` is called once report.json holds every
+    image, with its totals (when sharded, by the rank that merged it, with the merged totals):
+    the CLI writes the gallery from there.
     """
     check_tools(tools, options)
     rank = rank or Rank()
     notice = on_notice or (lambda _message: None)
     outputs = plan_outputs(sources, options)
-    run_id = agree_on_run(
-        rank, lambda: ready_output_folder(options.out_dir, notice, gallery=options.gallery)
-    )
+    run_id = agree_on_run(rank, lambda: ready_output_folder(options.out_dir, notice))
     indexes = [
         index
         for index, source in enumerate(sources)
@@ -126,47 +116,28 @@ def restore_images(
         summary = _restore_into(*mine, options, tools, log, report, on_record, notice)
     finally:
         log.close()
+    complete = summary
     if rank.sharded:
-        merged = merge_if_complete(options.out_dir, run_id, rank.world_size)
-        if merged is None:
-            return summary
-        if options.gallery:
-            write_run_gallery(options.out_dir, notice)
-        if on_merged is not None:
-            on_merged(merged)
-    elif options.gallery:
-        write_run_gallery(options.out_dir, notice)
+        complete = merge_if_complete(options.out_dir, run_id, rank.world_size)
+    if complete is not None and on_finish is not None:
+        on_finish(complete)
     return summary
-
-
-def write_run_gallery(out_dir: Path, notice: Notice) -> None:
-    """OUT/index.html from the report just written (a failure is a notice: the outputs and
-    the report are complete)."""
-    from drbfr_cli.gallery.restore import write_restore_gallery
-
-    try:
-        write_restore_gallery(out_dir, [out_dir / REPORT_NAME])
-    except DrbfrError as exc:
-        notice(f"the gallery was not written: {exc}")
 
 
 def check_output(options: RestoreOptions) -> None:
     """Before any model is loaded, creating nothing: one-line DrbfrError when OUT can be no
-    writable folder, when report.json (and with the gallery its pages) are not drbfr's, or
-    when the CSV report cannot be written (what `ready_output_folder` and the report would
-    refuse after the models were loaded)."""
+    writable folder, when report.json is not drbfr's, or when the CSV report cannot be written
+    (what `ready_output_folder` and the report would refuse after the models were loaded)."""
     check_folder_target(options.out_dir)
     check_report_path(options.out_dir / REPORT_NAME)
-    if options.gallery:
-        check_targets(options.out_dir)
     if options.report_csv is not None:
         check_file_target(options.report_csv)
 
 
-def ready_output_folder(out_dir: Path, notice: Notice, *, gallery: bool = False) -> None:
+def ready_output_folder(out_dir: Path, notice: Notice) -> None:
     """Before any image: create OUT, delete what a killed drbfr run left unfinished (the
-    temporaries and report parts its record file lists, nothing else), check report.json (and
-    with `gallery` the gallery's pages) are drbfr's, adopt a legacy report (rank 0 alone)."""
+    temporaries and report parts its record file lists, nothing else), check report.json is
+    drbfr's, adopt a legacy report (rank 0 alone)."""
     make_output_folder(out_dir)
     sessions = recorded_sessions(out_dir)
     removed = remove_temporaries(out_dir, sessions.temporaries)
@@ -174,8 +145,6 @@ def ready_output_folder(out_dir: Path, notice: Notice, *, gallery: bool = False)
         notice(f"removed {removed} unfinished temporary file(s) left by an interrupted run")
     remove_parts(out_dir, sessions.runs, sessions.temporaries)
     check_report_path(out_dir / REPORT_NAME)
-    if gallery:
-        check_targets(out_dir)
     adopted = adopt_legacy_report(out_dir)
     if adopted is not None:
         notice(f"adopted {adopted} output(s) listed in {REPORT_NAME} by an earlier drbfr version")
@@ -254,64 +223,7 @@ def remove_temporaries(out_dir: Path, sessions: set[str]) -> int:
     return len(ours)
 
 
-# --------------------------------------------------------------------------- batching
-
-
-class BatchRunner:
-    """Restores faces in restorer calls of at most `batch_size`; a GPU out-of-memory error
-    halves the batch size for the rest of the run and retries. Each face is estimated first
-    (when the restorer can); faces below `skip_clean` severity are kept as they are."""
-
-    def __init__(
-        self,
-        restorer: FaceRestorer,
-        batch_size: int,
-        notice: Notice,
-        skip_clean: float | None = None,
-    ) -> None:
-        self.restorer = restorer
-        self.batch_size = batch_size
-        self._notice = notice
-        self.skip_clean = skip_clean
-
-    def restore(self, faces: Sequence[FaceJob]) -> None:
-        """Fill in `restored` and `seconds` of every face."""
-        start = 0
-        while start < len(faces):
-            chunk = faces[start : start + self.batch_size]
-            if self._try(chunk):
-                start += len(chunk)
-            else:
-                self._halve()
-
-    def _try(self, chunk: Sequence[FaceJob]) -> bool:
-        began = time.perf_counter()
-        try:
-            estimate_crops(self.restorer, chunk)
-            todo = keep_clean(chunk, self.skip_clean)
-            crops, seeds = [f.aligned.crop for f in todo], [f.seed for f in todo]
-            restored = restore_crops(self.restorer, crops, seeds) if todo else []
-        except MemoryError:
-            return False  # host memory: as for the GPU's, a smaller batch
-        except RuntimeError as exc:
-            if not devices.is_out_of_memory(exc):
-                raise
-            return False
-        seconds = (time.perf_counter() - began) / len(chunk)
-        for face, result in zip(todo, restored, strict=True):
-            face.restored = result
-        for face in chunk:
-            face.seconds = seconds
-        return True
-
-    def _halve(self) -> None:
-        if self.batch_size == 1:
-            raise DrbfrError(
-                "out of GPU memory with one face per batch; free GPU memory or use --device cpu"
-            )
-        devices.free_memory()
-        self.batch_size //= 2
-        self._notice(f"out of GPU memory: batch size lowered to {self.batch_size}")
+# --------------------------------------------------------------------------- threads
 
 
 class _Stopped(Exception):
@@ -408,12 +320,6 @@ def _run_stages(
             raise stage.error
 
 
-def network_scale(tools: RestoreTools) -> float:
-    """The scale a network background upsampler runs at (0 for Lanczos and none)."""
-    descriptor = getattr(tools.upsampler, "descriptor", None)
-    return float(getattr(descriptor, "scale", 0) or 0)
-
-
 def _restore_loop(
     decoded: queue.Queue,
     finished: queue.Queue,
@@ -423,23 +329,49 @@ def _restore_loop(
 ) -> None:
     """Gather faces of consecutive images into full batches and pass images on, in order, as
     soon as all their faces are restored. A short batch runs when too many images wait."""
-    pending: deque[ImageJob] = deque()
-    waiting: list[FaceJob] = []
+    pending: deque[_Gathering] = deque()
+    waiting: list[tuple[_Gathering, int]] = []
     most_pending = options.batch_size + options.queue_size
     while (job := _get(decoded, stop)) is not _END:
-        pending.append(job)
-        waiting.extend(job.faces)
+        gathering = _Gathering(job)
+        pending.append(gathering)
+        waiting.extend((gathering, index) for index in range(len(job.faces)))
         while len(waiting) >= options.batch_size:
-            runner.restore(waiting[: options.batch_size])
+            _restore_waiting(runner, waiting[: options.batch_size])
             del waiting[: options.batch_size]
         if waiting and len(pending) > most_pending:
-            runner.restore(waiting)
+            _restore_waiting(runner, waiting)
             waiting.clear()
         _pass_on_ready(pending, finished, stop)
-    runner.restore(waiting)
+    _restore_waiting(runner, waiting)
     _pass_on_ready(pending, finished, stop)
 
 
-def _pass_on_ready(pending: deque[ImageJob], finished: queue.Queue, stop: threading.Event) -> None:
-    while pending and pending[0].ready:
-        _put(finished, pending.popleft(), stop)
+@dataclass(eq=False)
+class _Gathering:
+    """An image waiting in the restore loop, and its faces as they come back restored."""
+
+    job: ImageJob
+    faces: list[FaceJob] = field(init=False)
+    missing: int = field(init=False)
+    """Faces not restored yet."""
+
+    def __post_init__(self) -> None:
+        self.faces = list(self.job.faces)
+        self.missing = len(self.faces)
+
+
+def _restore_waiting(runner: BatchRunner, waiting: Sequence[tuple[_Gathering, int]]) -> None:
+    """Restore the waiting faces (one or more restorer calls) into their images."""
+    restored = runner.restore([gathering.faces[index] for gathering, index in waiting])
+    for (gathering, index), face in zip(waiting, restored, strict=True):
+        gathering.faces[index] = face
+        gathering.missing -= 1
+
+
+def _pass_on_ready(
+    pending: deque[_Gathering], finished: queue.Queue, stop: threading.Event
+) -> None:
+    while pending and pending[0].missing == 0:
+        gathering = pending.popleft()
+        _put(finished, replace(gathering.job, faces=tuple(gathering.faces)), stop)

@@ -27,7 +27,7 @@ from drbfr_cli.restore.background import (
     realesrgan_cpu_minutes,
     realesrgan_weights,
 )
-from drbfr_cli.restore.stages import RestoreOptions, RestoreTools
+from drbfr_cli.restore.options import RestoreOptions, RestoreTools
 
 if TYPE_CHECKING:  # the bundle code loads in seconds: imported when a restorer is made
     from drbfr_cli.restore.restorer import FaceRestorer
