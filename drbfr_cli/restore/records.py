@@ -12,9 +12,9 @@ processes resumes from the records of all. A file counts as drbfr's when any rec
 its present content.
 
 Each process that restores into OUT first appends a session line to its record file: its
-TEMP_SESSION (the mark in the names of its temporaries, imaging.py) and the run id of its report
-parts. A later run deletes only the temporaries and report parts of recorded sessions, so a
-file of the user's in OUT is never taken for one of drbfr's.
+TEMP_SESSION (the mark in the names of its temporaries, imaging/atomic.py) and the run id of
+its report parts. A later run deletes only the temporaries and report parts of recorded
+sessions, so a file of the user's in OUT is never taken for one of drbfr's.
 """
 
 from __future__ import annotations
