@@ -10,7 +10,6 @@ Images are float32 RGB HxWx3 in [0, 1]; aligned crops are FACE_SIZE x FACE_SIZE.
 
 from __future__ import annotations
 
-import hashlib
 import socket
 import time
 from collections.abc import Iterator, Sequence
@@ -23,6 +22,8 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from drbfr_cli.batch import claim_outputs, clashing_input, item_seed
+from drbfr_cli.batch import failure as batch_failure
 from drbfr_cli.choices import NoFace, OutputFormat
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.faces.align import FACE_SIZE, AlignedFace, align_face
@@ -42,7 +43,6 @@ from drbfr_cli.imaging import (
     is_gray,
     probe_size,
     read_image,
-    real_path,
     tensor_to_faces,
     to_uint8,
     write_bytes_atomic,
@@ -203,26 +203,20 @@ def face_path(output: Path, options: RestoreOptions, folder: str, index: int) ->
 
 def plan_outputs(sources: Sequence[ImageSource], options: RestoreOptions) -> list[Path]:
     """The output path of every source; DrbfrError when two share one or one is an input."""
-    inputs = {real_path(source.path) for source in sources}
-    owners: dict[Path, Path] = {}
-    for source in sources:
-        output = output_path(source.relative, options)
-        if output in owners:
-            raise DrbfrError(
-                f"{owners[output]} and {source.path} would both be written to {output}; "
-                "use --ext same or rename one"
-            )
-        if real_path(output) in inputs:
-            raise DrbfrError(f"{output}: output would overwrite an input; choose another -o")
-        owners[output] = source.path
+    owners = claim_outputs(
+        ((output_path(source.relative, options), source.path) for source in sources),
+        hint="use --ext same or rename one",
+    )
+    clash = clashing_input(owners, sources)
+    if clash is not None:
+        raise DrbfrError(f"{clash[0]}: output would overwrite an input; choose another -o")
     return list(owners)
 
 
 def face_seed(run_seed: int, relative: str, index: int) -> int:
     """A 53-bit seed for face `index` of an image: the same in any batch, order or rerun (and
     exact in any JSON reader)."""
-    digest = hashlib.sha256(f"{run_seed}\x00{relative}\x00{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 11
+    return item_seed(run_seed, relative, index, bits=53)
 
 
 # --------------------------------------------------------------------------- prepare
@@ -479,14 +473,7 @@ def check_replaceable(files: dict[Path, bytes], log: RecordLog) -> None:
 
 def failure(path: Path, exc: BaseException) -> str:
     """The one-line reason a stage failed on the image at `path`."""
-    if isinstance(exc, cv2.error):
-        return f"{path}: OpenCV failed on this image ({exc.err or exc})"
-    if isinstance(exc, MemoryError):
-        return (
-            f"{path}: out of memory ({exc or 'MemoryError'}); use a smaller --upscale or free "
-            "memory"
-        )
-    return str(exc)
+    return batch_failure(path, exc, memory_hint="use a smaller --upscale or free memory")
 
 
 def gray_faces(faces: Sequence[FaceJob]) -> None:
