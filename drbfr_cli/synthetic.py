@@ -3,23 +3,35 @@ and resized to `size`) degraded by Eq. (11) with its own random parameters.
 
 Every image gets its own seed, derived from the run seed and its relative path, so the set does
 not depend on file order or worker count, and `degradations.jsonl` (file, sigma, r, delta, q,
-seed, size) rebuilds any image exactly with `rebuild_lq`.
+seed, size) rebuilds any image exactly with `rebuild_lq`. Each record is appended to it as its
+image is written, so a killed run resumes by running it again; the file is rewritten sorted by
+file at the end. Statuses, failures, seeds and temporaries are `batch.py`'s.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from drbfr_cli.batch import (
+    ITEM_ERRORS,
+    ItemStatus,
+    RecordFile,
+    claim_outputs,
+    clashing_input,
+    failure,
+    item_seed,
+    read_records,
+    remove_temporaries,
+    write_records,
+)
 from drbfr_cli.degradations import DegradationParams, DegradationRanges, degrade, sample_params
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.imaging import (
@@ -29,7 +41,6 @@ from drbfr_cli.imaging import (
     read_image,
     real_path,
     writable_name,
-    write_bytes_atomic,
     write_image,
 )
 
@@ -37,6 +48,8 @@ MANIFEST_NAME = "degradations.jsonl"
 MIN_IMAGES_PER_WORKER = 16
 LQ_JPEG_QUALITY = 100
 """JPEG outputs (when the HQ file was a JPEG) are written at q=100, 4:4:4, on top of Eq. (11)."""
+SEED_BITS = 63
+"""Width of each image's seed (`batch.item_seed` of the run seed and its relative path)."""
 
 
 @dataclass(frozen=True)
@@ -70,28 +83,23 @@ class DegradeRecord:
         return DegradationParams(sigma=self.sigma, r=self.r, delta=self.delta, q=self.q)
 
 
-class Status(StrEnum):
-    WRITTEN = "written"
-    UNCHANGED = "unchanged"
-    FAILED = "failed"
+_Task = tuple[ImageSource, Path, DegradeConfig, DegradeRecord | None]
+"""degrade_one's arguments for one image."""
 
 
 @dataclass(frozen=True)
 class DegradeOutcome:
+    """One image after the run: `ok` (written), `skipped` (unchanged: written by an earlier run
+    with the same record) or `failed` (`error` says why)."""
+
     file: str
-    status: Status
+    status: ItemStatus
     record: DegradeRecord | None = None
     error: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------
 # Pure parts
-
-
-def image_seed(run_seed: int, relative: str) -> int:
-    """A 63-bit seed for one image from the run seed and its relative path (order independent)."""
-    digest = hashlib.sha256(f"{run_seed}\x00{relative}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def _streams(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
@@ -102,7 +110,7 @@ def _streams(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
 
 def plan_record(relative: str, config: DegradeConfig) -> DegradeRecord:
     """Draw the Eq. (11) parameters of one image; deterministic in (seed, relative path)."""
-    seed = image_seed(config.seed, relative)
+    seed = item_seed(config.seed, relative, bits=SEED_BITS)
     params = sample_params(_streams(seed)[0], config.ranges)
     return DegradeRecord(file=relative, seed=seed, size=config.size, **params.as_dict())
 
@@ -132,26 +140,25 @@ def rebuild_lq(hq_rgb: np.ndarray, record: DegradeRecord) -> np.ndarray:
 
 
 def read_manifest(out_dir: Path) -> dict[str, DegradeRecord]:
-    """Records of an existing manifest in `out_dir` (empty when there is none)."""
+    """Records of an existing manifest in `out_dir` (empty when there is none), the latest line
+    of each file winning; DrbfrError for a line that is no record (but a last line cut short)."""
     path = out_dir / MANIFEST_NAME
-    if not path.is_file():
-        return {}
-    records: dict[str, DegradeRecord] = {}
-    try:
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                record = DegradeRecord(**json.loads(line))
-                records[record.file] = record
-    except (ValueError, TypeError) as exc:
-        raise DrbfrError(f"{path}: not a drbfr degradation manifest ({exc})") from None
-    return records
+    parsed = read_records(path, _parse_record, name="degradation manifest", strict=True)
+    return {record.file: record for record in parsed}
+
+
+def _parse_record(line: str) -> DegradeRecord:
+    return DegradeRecord(**json.loads(line))
+
+
+def _record_line(record: DegradeRecord) -> str:
+    return json.dumps(asdict(record))
 
 
 def write_manifest(out_dir: Path, records: dict[str, DegradeRecord]) -> Path:
     """Write all records, one JSON object per line sorted by file, atomically."""
     path = out_dir / MANIFEST_NAME
-    lines = [json.dumps(asdict(records[name])) for name in sorted(records)]
-    write_bytes_atomic(path, ("\n".join(lines) + "\n").encode("utf-8"))
+    write_records(path, (_record_line(records[name]) for name in sorted(records)))
     return path
 
 
@@ -168,9 +175,11 @@ def degrade_one(
     target = out_dir / writable_name(source.relative)
     if target.exists() and not config.overwrite:
         if previous == record:
-            return DegradeOutcome(relative, Status.UNCHANGED, record)
+            return DegradeOutcome(relative, ItemStatus.SKIPPED, record)
         return DegradeOutcome(
-            relative, Status.FAILED, error=f"{target}: exists from another run; pass --overwrite"
+            relative,
+            ItemStatus.FAILED,
+            error=f"{target}: exists from another run; pass --overwrite",
         )
     try:
         image = read_image(source.path, max_pixels=config.max_pixels)
@@ -184,9 +193,9 @@ def degrade_one(
                 grayscale=image.grayscale,
                 quality=LQ_JPEG_QUALITY,
             )
-    except DrbfrError as exc:
-        return DegradeOutcome(relative, Status.FAILED, error=str(exc))
-    return DegradeOutcome(relative, Status.WRITTEN, record)
+    except ITEM_ERRORS as exc:
+        return DegradeOutcome(relative, ItemStatus.FAILED, error=failure(source.path, exc))
+    return DegradeOutcome(relative, ItemStatus.OK, record)
 
 
 def _init_worker() -> None:
@@ -207,28 +216,20 @@ def make_lq_set(
     for files this run did not touch.
     """
     _check_output_folder(out_dir, sources)
+    _remove_temporaries(out_dir, sources, config)
+    manifest = out_dir / MANIFEST_NAME
     previous = read_manifest(out_dir)
+    if manifest.exists():
+        write_manifest(out_dir, previous)  # drops a line a killed run cut short
     tasks = [(s, out_dir, config, previous.get(s.relative.as_posix())) for s in sources]
     outcomes: list[DegradeOutcome] = []
-    # A worker process costs about a second to start: only worth it with enough images each.
-    workers = min(workers, max(1, len(tasks) // MIN_IMAGES_PER_WORKER))
-    if workers <= 1:
-        for task in tasks:
-            outcomes.append(degrade_one(*task))
+    with RecordFile(manifest, sync=False) as log:
+        for outcome in _outcomes(tasks, workers):
+            if outcome.status is ItemStatus.OK and outcome.record is not None:
+                log.append(_record_line(outcome.record))  # after its image is written
+            outcomes.append(outcome)
             if on_done:
-                on_done(outcomes[-1])
-    else:
-        # forkserver/spawn: a plain fork of a process with live threads (progress bar, OpenCV's
-        # pool) can deadlock the children.
-        method = (
-            "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-        )
-        context = multiprocessing.get_context(method)
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
-            for outcome in pool.map(degrade_one, *zip(*tasks, strict=True), chunksize=1):
-                outcomes.append(outcome)
-                if on_done:
-                    on_done(outcome)
+                on_done(outcome)
     records = dict(previous)
     records.update({o.file: o.record for o in outcomes if o.record is not None})
     if records:
@@ -236,19 +237,39 @@ def make_lq_set(
     return outcomes
 
 
+def _outcomes(tasks: Sequence[_Task], workers: int) -> Iterator[DegradeOutcome]:
+    """degrade_one of every task, in order, in up to `workers` processes."""
+    # A worker process costs about a second to start: only worth it with enough images each.
+    workers = min(workers, max(1, len(tasks) // MIN_IMAGES_PER_WORKER))
+    if workers <= 1:
+        yield from (degrade_one(*task) for task in tasks)
+        return
+    # forkserver/spawn: a plain fork of a process with live threads (progress bar, OpenCV's
+    # pool) can deadlock the children.
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+        yield from pool.map(degrade_one, *zip(*tasks, strict=True), chunksize=1)
+
+
 def _check_output_folder(out_dir: Path, sources: Sequence[ImageSource]) -> None:
     """Refuse an output folder that would overwrite inputs, or that cannot be written, and two
     inputs written to one file (a.gif and a.png: a GIF is written as PNG)."""
-    owners: dict[Path, Path] = {}
-    for source in sources:
-        target = real_path(out_dir / writable_name(source.relative))
-        if target in owners:
-            raise DrbfrError(
-                f"{owners[target]} and {source.path} would both be written to {target}; rename one"
-            )
-        owners[target] = source.path
-    targets = set(owners)
-    clash = next((s.path for s in sources if real_path(s.path) in targets), None)
+    owners = claim_outputs(
+        (real_path(out_dir / writable_name(source.relative)), source.path) for source in sources
+    )
+    clash = clashing_input(owners, sources)
     if clash is not None:
-        raise DrbfrError(f"{out_dir}: output would overwrite the input {clash}; choose another -o")
+        raise DrbfrError(
+            f"{out_dir}: output would overwrite the input {clash[1]}; choose another -o"
+        )
     make_output_folder(out_dir)
+
+
+def _remove_temporaries(
+    out_dir: Path, sources: Sequence[ImageSource], config: DegradeConfig
+) -> None:
+    """Delete the temporaries a killed run left in the folders images go to (nothing else)."""
+    roots = [out_dir] + ([config.hq_out] if config.hq_out is not None else [])
+    folders = {root / source.relative.parent for root in roots for source in sources}
+    remove_temporaries({*roots, *folders})

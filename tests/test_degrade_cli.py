@@ -14,9 +14,17 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from drbfr_cli import __version__
+from drbfr_cli.batch import ItemStatus
 from drbfr_cli.cli.main import app
-from drbfr_cli.imaging import read_image, to_uint8
-from drbfr_cli.synthetic import MANIFEST_NAME, DegradeRecord, rebuild_lq
+from drbfr_cli.imaging import collect_images, read_image, to_uint8
+from drbfr_cli.synthetic import (
+    MANIFEST_NAME,
+    DegradeConfig,
+    DegradeOutcome,
+    DegradeRecord,
+    make_lq_set,
+    rebuild_lq,
+)
 
 runner = CliRunner()
 
@@ -182,6 +190,33 @@ def test_rerun_skips_finished_outputs_and_never_overwrites_silently(
     assert forced.exit_code == 0
     after = _files(out)
     assert all(after[name] != before[name] for name in before)
+
+
+def test_a_killed_run_resumes_and_its_temporaries_go(hq_dir: Path, tmp_path: Path) -> None:
+    """Each record is in the manifest as soon as its image is written: a run killed after two
+    images (and its temporary left behind) is finished by running it again, the two unchanged."""
+    out = tmp_path / "lq"
+    sources = collect_images([hq_dir])
+    config = DegradeConfig(size=64)
+
+    def killed(outcome: DegradeOutcome) -> None:
+        if sum(1 for _ in out.glob("*.png")) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        make_lq_set(sources, out, config, on_done=killed)
+    assert len(_manifest(out)) == 2
+    left = out / ".drbfr-0123456789abcdef-1a2b3c4d.tmp"
+    left.write_bytes(b"cut short")
+    with (out / MANIFEST_NAME).open("a") as manifest:
+        manifest.write('{"file": "cut')
+    outcomes = make_lq_set(sources, out, config)
+    statuses = [outcome.status for outcome in outcomes]
+    assert statuses.count(ItemStatus.SKIPPED) == 2 and statuses.count(ItemStatus.OK) == 10
+    assert not left.exists() and len(_manifest(out)) == 12
+    fresh = tmp_path / "fresh"
+    make_lq_set(sources, fresh, config)
+    assert _files(fresh) == _files(out)
 
 
 def test_output_into_the_input_folder_is_refused(hq_dir: Path, tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """`drbfr align`: detect every face of whole photos and write FFHQ-aligned crops.
 
-Parses the options and builds the detector; `drbfr_cli.faces.crops.align_images` does the work.
+Parses the options and builds the detector; `drbfr_cli.crops.align_images` does the work.
 This module only prints (progress, per-image errors and no-face lines, the summary) and sets the
 exit code.
 """
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from drbfr_cli.batch import ItemStatus
 from drbfr_cli.cli.common import (
     ERROR,
     EXIT_PARTIAL,
@@ -24,13 +25,13 @@ from drbfr_cli.cli.common import (
     print_line,
     user_errors,
 )
+from drbfr_cli.crops import AlignOptions, CropFormat, ImageOutcome
 from drbfr_cli.faces.align import FACE_SIZE
-from drbfr_cli.faces.crops import AlignOptions, CropFormat, ImageOutcome, ImageStatus
 from drbfr_cli.faces.detect import DEFAULT_MAX_SIDE, DetectOptions, DetectorKind
 from drbfr_cli.imaging import max_pixels_from_env
 
 if TYPE_CHECKING:
-    from drbfr_cli.faces.crops import AlignSummary
+    from drbfr_cli.crops import AlignSummary
 
 _DETECT = "Detection"
 _OUTPUT = "Output"
@@ -146,7 +147,7 @@ def _run(
     """Find the inputs and align them with a progress bar; per-image problems are printed."""
     import cv2
 
-    from drbfr_cli.faces.crops import align_images
+    from drbfr_cli.crops import align_images
     from drbfr_cli.faces.detect import build_detector
     from drbfr_cli.imaging import find_sources
 
@@ -171,9 +172,9 @@ def _run(
 
 
 def _print_outcome(outcome: ImageOutcome, progress: Progress) -> None:
-    if outcome.status is ImageStatus.FAILED:
+    if outcome.status is ItemStatus.FAILED:
         print_line(progress.console, ERROR, outcome.error)
-    elif outcome.status is ImageStatus.NO_FACE:
+    elif outcome.status is ItemStatus.NO_FACE:
         print_line(progress.console, "[yellow]no face:[/]", outcome.source.path)
 
 

@@ -10,6 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from drbfr_cli.batch import ItemStatus
 from drbfr_cli.cli.common import (
     ERROR,
     EXIT_PARTIAL,
@@ -22,7 +23,7 @@ from drbfr_cli.cli.common import (
 )
 from drbfr_cli.degradations import DegradationRanges
 from drbfr_cli.imaging import collect_images, max_pixels_from_env
-from drbfr_cli.synthetic import MANIFEST_NAME, DegradeConfig, DegradeOutcome, Status, make_lq_set
+from drbfr_cli.synthetic import MANIFEST_NAME, DegradeConfig, DegradeOutcome, make_lq_set
 
 _DEFAULTS = DegradationRanges()
 
@@ -78,7 +79,7 @@ def degrade(
         start = time.perf_counter()
         outcomes = _run_with_progress(sources, out, config, workers)
     _print_summary(outcomes, out, time.perf_counter() - start)
-    if any(o.status is Status.FAILED for o in outcomes):
+    if any(o.status is ItemStatus.FAILED for o in outcomes):
         raise typer.Exit(EXIT_PARTIAL)
 
 
@@ -91,7 +92,7 @@ def _run_with_progress(
         task = progress.add_task("degrade", total=len(sources))
 
         def on_done(outcome: DegradeOutcome) -> None:
-            if outcome.status is Status.FAILED:
+            if outcome.status is ItemStatus.FAILED:
                 print_line(progress.console, ERROR, outcome.error)
             progress.advance(task)
 
@@ -99,7 +100,7 @@ def _run_with_progress(
 
 
 def _print_summary(outcomes: list[DegradeOutcome], out: Path, seconds: float) -> None:
-    counts = {status: sum(o.status is status for o in outcomes) for status in Status}
+    counts = {status: sum(o.status is status for o in outcomes) for status in ItemStatus}
     records = [o.record for o in outcomes if o.record is not None]
     table = Table(
         title=f"drbfr degrade: {len(outcomes)} images in {seconds:.1f} s", show_edge=False
@@ -124,6 +125,6 @@ def _print_summary(outcomes: list[DegradeOutcome], out: Path, seconds: float) ->
     print_line(
         console,
         "",
-        f"written {counts[Status.WRITTEN]}, unchanged {counts[Status.UNCHANGED]}, "
-        f"failed {counts[Status.FAILED]}; manifest: {out / MANIFEST_NAME}",
+        f"written {counts[ItemStatus.OK]}, unchanged {counts[ItemStatus.SKIPPED]}, "
+        f"failed {counts[ItemStatus.FAILED]}; manifest: {out / MANIFEST_NAME}",
     )

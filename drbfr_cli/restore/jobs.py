@@ -13,9 +13,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 
+from drbfr_cli.batch import failure as batch_failure
 from drbfr_cli.faces.align import AlignedFace
 from drbfr_cli.imaging import ImageData, ImageSource
 from drbfr_cli.restore.report import ImageRecord, ImageStatus
@@ -84,11 +84,4 @@ def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
 
 def failure(path: Path, exc: BaseException) -> str:
     """The one-line reason a stage failed on the image at `path`."""
-    if isinstance(exc, cv2.error):
-        return f"{path}: OpenCV failed on this image ({exc.err or exc})"
-    if isinstance(exc, MemoryError):
-        return (
-            f"{path}: out of memory ({exc or 'MemoryError'}); use a smaller --upscale or free "
-            "memory"
-        )
-    return str(exc)
+    return batch_failure(path, exc, memory_hint="use a smaller --upscale or free memory")

@@ -5,14 +5,14 @@ Pure functions of the inputs and the options; nothing is read or written.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
+from drbfr_cli.batch import claim_outputs, clashing_input, item_seed
 from drbfr_cli.choices import OutputFormat
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.folders import RESTORED_IMGS
-from drbfr_cli.imaging import IMAGE_EXTENSIONS, ImageSource, fit_name, real_path
+from drbfr_cli.imaging import IMAGE_EXTENSIONS, ImageSource, fit_name
 from drbfr_cli.restore.options import RestoreOptions
 
 
@@ -35,23 +35,17 @@ def face_path(output: Path, options: RestoreOptions, folder: str, index: int) ->
 
 def plan_outputs(sources: Sequence[ImageSource], options: RestoreOptions) -> list[Path]:
     """The output path of every source; DrbfrError when two share one or one is an input."""
-    inputs = {real_path(source.path) for source in sources}
-    owners: dict[Path, Path] = {}
-    for source in sources:
-        output = output_path(source.relative, options)
-        if output in owners:
-            raise DrbfrError(
-                f"{owners[output]} and {source.path} would both be written to {output}; "
-                "use --ext same or rename one"
-            )
-        if real_path(output) in inputs:
-            raise DrbfrError(f"{output}: output would overwrite an input; choose another -o")
-        owners[output] = source.path
+    owners = claim_outputs(
+        ((output_path(source.relative, options), source.path) for source in sources),
+        hint="use --ext same or rename one",
+    )
+    clash = clashing_input(owners, sources)
+    if clash is not None:
+        raise DrbfrError(f"{clash[0]}: output would overwrite an input; choose another -o")
     return list(owners)
 
 
 def face_seed(run_seed: int, relative: str, index: int) -> int:
     """A 53-bit seed for face `index` of an image: the same in any batch, order or rerun (and
     exact in any JSON reader)."""
-    digest = hashlib.sha256(f"{run_seed}\x00{relative}\x00{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 11
+    return item_seed(run_seed, relative, index, bits=53)

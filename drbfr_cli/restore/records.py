@@ -12,21 +12,21 @@ processes resumes from the records of all. A file counts as drbfr's when any rec
 its present content.
 
 Each process that restores into OUT first appends a session line to its record file: its
-TEMP_SESSION (the mark in the names of its temporaries, imaging.py) and the run id of its report
-parts. A later run deletes only the temporaries and report parts of recorded sessions, so a
-file of the user's in OUT is never taken for one of drbfr's.
+TEMP_SESSION (the mark in the names of its temporaries, imaging/atomic.py) and the run id of
+its report parts. A later run deletes only the temporaries and report parts of recorded
+sessions, so a file of the user's in OUT is never taken for one of drbfr's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from drbfr_cli.batch import RecordFile
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.imaging import TEMP_SESSION
 
@@ -135,9 +135,8 @@ class RecordLog:
         others = [path for path in record_files(out_dir) if path != self.path]
         for path in [*others, self.path]:  # its own file last: its records are checked first
             self._load(path)
-        self._handle = self.path.open("ab")
-        if self._handle.tell() and not self._ends_with_newline():
-            self._handle.write(b"\n")  # close a line a kill cut short
+        self._file = RecordFile(self.path)  # appends are fsynced
+        self._file.open()  # now: OSError here, before anything is written
 
     def _load(self, path: Path) -> None:
         number = len(self._files)
@@ -161,11 +160,6 @@ class RecordLog:
             return
         for name, digest in record.get("files", {}).items():
             self._written.setdefault(name, {})[number] = (digest, offset)
-
-    def _ends_with_newline(self) -> bool:
-        with self.path.open("rb") as handle:
-            handle.seek(-1, os.SEEK_END)
-            return handle.read(1) == b"\n"
 
     def key(self, path: Path) -> str:
         """How the records name a file of OUT."""
@@ -204,12 +198,10 @@ class RecordLog:
 
     def append(self, record: dict[str, Any]) -> None:
         """Add one record and flush it to disk before returning."""
-        self._handle.write(json.dumps(record).encode() + b"\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        self._file.append(record)
 
     def close(self) -> None:
-        self._handle.close()
+        self._file.close()
 
 
 def _parse(line: bytes) -> dict[str, Any] | None:

@@ -14,11 +14,11 @@ import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from drbfr_cli import __version__
+from drbfr_cli.batch import ItemStatus
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.imaging import open_atomic
 
@@ -46,18 +46,12 @@ DEGRADATION_COLUMNS = ("severity", "sigma", "r", "delta", "q")
 """Per-face estimate columns of the CSV: one value per face, joined by ';' in face order."""
 
 
-class ImageStatus(StrEnum):
-    OK = "ok"
-    """Restored and written by this run."""
-    SKIPPED = "skipped"
-    """Its output was written by an earlier run (its record is that run's); not redone
-    without --overwrite."""
-    NO_FACE = "no_face"
-    """A whole image in which no face was found: written as the upscaled background alone
-    (--no-face keep) or not written (--no-face skip)."""
-    FAILED = "failed"
-    """Could not be read or written, or a file drbfr did not write is in the way; `error`
-    says why."""
+ImageStatus = ItemStatus
+"""An image's status in the records: ok (restored and written by this run), skipped (its
+output was written by an earlier run, whose record it keeps; not redone without --overwrite),
+no_face (a whole image with no face found: written as the upscaled background alone with
+--no-face keep, not written with --no-face skip) or failed (could not be read or written, or a
+file drbfr did not write is in the way; `error` says why)."""
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from drbfr_cli import batch
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.folders import OUTPUT_FOLDERS
 from drbfr_cli.imaging import (
     ImageSource,
     check_file_target,
     check_folder_target,
-    is_temporary,
     make_output_folder,
 )
 from drbfr_cli.restore.batch import BatchRunner
@@ -213,14 +213,11 @@ def excluded_inputs(out_dir: Path) -> list[Path]:
 def remove_temporaries(out_dir: Path, sessions: set[str]) -> int:
     """Delete the temporaries of atomic writes that the recorded drbfr `sessions` left in OUT
     and in its output folders (nothing else); returns how many were deleted."""
-    candidates = list(out_dir.iterdir())
-    for folder in OUTPUT_FOLDERS:
-        if (out_dir / folder).is_dir() and not (out_dir / folder).is_symlink():
-            candidates += (out_dir / folder).rglob(".drbfr-*")
-    ours = [p for p in candidates if is_temporary(p, sessions) and p.is_file()]
-    for path in ours:
-        path.unlink(missing_ok=True)
-    return len(ours)
+    folders = [out_dir / name for name in OUTPUT_FOLDERS]
+    below = [folder for folder in folders if folder.is_dir() and not folder.is_symlink()]
+    return batch.remove_temporaries([out_dir], sessions=sessions) + batch.remove_temporaries(
+        below, sessions=sessions, recursive=True
+    )
 
 
 # --------------------------------------------------------------------------- threads

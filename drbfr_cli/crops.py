@@ -8,7 +8,8 @@ image whose lines are all there (and whose crops exist at the current size and f
 skipped on a rerun, so an interrupted run resumes by running it again.
 
 Coordinates in the manifest are pixels of the source image as displayed (EXIF orientation
-applied). Images are float32 RGB HxWx3 in [0, 1], as everywhere in drbfr.
+applied). Images are float32 RGB HxWx3 in [0, 1], as everywhere in drbfr. The stages are
+`faces/`'s; statuses, failures, temporaries and the manifest's appends are `batch.py`'s.
 """
 
 from __future__ import annotations
@@ -23,11 +24,20 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import chain
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import cv2
 import numpy as np
 
+from drbfr_cli.batch import (
+    ITEM_ERRORS,
+    ItemStatus,
+    RecordFile,
+    claim_outputs,
+    failure,
+    read_records,
+    remove_temporaries,
+    write_records,
+)
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.faces.align import FACE_SIZE, AlignedFace, align_face
 from drbfr_cli.faces.detect import DetectOptions, Detector, Face, detect_faces
@@ -35,9 +45,7 @@ from drbfr_cli.imaging import (
     DEFAULT_MAX_PIXELS,
     ImageSource,
     fit_name,
-    is_temporary,
     make_output_folder,
-    open_atomic,
     read_image,
     real_path,
     write_image,
@@ -55,19 +63,6 @@ class CropFormat(StrEnum):
 
     PNG = "png"
     JPG = "jpg"
-
-
-class ImageStatus(StrEnum):
-    """What became of one input image."""
-
-    ALIGNED = "aligned"
-    """Its faces were detected and written."""
-    SKIPPED = "skipped"
-    """Finished by an earlier run (its manifest lines and crops are there)."""
-    NO_FACE = "no_face"
-    """Read and searched; no face passed the detection filters."""
-    FAILED = "failed"
-    """Could not be read, searched or written (see the outcome's error)."""
 
 
 @dataclass(frozen=True)
@@ -163,10 +158,12 @@ class CropRecord:
 
 @dataclass(frozen=True)
 class ImageOutcome:
-    """One input image after the run: its status, its faces, or why it failed."""
+    """One input image after the run: its status, its faces, or why it failed. `ok`: its faces
+    were detected and written; `skipped`: finished by an earlier run (its manifest lines and
+    crops are there); `no_face`: no face passed the detection filters."""
 
     source: ImageSource
-    status: ImageStatus
+    status: ItemStatus
     records: tuple[CropRecord, ...] = ()
     error: str | None = None
 
@@ -204,15 +201,10 @@ def crop_path(relative: Path, index: int, ext: CropFormat) -> Path:
 
 def check_outputs(sources: Sequence[ImageSource], options: AlignOptions) -> None:
     """DrbfrError when two inputs would share crop names or a crop would replace an input."""
-    owners: dict[Path, Path] = {}
-    for source in sources:
-        key = source.relative.with_suffix("")
-        if key in owners:
-            raise DrbfrError(
-                f"{owners[key]} and {source.path} would both be written to "
-                f"{options.out_dir / key}_NN.{options.ext.value}; rename one"
-            )
-        owners[key] = source.path
+    owners = claim_outputs(
+        ((source.relative.with_suffix(""), source.path) for source in sources),
+        describe=lambda key: f"{options.out_dir / key}_NN.{options.ext.value}",
+    )
     out_dir = options.out_dir.resolve()
     for source in sources:
         path = real_path(source.path)
@@ -280,26 +272,13 @@ def crop_record(
 
 def read_manifest(path: Path) -> list[CropRecord]:
     """The records of a manifest; lines that do not parse (a line cut by a kill) are ignored."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DrbfrError(f"{path}: cannot read the manifest ({exc}); delete it") from None
-    records = []
-    for line in text.splitlines():
-        try:
-            records.append(CropRecord.from_json(line))
-        except (ValueError, KeyError, TypeError, IndexError):
-            continue
-    return records
+    return read_records(path, CropRecord.from_json, name="manifest")
 
 
 def write_manifest(path: Path, records: Iterable[CropRecord]) -> None:
     """Replace the manifest atomically, one line per record, sorted by input and face."""
     ordered = sorted(records, key=lambda r: (r.relative, r.face))
-    with open_atomic(path) as handle:
-        handle.write("".join(record.to_json() + "\n" for record in ordered).encode())
+    write_records(path, (record.to_json() for record in ordered))
 
 
 def crop_key(relative: Path | str) -> str:
@@ -353,12 +332,9 @@ def process_image(source: ImageSource, options: AlignOptions, detector: Detector
                 bit_depth=image.bit_depth,
                 quality=options.quality,
             )
-    except DrbfrError as exc:
-        return ImageOutcome(source, ImageStatus.FAILED, error=str(exc))
-    except cv2.error as exc:
-        error = f"{source.path}: OpenCV failed on this image ({exc.err or exc})"
-        return ImageOutcome(source, ImageStatus.FAILED, error=error)
-    status = ImageStatus.ALIGNED if records else ImageStatus.NO_FACE
+    except ITEM_ERRORS as exc:
+        return ImageOutcome(source, ItemStatus.FAILED, error=failure(source.path, exc))
+    status = ItemStatus.OK if records else ItemStatus.NO_FACE
     return ImageOutcome(source, status, records)
 
 
@@ -387,11 +363,11 @@ def align_images(
     write_manifest(options.manifest, [*plan.others, *chain.from_iterable(plan.finished.values())])
     inputs = {real_path(source.path) for source in sources}
     outcomes: list[ImageOutcome] = []
-    with options.manifest.open("a", encoding="utf-8") as manifest:
+    with RecordFile(options.manifest, sync=False) as manifest:
         for outcome in _outcomes(sources, options, plan.finished, (first, make_detector)):
-            if outcome.status is not ImageStatus.SKIPPED:
-                _append(manifest, outcome.records)
-            if outcome.status in (ImageStatus.ALIGNED, ImageStatus.NO_FACE):
+            if outcome.status is not ItemStatus.SKIPPED:  # its lines, after its crops exist
+                manifest.append(*(record.to_json() for record in outcome.records))
+            if outcome.status in (ItemStatus.OK, ItemStatus.NO_FACE):
                 old = plan.stale.get(crop_key(outcome.source.relative), frozenset())
                 written = {record.crop for record in outcome.records}
                 _remove_crops(options.out_dir, old - written, keep=inputs)
@@ -455,7 +431,7 @@ def _outcomes(
     def run(source: ImageSource) -> ImageOutcome:
         done = finished.get(source.relative.as_posix())
         if done is not None:
-            return ImageOutcome(source, ImageStatus.SKIPPED, done)
+            return ImageOutcome(source, ItemStatus.SKIPPED, done)
         return process_image(source, options, detector())
 
     if options.workers == 1:
@@ -466,13 +442,6 @@ def _outcomes(
         yield from pool.map(run, sources)
     finally:  # on Ctrl-C or an error, drop the images not started yet
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _append(handle: IO[str], records: Sequence[CropRecord]) -> None:
-    """Add one image's lines in a single write, after its crops exist."""
-    if records:
-        handle.write("".join(record.to_json() + "\n" for record in records))
-        handle.flush()
 
 
 def _remove_crops(out_dir: Path, crops: Iterable[str], *, keep: set[Path]) -> None:
@@ -489,26 +458,21 @@ def _prepare_folder(out_dir: Path, sources: Sequence[ImageSource]) -> None:
     """Create the output folder, check it is writable, and delete the temporaries a killed run
     left in the folders crops go to (nothing else)."""
     make_output_folder(out_dir)
-    folders = {out_dir} | {out_dir / source.relative.parent for source in sources}
-    for folder in folders:
-        if folder.is_dir():
-            for path in folder.glob(".*"):
-                if is_temporary(path):
-                    path.unlink(missing_ok=True)
+    remove_temporaries({out_dir} | {out_dir / source.relative.parent for source in sources})
 
 
 def _summary(outcomes: Sequence[ImageOutcome], seconds: float, manifest: Path) -> AlignSummary:
-    def having(status: ImageStatus) -> list[ImageOutcome]:
+    def having(status: ItemStatus) -> list[ImageOutcome]:
         return [outcome for outcome in outcomes if outcome.status is status]
 
-    skipped = having(ImageStatus.SKIPPED)
+    skipped = having(ItemStatus.SKIPPED)
     return AlignSummary(
         images=len(outcomes),
-        faces_written=sum(len(o.records) for o in having(ImageStatus.ALIGNED)),
+        faces_written=sum(len(o.records) for o in having(ItemStatus.OK)),
         images_skipped=len(skipped),
         faces_skipped=sum(len(o.records) for o in skipped),
-        no_face=tuple(str(o.source.path) for o in having(ImageStatus.NO_FACE)),
-        failures=tuple(str(o.error) for o in having(ImageStatus.FAILED)),
+        no_face=tuple(str(o.source.path) for o in having(ItemStatus.NO_FACE)),
+        failures=tuple(str(o.error) for o in having(ItemStatus.FAILED)),
         seconds=seconds,
         manifest=manifest,
     )

@@ -1,37 +1,25 @@
-"""The I/O boundary for images.
+"""Image files <-> pixels: decoding and encoding every format drbfr reads or writes.
 
-This is the only module that sees file paths of images, uint8/uint16 pixels, BGR order, alpha
-channels or EXIF orientation. Everything it returns is float32 RGB in [0, 1] (HxWx3 numpy), and
-the tensor helpers convert to/from the networks' float32 RGB NCHW layout in [-1, 1] and
-batches of face crops to/from the restorer's NCHW layout in [0, 1] (`drbfr_cli.restore.restorer`).
+Everything read comes back as float32 RGB in [0, 1] (HxWx3 numpy), with alpha, gray-ness, bit
+depth and EXIF orientation dealt with here; `write_image` encodes the same layout and writes it
+atomically (`atomic.py`).
 """
 
 from __future__ import annotations
 
 import errno
-import fnmatch
-import glob
-import hashlib
 import os
-import re
-import secrets
 import stat
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from io import BytesIO
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
 
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from drbfr_cli.errors import DrbfrError, ImageReadError, ImageWriteError
-
-if TYPE_CHECKING:
-    import torch
+from drbfr_cli.errors import ImageReadError, ImageWriteError
+from drbfr_cli.imaging.atomic import write_bytes_atomic
 
 # drbfr enforces its own pixel cap (below) from the header, before any pixel is decoded.
 Image.MAX_IMAGE_PIXELS = None
@@ -49,21 +37,6 @@ INPUT_EXTENSIONS = IMAGE_EXTENSIONS | FIRST_FRAME_EXTENSIONS
 """What folders are searched for (and what `is_image_path` accepts)."""
 ALPHA_EXTENSIONS = frozenset({".png", ".webp", ".tif", ".tiff"})
 """Formats that keep an alpha channel when drbfr writes them."""
-
-TEMP_PREFIX = ".drbfr-"
-TEMP_SUFFIX = ".tmp"
-TEMP_SESSION = secrets.token_hex(8)
-"""This process's mark in the name of every temporary it creates: atomic writes go through
-`.drbfr-SESSION-XXXXXXXX.tmp` in the target folder, then a rename. The name does not hold the
-target's (a 255-byte name stays writable), and a restore run lists SESSION in its record file,
-so cleanup deletes only temporaries that a recorded drbfr process created."""
-_TEMP_NAME = re.compile(r"^\.drbfr-([0-9a-f]{16})-[0-9a-f]{8}\.tmp$")
-OUTPUT_MARKERS = ("report.records*.jsonl", "drbfr-gallery.txt")
-"""A folder holding one of these (restore's record files, records.RECORDS_GLOB, or the gallery's
-marker, gallery.page.MARKER_NAME) is drbfr output: never searched for inputs below a named one."""
-GLOB_CHARACTERS = frozenset("*?[")
-STDIN_ARGUMENT = "-"
-"""An input argument that stands for paths read from stdin, one per line."""
 
 GRAY_TOLERANCE = 1.5 / 255.0
 """Largest channel spread (max - min of R, G, B, in [0, 1]) of a pixel that counts as gray: one
@@ -92,14 +65,6 @@ class ImageData:
     def size(self) -> tuple[int, int]:
         """(width, height) in pixels."""
         return self.rgb.shape[1], self.rgb.shape[0]
-
-
-@dataclass(frozen=True)
-class ImageSource:
-    """An input image file and the relative path its outputs are written under."""
-
-    path: Path
-    relative: Path
 
 
 def max_pixels_from_env(default: int = DEFAULT_MAX_PIXELS) -> int:
@@ -399,300 +364,3 @@ def as_written(
     (quantised to 8 or 16 bits, gray, JPEG/WebP-compressed): metrics on outputs score these."""
     data = encode_image(path, rgb, grayscale=grayscale, bit_depth=bit_depth, quality=quality)
     return decode_image(data, source=path, max_pixels=rgb.shape[0] * rgb.shape[1]).rgb
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the target folder, fsync, then rename over `path`."""
-    with open_atomic(path) as handle:
-        handle.write(data)
-
-
-@contextmanager
-def open_atomic(path: Path) -> Iterator[BinaryIO]:
-    """A binary file handle whose content appears at `path` only when the block completes.
-
-    The data goes to a temporary beside `path` (see TEMP_SESSION), is fsynced
-    and renamed over `path`; an error inside the block or while writing removes the temporary.
-    """
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = _create_temporary(path)
-    except OSError as exc:
-        raise ImageWriteError(path, f"cannot write ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except OSError as exc:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise ImageWriteError(path, f"cannot write ({exc.strerror or exc})") from None
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
-def _create_temporary(path: Path) -> tuple[int, str]:
-    """Create a temporary beside `path` for writing; returns (descriptor, name).
-
-    Unlike tempfile.mkstemp (always 0600), the file gets 0666 less the process umask, as any
-    file the user creates: 0644 under the usual umask 022.
-    """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    while True:
-        name = _temporary_name(path)
-        try:
-            return os.open(name, flags, 0o666), str(name)
-        except FileExistsError:
-            continue
-
-
-def make_temporary_folder(path: Path) -> Path:
-    """Create an empty temporary folder beside `path`, to fill and rename to `path`.
-
-    Unlike tempfile.mkdtemp (always 0700), it gets 0777 less the process umask, as any folder
-    the user creates: 0755 under the usual umask 022.
-    """
-    while True:
-        name = _temporary_name(path)
-        try:
-            name.mkdir(0o777)
-            return name
-        except FileExistsError:
-            continue
-
-
-def _temporary_name(path: Path) -> Path:
-    return path.parent / f"{TEMP_PREFIX}{TEMP_SESSION}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
-
-
-NAME_MAX = 255
-"""Longest file name in bytes on the common file systems (ext4, XFS, Btrfs, APFS)."""
-
-
-def fit_name(stem: str, tail: str) -> str:
-    """`stem + tail` as a file name of at most NAME_MAX bytes: a stem too long for it is cut
-    and marked `~` plus 8 hex digits of its sha256, so that stems cut alike stay apart."""
-    if len(os.fsencode(stem + tail)) <= NAME_MAX:
-        return stem + tail
-    mark = "~" + hashlib.sha256(os.fsencode(stem)).hexdigest()[:8]
-    room = NAME_MAX - len(os.fsencode(mark + tail))
-    while len(os.fsencode(stem)) > room:
-        stem = stem[:-1]
-    return stem + mark + tail
-
-
-def make_output_folder(out_dir: Path) -> None:
-    """Create an output folder (and its parents); one-line DrbfrError unless it is writable."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DrbfrError(
-            f"{out_dir}: cannot create the output folder ({exc.strerror or exc})"
-        ) from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise DrbfrError(f"{out_dir}: output folder is not writable")
-
-
-def check_folder_target(folder: Path) -> None:
-    """One-line DrbfrError, creating nothing, when `folder` can be no writable folder: it, or
-    the nearest folder above it that exists, is a file or is not writable (make_output_folder
-    creates it later)."""
-    target = Path(os.path.abspath(folder))
-    existing = target
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        blocker = "a file of that name exists" if existing == target else f"{existing} is a file"
-        raise DrbfrError(f"{folder}: cannot create the output folder ({blocker})")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        if existing == target:
-            raise DrbfrError(f"{folder}: output folder is not writable")
-        raise DrbfrError(f"{folder}: cannot create the output folder ({existing} is not writable)")
-
-
-def check_file_target(path: Path) -> None:
-    """One-line DrbfrError, creating nothing, when no file can be written at `path`."""
-    if path.is_dir():
-        raise DrbfrError(f"{path}: is a folder, not a file")
-    check_folder_target(path.parent)
-
-
-def temporary_session(path: Path) -> str | None:
-    """The TEMP_SESSION of the drbfr process that created the temporary `path`; None for a name
-    that is not a drbfr temporary."""
-    match = _TEMP_NAME.match(path.name)
-    return match.group(1) if match else None
-
-
-def is_temporary(path: Path, sessions: Iterable[str] | None = None) -> bool:
-    """True for a temporary `open_atomic` creates (left behind only by a killed process); with
-    `sessions`, only one that a process of those sessions created."""
-    session = temporary_session(path)
-    return session is not None and (sessions is None or session in set(sessions))
-
-
-# ---------------------------------------------------------------------------------------------
-# Finding inputs
-
-
-def is_image_path(path: Path) -> bool:
-    """True when the extension is a supported input format (case-insensitive)."""
-    return path.suffix.lower() in INPUT_EXTENSIONS
-
-
-def writable_name(relative: Path) -> Path:
-    """`relative` with .png for an input format drbfr does not write (GIF)."""
-    return relative if relative.suffix.lower() in IMAGE_EXTENSIONS else relative.with_suffix(".png")
-
-
-def expand_inputs(arguments: Sequence[str], stdin: Iterable[str] = ()) -> list[Path]:
-    """Command-line inputs -> paths: `-` stands for the lines of `stdin` (each a path, taken
-    literally); an argument that names no existing path but holds a glob pattern (`*`, `?`,
-    `[`, `**` for any depth) expands to its matches, sorted. Other arguments are kept as given.
-    """
-    paths: list[Path] = []
-    for argument in arguments:
-        if argument == STDIN_ARGUMENT:
-            paths.extend(Path(line.strip()) for line in stdin if line.strip())
-        elif not os.path.lexists(argument) and GLOB_CHARACTERS & set(argument):
-            matches = sorted(glob.glob(argument, recursive=True))
-            if not matches:
-                raise ImageReadError(argument, "no file or folder matches this pattern")
-            paths.extend(Path(match) for match in matches)
-        else:
-            paths.append(Path(argument))
-    return paths
-
-
-def find_sources(
-    arguments: Sequence[str],
-    stdin: Iterable[str] = (),
-    *,
-    exclude: Iterable[Path] = (),
-    on_skip: Callable[[Path], None] | None = None,
-) -> list[ImageSource]:
-    """The images that command-line `arguments` name (see expand_inputs and collect_images), in
-    a fixed order. A path read from stdin that does not exist is kept, so that it fails as an
-    image of its own while the others run."""
-    named = [argument for argument in arguments if argument != STDIN_ARGUMENT]
-    listed = expand_inputs([STDIN_ARGUMENT], stdin) if STDIN_ARGUMENT in arguments else []
-    present = [path for path in listed if os.path.lexists(path)]
-    found = collect_images(expand_inputs(named) + present, exclude=exclude, on_skip=on_skip)
-    missing = [ImageSource(path, Path(path.name)) for path in listed if path not in present]
-    return sorted(found + missing, key=lambda source: source.relative.as_posix())
-
-
-def collect_images(
-    inputs: Sequence[Path],
-    *,
-    exclude: Iterable[Path] = (),
-    on_skip: Callable[[Path], None] | None = None,
-) -> list[ImageSource]:
-    """Image files under `inputs` (files or folders, searched recursively), in a fixed order.
-
-    Outputs are named by `relative`: the path below the folder when one folder is given, below
-    the folder's name when several are, the bare file name for files given directly. Anything
-    under an `exclude` folder (e.g. an output folder inside the input) is skipped, unless that
-    folder is itself one of the inputs; so is a folder below an input that holds drbfr output
-    (OUTPUT_MARKERS), each reported to `on_skip`. Broken symbolic links (dangling, or loops),
-    named or found in a folder, are kept: reading them fails with the reason, so they are
-    reported.
-    """
-    roots = {real_path(p) for p in inputs}
-    # An excluded folder that *is* an input is kept, so that callers can refuse the clash.
-    excluded = [real_path(p) for p in exclude if real_path(p) not in roots]
-    prefix_with_root = sum(1 for p in inputs if p.is_dir()) > 1
-    found: dict[Path, ImageSource] = {}
-    for root in inputs:
-        for path in _walk(root, partial(_report_skip, on_skip, excluded)):
-            resolved = real_path(path)
-            if any(resolved.is_relative_to(x) for x in excluded):
-                continue
-            relative = _relative_name(path, root, prefix_with_root)
-            if relative in found and real_path(found[relative].path) != resolved:
-                raise ImageReadError(path, f"has the same output name as {found[relative].path}")
-            found[relative] = ImageSource(path=path, relative=relative)
-    return sorted(found.values(), key=lambda s: s.relative.as_posix())
-
-
-def real_path(path: Path) -> Path:
-    """The absolute path with symbolic links resolved as far as they go; unlike Path.resolve
-    (before Python 3.13), no error for a link loop."""
-    return Path(os.path.realpath(path))
-
-
-def is_broken_link(path: Path) -> bool:
-    """True for a symbolic link whose target is missing or that loops back on itself."""
-    return path.is_symlink() and not path.exists()
-
-
-def _walk(root: Path, on_skip: Callable[[Path], None]) -> list[Path]:
-    """The image files and broken links under `root` (symbolic links to folders not followed),
-    without the folders below it that hold drbfr output."""
-    if not root.is_dir():
-        if os.path.lexists(root):  # a file, a broken link, a named pipe: reading says what fails
-            return [root]
-        raise ImageReadError(root, "no such file or folder")
-    found: list[Path] = []
-    for folder, dirs, files in os.walk(root):
-        if folder != str(root) and is_output_folder(files):
-            on_skip(Path(folder))
-            dirs.clear()
-            continue
-        paths = (Path(folder, name) for name in files)
-        found += [p for p in paths if (p.is_file() and is_image_path(p)) or is_broken_link(p)]
-    return found
-
-
-def _report_skip(
-    on_skip: Callable[[Path], None] | None, excluded: Sequence[Path], folder: Path
-) -> None:
-    """Tell `on_skip` of a skipped output folder, unless it is excluded anyway (OUT)."""
-    if on_skip is not None and not any(real_path(folder).is_relative_to(x) for x in excluded):
-        on_skip(folder)
-
-
-def is_output_folder(names: Iterable[str]) -> bool:
-    """True when file `names` of a folder hold one of OUTPUT_MARKERS."""
-    return any(fnmatch.fnmatchcase(n, marker) for n in names for marker in OUTPUT_MARKERS)
-
-
-def _relative_name(path: Path, root: Path, prefix_with_root: bool) -> Path:
-    if not root.is_dir():
-        return Path(path.name)
-    relative = path.relative_to(root)
-    return Path(real_path(root).name) / relative if prefix_with_root else relative
-
-
-# ---------------------------------------------------------------------------------------------
-# Tensors (networks see float32 RGB NCHW in [-1, 1]; restorers take faces in [0, 1])
-
-
-def image_to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """float32 RGB HxWx3 in [0, 1] -> float32 tensor 1x3xHxW in [-1, 1]."""
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None] * 2.0 - 1.0
-
-
-def tensor_to_image(tensor: torch.Tensor) -> np.ndarray:
-    """Tensor 1x3xHxW or 3xHxW in [-1, 1] -> float32 RGB HxWx3 in [0, 1] (clipped)."""
-    image = tensor.detach().float().cpu()
-    image = image[0] if image.ndim == 4 else image
-    return ((image.clamp(-1.0, 1.0) + 1.0) / 2.0).permute(1, 2, 0).numpy()
-
-
-def faces_to_tensor(faces: Sequence[np.ndarray]) -> torch.Tensor:
-    """Equal-sized float32 RGB SxSx3 faces in [0, 1] -> float32 tensor Nx3xSxS in [0, 1]."""
-    import torch
-
-    stacked = np.stack([np.asarray(face, dtype=np.float32) for face in faces])
-    return torch.from_numpy(np.ascontiguousarray(stacked.transpose(0, 3, 1, 2)))
-
-
-def tensor_to_faces(tensor: torch.Tensor) -> list[np.ndarray]:
-    """Tensor Nx3xSxS in [0, 1] -> N float32 RGB SxSx3 faces in [0, 1] (clipped)."""
-    values = tensor.detach().float().cpu().clamp(0.0, 1.0).permute(0, 2, 3, 1).numpy()
-    return [np.ascontiguousarray(face) for face in values]
