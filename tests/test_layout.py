@@ -172,3 +172,46 @@ def test_in_ci_missing_shared_data_fails_the_run_in_one_line(tmp_path: Path) -> 
     )  # fmt: skip
     assert out.returncode != 0
     assert "CI=true but the shared test data is missing" in out.stdout + out.stderr
+
+
+MAX_FILE_LINES = 500
+MAX_BODY_LINES = 60
+
+
+def body_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines of a function's body, its docstring and signature (a CLI command's option
+    declarations) left out."""
+    body = node.body
+    if len(body) > 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    return (node.end_lineno or body[-1].lineno) - body[0].lineno + 1
+
+
+def test_no_file_over_500_lines() -> None:
+    long = {
+        str(path.relative_to(PACKAGE)): n
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_FILE_LINES
+    }
+    assert long == {}
+
+
+def test_no_function_body_over_60_lines() -> None:
+    long = {
+        f"{path.relative_to(PACKAGE)}:{node.name}": n
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and (n := body_lines(node)) > MAX_BODY_LINES
+    }
+    assert long == {}
+
+
+def test_body_lines_leaves_out_the_docstring_and_signature() -> None:
+    source = (
+        'def f(\n    a: int = 1,\n    b: int = 2,\n) -> int:\n    """Doc."""\n'
+        "    x = a\n    return x + b\n"
+    )
+    node = ast.parse(source).body[0]
+    assert isinstance(node, ast.FunctionDef)
+    assert body_lines(node) == 2
