@@ -244,3 +244,24 @@ def test_a_name_near_255_bytes_gives_cut_crop_names_that_are_never_overwritten(
     refused = _align(folder, "-o", folder, "--weights-dir", shared_weights_dir)
     assert refused.exit_code == 2
     assert "a face crop would overwrite this input" in refused.output
+
+
+def test_det_retry_takes_faces_below_the_threshold_and_0_turns_it_off(
+    whole_run, real_lq_whole_dir, shared_weights_dir, tmp_path
+):
+    """align shares restore's --det-retry: with a threshold above every score of a photo, the
+    second look at --det-retry finds its faces again; --det-retry 0 finds none."""
+    records = [r for r in _manifest(whole_run) if r["source"].endswith("example.jpg")]
+    scores = [r["score"] for r in records]
+    threshold = min(1.0, max(scores) + 0.001)
+    common = ("--detector", "yunet", "--weights-dir", shared_weights_dir)
+    common += ("--det-threshold", str(threshold))
+    photo = real_lq_whole_dir / "example.jpg"
+    retry = str(min(scores) - 0.001)
+    again = _align(photo, "-o", tmp_path / "again", *common, "--det-retry", retry)
+    assert again.exit_code == 0, again.output
+    assert len(_crops(tmp_path / "again")) == YUNET_FACES["example"]
+    off = _align(photo, "-o", tmp_path / "off", *common, "--det-retry", "0")
+    assert off.exit_code == 0, off.output
+    assert _crops(tmp_path / "off") == []
+    assert "0 faces written" in off.output

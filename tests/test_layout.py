@@ -215,3 +215,29 @@ def test_body_lines_leaves_out_the_docstring_and_signature() -> None:
     node = ast.parse(source).body[0]
     assert isinstance(node, ast.FunctionDef)
     assert body_lines(node) == 2
+
+
+DETECTION_PARAMETERS = {
+    "det_threshold": "DetThresholdOption",
+    "det_retry": "DetRetryOption",
+    "det_size": "DetSizeOption",
+    "min_face": "MinFaceOption",
+    "max_faces": "MaxFacesOption",
+    "only_center_face": "OnlyCenterFaceOption",
+}
+
+
+@pytest.mark.parametrize("command", ["restore", "align", "inspect"])
+def test_detection_options_are_declared_once(command: str) -> None:
+    """restore, align and inspect take the same detection options: each parameter's annotation
+    is the one declaration in cli/detect_options.py (the same typer.Option object)."""
+    import importlib
+    import typing
+
+    from drbfr_cli.cli import detect_options
+
+    module = importlib.import_module(f"drbfr_cli.cli.{command}")
+    hints = typing.get_type_hints(getattr(module, command), include_extras=True)
+    for parameter, declaration in DETECTION_PARAMETERS.items():
+        shared = getattr(detect_options, declaration).__metadata__
+        assert hints[parameter].__metadata__[0] is shared[0], (command, parameter)

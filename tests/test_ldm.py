@@ -299,6 +299,25 @@ def test_patch_size_changes_only_the_training_crop() -> None:
     assert "Traceback" not in result.output
 
 
+def test_warmup_and_cooldown_options_set_the_learning_rate_schedule() -> None:
+    """`train ldm --warmup-steps W --cooldown-steps C` replace the preset's schedule (a fine-tune
+    that decays over the whole run); a cool-down longer than the run is a one-line error."""
+    from drbfr_cli.cli.train import loop_config
+    from drbfr_cli.train.loop import lr_factor
+
+    _, defaults = ldm_config_from_preset("small-face")
+    loop = loop_config(defaults, steps=200, warmup_steps=10, cooldown_steps=200)
+    assert (loop.warmup_steps, loop.cooldown_steps, loop.lr) == (10, 200, defaults["lr"])
+    factor = lr_factor(loop)
+    assert factor(4) == pytest.approx(0.5) and factor(100) == pytest.approx(0.5)
+    assert factor(199) == pytest.approx(0.005)
+    assert loop_config(defaults).cooldown_steps == defaults.get("cooldown_steps", 0)
+    args = ["train", "ldm", "--preset", "small-face", "--steps", "10", "--cooldown-steps", "11"]
+    result = runner.invoke(app, [*args, "--data", "x", "--drm", "x", "-o", "y"])
+    assert result.exit_code == 2 and "cooldown_steps must lie in [0, steps=10]" in result.output
+    assert "Traceback" not in result.output
+
+
 # ---------------------------------------------------------------------------------------------
 # Bundles
 

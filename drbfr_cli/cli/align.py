@@ -16,6 +16,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from drbfr_cli.batch import ItemStatus
+from drbfr_cli.cli import detect_options as detection
 from drbfr_cli.cli.common import (
     ERROR,
     EXIT_PARTIAL,
@@ -27,13 +28,13 @@ from drbfr_cli.cli.common import (
 )
 from drbfr_cli.crops import AlignOptions, CropFormat, ImageOutcome
 from drbfr_cli.faces.align import FACE_SIZE
-from drbfr_cli.faces.detect import DEFAULT_MAX_SIDE, DetectOptions, DetectorKind
+from drbfr_cli.faces.detect import DEFAULT_MAX_SIDE, DetectorKind
 from drbfr_cli.imaging import max_pixels_from_env
 
 if TYPE_CHECKING:
     from drbfr_cli.crops import AlignSummary
 
-_DETECT = "Detection"
+_DETECT = detection.DETECT_PANEL
 _OUTPUT = "Output"
 
 
@@ -56,37 +57,12 @@ def align(
     detector: Annotated[
         DetectorKind, typer.Option(help="Face detector.", rich_help_panel=_DETECT)
     ] = DetectorKind.YUNET,
-    det_threshold: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            help="Minimum detection score (default: 0.6 YuNet, 0.97 RetinaFace).",
-            rich_help_panel=_DETECT,
-        ),
-    ] = None,
-    det_size: Annotated[
-        int,
-        typer.Option(
-            min=0,
-            help="Detect on images downscaled to this longest side (0: their own size).",
-            rich_help_panel=_DETECT,
-        ),
-    ] = DEFAULT_MAX_SIDE,
-    min_face: Annotated[
-        float,
-        typer.Option(min=0.0, help="Ignore faces smaller than this (px).", rich_help_panel=_DETECT),
-    ] = 0.0,
-    max_faces: Annotated[
-        int | None,
-        typer.Option(
-            min=1, help="Keep at most N faces per image, largest first.", rich_help_panel=_DETECT
-        ),
-    ] = None,
-    only_center_face: Annotated[
-        bool,
-        typer.Option(help="Keep only the face nearest the centre.", rich_help_panel=_DETECT),
-    ] = False,
+    det_threshold: detection.DetThresholdOption = None,
+    det_retry: detection.DetRetryOption = None,
+    det_size: detection.DetSizeOption = DEFAULT_MAX_SIDE,
+    min_face: detection.MinFaceOption = 0.0,
+    max_faces: detection.MaxFacesOption = None,
+    only_center_face: detection.OnlyCenterFaceOption = False,
     weights_dir: Annotated[
         Path | None, typer.Option(help="Look here first for the detector's weights.")
     ] = None,
@@ -119,12 +95,8 @@ def align(
         options = AlignOptions(
             out_dir=out,
             size=size,
-            detect=DetectOptions(
-                threshold=det_threshold,
-                min_face=min_face,
-                max_faces=max_faces,
-                only_center_face=only_center_face,
-                max_side=det_size or None,
+            detect=detection.detect_options(
+                det_threshold, det_retry, min_face, max_faces, only_center_face, det_size
             ),
             ext=ext,
             quality=quality,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from drbfr_cli.cli import detect_options as detection
 from drbfr_cli.cli.common import (
     ERROR,
     EXIT_PARTIAL,
@@ -20,13 +21,13 @@ from drbfr_cli.cli.common import (
     print_line,
     user_errors,
 )
-from drbfr_cli.faces.detect import DEFAULT_MAX_SIDE, DetectorKind
+from drbfr_cli.faces.detect import DEFAULT_MAX_SIDE
 from drbfr_cli.imaging import max_pixels_from_env
 
 if TYPE_CHECKING:
     from drbfr_cli.inspect import ImageReport
 
-_DETECT = "Detection"
+_DETECT = detection.DETECT_PANEL
 
 
 def inspect(
@@ -52,55 +53,13 @@ def inspect(
             help="Inputs are faces already aligned to the FFHQ template.", rich_help_panel=_DETECT
         ),
     ] = False,
-    detector: Annotated[
-        DetectorKind | None,
-        typer.Option(
-            help="Face detector (default: as drbfr restore chooses).",
-            show_default=False,
-            rich_help_panel=_DETECT,
-        ),
-    ] = None,
-    det_threshold: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            help="Minimum detection score (default: 0.97 RetinaFace, 0.6 YuNet).",
-            rich_help_panel=_DETECT,
-        ),
-    ] = None,
-    det_retry: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            help="When no face reaches --det-threshold, take the faces scoring at least this "
-            "(default: 0.6 RetinaFace, 0.4 YuNet; 0: no second look).",
-            rich_help_panel=_DETECT,
-        ),
-    ] = None,
-    det_size: Annotated[
-        int,
-        typer.Option(
-            min=0,
-            help="Detect on images downscaled to this longest side (0: their own size).",
-            rich_help_panel=_DETECT,
-        ),
-    ] = DEFAULT_MAX_SIDE,
-    min_face: Annotated[
-        float,
-        typer.Option(min=0.0, help="Ignore faces smaller than this (px).", rich_help_panel=_DETECT),
-    ] = 0.0,
-    max_faces: Annotated[
-        int | None,
-        typer.Option(
-            min=1, help="At most N faces per image, largest first.", rich_help_panel=_DETECT
-        ),
-    ] = None,
-    only_center_face: Annotated[
-        bool,
-        typer.Option(help="Only the face nearest the centre.", rich_help_panel=_DETECT),
-    ] = False,
+    detector: detection.DetectorOption = None,
+    det_threshold: detection.DetThresholdOption = None,
+    det_retry: detection.DetRetryOption = None,
+    det_size: detection.DetSizeOption = DEFAULT_MAX_SIDE,
+    min_face: detection.MinFaceOption = 0.0,
+    max_faces: detection.MaxFacesOption = None,
+    only_center_face: detection.OnlyCenterFaceOption = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     json_lines: Annotated[
         bool,
@@ -118,12 +77,9 @@ def inspect(
     blur sigma (px), downscale r, noise delta (0-255), JPEG quality q and a severity in [0, 1]
     (0 clean, 1 detail gone). Nothing is restored or written. Exit code 0, or 1 when an image
     could not be read, 2 for unusable options, inputs or models."""
-    from drbfr_cli.faces.detect import DetectOptions
-
-    detect = DetectOptions(
-        threshold=det_threshold, retry_threshold=det_retry, min_face=min_face,
-        max_faces=max_faces, only_center_face=only_center_face, max_side=det_size or None,
-    )  # fmt: skip
+    detect = detection.detect_options(
+        det_threshold, det_retry, min_face, max_faces, only_center_face, det_size
+    )
     with user_errors():
         from drbfr_cli.bundle import load_bundle_estimator, read_manifest, resolve_bundle
         from drbfr_cli.devices import resolve_device

@@ -26,6 +26,7 @@ from rich.progress import (
 from rich.table import Table
 
 from drbfr_cli.choices import Background, Metric, NoFace, OutputFormat, Precision
+from drbfr_cli.cli import detect_options as detection
 from drbfr_cli.cli import restore_options as opts
 from drbfr_cli.cli.common import (
     ERROR,
@@ -56,14 +57,14 @@ def restore(
     model: opts.ModelOption = None,
     weights_dir: opts.WeightsDirOption = None,
     aligned: opts.AlignedOption = False,
-    detector: opts.DetectorOption = None,
-    det_threshold: opts.DetThresholdOption = None,
-    det_retry: opts.DetRetryOption = None,
+    detector: detection.DetectorOption = None,
+    det_threshold: detection.DetThresholdOption = None,
+    det_retry: detection.DetRetryOption = None,
     no_face: opts.NoFaceOption = NoFace.KEEP,
-    det_size: opts.DetSizeOption = DEFAULT_MAX_SIDE,
-    min_face: opts.MinFaceOption = 0.0,
-    max_faces: opts.MaxFacesOption = None,
-    only_center_face: opts.OnlyCenterFaceOption = False,
+    det_size: detection.DetSizeOption = DEFAULT_MAX_SIDE,
+    min_face: detection.MinFaceOption = 0.0,
+    max_faces: detection.MaxFacesOption = None,
+    only_center_face: detection.OnlyCenterFaceOption = False,
     batch_size: opts.BatchSizeOption = 4,
     device: opts.DeviceOption = "auto",
     precision: opts.PrecisionOption = Precision.AUTO,
@@ -114,7 +115,7 @@ def restore(
         use_fidelity=fidelity_net, fidelity_flip=fidelity_flip,
     )  # fmt: skip
     budget = opts.memory_budget(max_memory, upscale, max_pixels)
-    detect = opts.detect_options(
+    detect = detection.detect_options(
         det_threshold, det_retry, min_face, max_faces, only_center_face, det_size
     )
     options = opts.restore_options(

@@ -12,7 +12,7 @@ import typer
 
 from drbfr_cli.choices import Background, Metric, NoFace, OutputFormat, Precision, Sampler
 from drbfr_cli.cli.common import fail, user_errors
-from drbfr_cli.faces.detect import DetectOptions, DetectorKind
+from drbfr_cli.cli.detect_options import DETECT_PANEL
 
 if TYPE_CHECKING:
     from drbfr_cli.restore.options import RestoreOptions
@@ -22,7 +22,7 @@ RESTORE_METRICS = (Metric.NIQE, Metric.IDS)
 """Metrics restore can compute: no-reference, or against the input face (there is no ground
 truth)."""
 
-_DETECT = "Detection"
+_DETECT = DETECT_PANEL
 _MODEL = "Restoration model"
 _OUTPUT = "Output"
 _BACKGROUND = "Background"
@@ -68,37 +68,6 @@ AlignedOption = Annotated[
     ),
 ]
 
-DetectorOption = Annotated[
-    DetectorKind | None,
-    typer.Option(
-        help="Face detector (default: retinaface when its weights are in a weights folder, "
-        "else the first of retinaface-mobile, yunet found there, else retinaface, fetched).",
-        show_default=False,
-        rich_help_panel=_DETECT,
-    ),
-]
-
-DetThresholdOption = Annotated[
-    float | None,
-    typer.Option(
-        min=0.0,
-        max=1.0,
-        help="Minimum detection score (default: 0.97 RetinaFace, 0.6 YuNet).",
-        rich_help_panel=_DETECT,
-    ),
-]
-
-DetRetryOption = Annotated[
-    float | None,
-    typer.Option(
-        min=0.0,
-        max=1.0,
-        help="When no face reaches --det-threshold, take the faces scoring at least this "
-        "(degraded photos score low; default: 0.6 RetinaFace, 0.4 YuNet; 0: no second look).",
-        rich_help_panel=_DETECT,
-    ),
-]
-
 NoFaceOption = Annotated[
     NoFace,
     typer.Option(
@@ -107,30 +76,6 @@ NoFaceOption = Annotated[
         "says no_face for keep and skip.",
         rich_help_panel=_DETECT,
     ),
-]
-
-DetSizeOption = Annotated[
-    int,
-    typer.Option(
-        min=0,
-        help="Detect on images downscaled to this longest side (0: their own size).",
-        rich_help_panel=_DETECT,
-    ),
-]
-
-MinFaceOption = Annotated[
-    float,
-    typer.Option(min=0.0, help="Ignore faces smaller than this (px).", rich_help_panel=_DETECT),
-]
-
-MaxFacesOption = Annotated[
-    int | None,
-    typer.Option(min=1, help="Restore at most N faces, largest first.", rich_help_panel=_DETECT),
-]
-
-OnlyCenterFaceOption = Annotated[
-    bool,
-    typer.Option(help="Restore only the face nearest the centre.", rich_help_panel=_DETECT),
 ]
 
 BatchSizeOption = Annotated[
@@ -443,26 +388,6 @@ def parse_restore_metrics(text: str | None) -> tuple[Metric, ...]:
             f"`drbfr eval` for {', '.join(unknown)})"
         )
     return tuple(dict.fromkeys(allowed[name] for name in names))
-
-
-def detect_options(
-    threshold: float | None,
-    retry: float | None,
-    min_face: float,
-    max_faces: int | None,
-    only_center_face: bool,
-    max_side: int,
-) -> DetectOptions:
-    """--det-threshold, --det-retry, --min-face, --max-faces, --only-center-face, --det-size
-    (0: the image's own size)."""
-    return DetectOptions(
-        threshold=threshold,
-        retry_threshold=retry,
-        min_face=min_face,
-        max_faces=max_faces,
-        only_center_face=only_center_face,
-        max_side=max_side or None,
-    )
 
 
 def check_engine(

@@ -40,6 +40,18 @@ StepsOption = Annotated[
     int | None, typer.Option(min=1, help="Training steps (default: the preset's).")
 ]
 LrOption = Annotated[float | None, typer.Option(min=0.0, help="Learning rate.")]
+WarmupOption = Annotated[
+    int | None,
+    typer.Option(min=0, help="Steps of linear learning-rate warm-up (default: the preset's)."),
+]
+CooldownOption = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        help="Cool the learning rate linearly to 0 over the last N steps (default: the "
+        "preset's; a fine-tune from --init-from with N = --steps decays over the whole run).",
+    ),
+]
 ResumeOption = Annotated[
     bool, typer.Option(help="Continue the run in OUT from its last checkpoint.")
 ]
@@ -280,6 +292,8 @@ def train_ldm_command(
         "(default: the preset's; 1: every item freshly encoded).",
     ),
     lr: LrOption = None,
+    warmup_steps: WarmupOption = None,
+    cooldown_steps: CooldownOption = None,
     seed: int = typer.Option(0, help="Seed for weights, patches, degradations and noise."),
     resume: ResumeOption = False,
     workers: WorkersOption = None,
@@ -302,7 +316,8 @@ def train_ldm_command(
         loop = loop_config(
             defaults, steps=steps, batch_size=batch_size, lr=lr, seed=seed, num_workers=workers,
             mixed_precision=mixed_precision, checkpoint_every=checkpoint_every,
-            sample_every=sample_every, log_every=log_every,
+            sample_every=sample_every, log_every=log_every, warmup_steps=warmup_steps,
+            cooldown_steps=cooldown_steps,
         )  # fmt: skip
         settings = LDMTaskConfig(
             model=model, data=",".join(data), preset=preset, drm=str(drm),
