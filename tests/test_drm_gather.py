@@ -112,7 +112,7 @@ def test_one_process_uses_its_own_batch_unchanged() -> None:
     _, terms = _loss(encoder, head, data["x1"], data["x2"], data["reference"])
     dr1 = encoder(data["x1"]).view(-1, TOKENS, WIDTH)
     dr2 = encoder(data["x2"]).view(-1, TOKENS, WIDTH)
-    from drbfr_cli.losses import distribution_loss, info_nce
+    from drbfr_cli.train.losses import distribution_loss, info_nce
 
     expected = info_nce(head(dr1), head(dr2), TEMPERATURE)
     torch.testing.assert_close(terms["contrastive"], expected)

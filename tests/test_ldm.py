@@ -30,7 +30,13 @@ from drbfr_cli.imaging import write_image
 from drbfr_cli.nets import ldrm as ldrm_net
 from drbfr_cli.nets.autoencoder import VQConfig
 from drbfr_cli.nets.drm import DRMConfig
-from drbfr_cli.nets.ldrm import LDRM, GaussianPriorSkip, LDRMConfig, TimeModulation
+from drbfr_cli.nets.ldrm import (
+    LDRM,
+    GaussianPriorSkip,
+    LDRMConfig,
+    TimeModulation,
+    timestep_embedding,
+)
 from drbfr_cli.presets import (
     LDMConfig,
     PatchConfig,
@@ -148,6 +154,18 @@ def _small_ldrm(**changes: object) -> LDRM:
         **changes,
     )  # fmt: skip
     return LDRM(config).eval()
+
+
+def test_timestep_embedding_is_the_sinusoid_the_shipped_weights_learned_on() -> None:
+    """[cos(t w_k), sin(t w_k)], w_k = 10000^(-k / 64) for dim 128 (the shipped LDRM's): the
+    formula written out, so the weights stay valid whatever the library does."""
+    t = torch.tensor([0, 1, 250, 999])
+    freqs = 10000.0 ** (-torch.arange(64, dtype=torch.float64) / 64)
+    angles = t.double()[:, None] * freqs[None]
+    expected = torch.cat([angles.cos(), angles.sin()], dim=1).float()
+    got = timestep_embedding(t, 128)
+    assert got.shape == (4, 128)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
 
 
 def test_time_modulation_starts_as_the_identity_and_depends_on_t() -> None:

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from drbfr_cli.losses import distribution_loss, energy_distance, info_nce, reconstruction_loss
+from drbfr_cli.train.losses import distribution_loss, energy_distance, info_nce, reconstruction_loss
 
 
 def _gen(seed: int = 0) -> torch.Generator:

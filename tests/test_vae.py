@@ -8,7 +8,6 @@ from diffusers import VQModel
 
 from drbfr_cli.analysis.vae import bicubic_codec, bicubic_side
 from drbfr_cli.errors import DrbfrError
-from drbfr_cli.losses import generator_adversarial_loss, hinge_discriminator_loss
 from drbfr_cli.nets.autoencoder import (
     EMAVectorQuantizer,
     FirstStage,
@@ -20,6 +19,7 @@ from drbfr_cli.nets.autoencoder import (
     nearest_codes,
 )
 from drbfr_cli.nets.discriminator import PatchDiscriminator
+from drbfr_cli.train.losses import generator_adversarial_loss, hinge_discriminator_loss
 
 SMALL = VQConfig(block_out_channels=(16, 32), norm_num_groups=8, num_codes=64)
 

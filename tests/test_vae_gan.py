@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 
 from drbfr_cli.errors import DrbfrError
-from drbfr_cli.losses import adaptive_adversarial_weight, generator_adversarial_loss
 from drbfr_cli.nets.autoencoder import VQConfig
 from drbfr_cli.presets import PatchConfig, VAEConfig, VAELossConfig
 from drbfr_cli.train import loop as loop_module
 from drbfr_cli.train import vae as vae_module
 from drbfr_cli.train.batches import fixed_batch
 from drbfr_cli.train.loop import LoopConfig, ParamGroup, train
+from drbfr_cli.train.losses import adaptive_adversarial_weight, generator_adversarial_loss
 from drbfr_cli.train.vae import VAETask, VAETaskConfig
 
 LOSS = VAELossConfig(

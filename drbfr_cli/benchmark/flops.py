@@ -75,10 +75,10 @@ def _drm_step(preset: str) -> tuple[Callable[[], None], dict[str, Any]]:
 
 
 def _vae_step(preset: str) -> tuple[Callable[[], None], dict[str, Any]]:
-    from drbfr_cli.losses import adaptive_adversarial_weight
     from drbfr_cli.nets.autoencoder import VQAutoencoder
     from drbfr_cli.nets.discriminator import PatchDiscriminator
     from drbfr_cli.presets import vae_config_from_preset
+    from drbfr_cli.train.losses import adaptive_adversarial_weight
 
     model, train = vae_config_from_preset(preset)
     loss = model.loss

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 from diffusers import UNet2DConditionModel
+from diffusers.models.embeddings import get_timestep_embedding
 from torch import nn
 
 PRIOR_STD_INIT = 0.3
@@ -68,11 +69,9 @@ class LDRMConfig:
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """Sinusoidal embedding of integer timesteps (Vaswani et al. 2017), B -> B x dim."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)
-    angles = t.float()[:, None] * freqs[None]
-    return torch.cat([angles.cos(), angles.sin()], dim=1)
+    """Sinusoidal embedding of integer timesteps (Vaswani et al. 2017), B -> B x dim:
+    [cos(t w_k), sin(t w_k)] with w_k = 10000^(-k / (dim / 2)), diffusers' function."""
+    return get_timestep_embedding(t, dim, flip_sin_to_cos=True, downscale_freq_shift=0)
 
 
 class TimeModulation(nn.Module):

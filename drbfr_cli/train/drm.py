@@ -18,12 +18,12 @@ from torch import nn
 from drbfr_cli.choices import Ablation
 from drbfr_cli.config import from_dict, to_dict
 from drbfr_cli.errors import DrbfrError, load_strict
-from drbfr_cli.losses import distribution_loss, info_nce, reconstruction_loss
 from drbfr_cli.nets.drm import DRMConfig, build_drm
 from drbfr_cli.train.accel import gather_rows
 from drbfr_cli.train.checkpoint import load_modules
 from drbfr_cli.train.datasets import PatchPairDataset, load_faces
 from drbfr_cli.train.loop import LossOutput
+from drbfr_cli.train.losses import distribution_loss, info_nce, reconstruction_loss
 from drbfr_cli.train.samples import image_rows
 
 

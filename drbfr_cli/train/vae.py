@@ -31,11 +31,6 @@ from torch import nn
 from drbfr_cli.config import from_dict, to_dict
 from drbfr_cli.errors import DrbfrError
 from drbfr_cli.imaging import write_bytes_atomic
-from drbfr_cli.losses import (
-    adaptive_adversarial_weight,
-    generator_adversarial_loss,
-    hinge_discriminator_loss,
-)
 from drbfr_cli.metrics.lpips import LpipsNet, load_lpips
 from drbfr_cli.nets.autoencoder import LatentStats, Quantized, VQAutoencoder, latent_std_scale
 from drbfr_cli.nets.discriminator import PatchDiscriminator
@@ -44,6 +39,11 @@ from drbfr_cli.train import checkpoint as ckpt
 from drbfr_cli.train.batches import SeededItems
 from drbfr_cli.train.datasets import FacePatchDataset, load_faces
 from drbfr_cli.train.loop import LoopConfig, LossOutput, ParamGroup, TrainResult, train
+from drbfr_cli.train.losses import (
+    adaptive_adversarial_weight,
+    generator_adversarial_loss,
+    hinge_discriminator_loss,
+)
 from drbfr_cli.train.samples import image_rows
 from drbfr_cli.weights import WeightsMissingError
 
