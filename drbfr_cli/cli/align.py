@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from drbfr_cli.batch import ItemStatus
 from drbfr_cli.cli import detect_options as detection
@@ -21,6 +20,7 @@ from drbfr_cli.cli.common import (
     ERROR,
     EXIT_PARTIAL,
     console,
+    count_progress,
     err_console,
     fail,
     print_line,
@@ -32,6 +32,8 @@ from drbfr_cli.faces.detect import DEFAULT_MAX_SIDE, DetectorKind
 from drbfr_cli.imaging import max_pixels_from_env
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from drbfr_cli.crops import AlignSummary
 
 _DETECT = detection.DETECT_PANEL
@@ -129,9 +131,8 @@ def _run(
     if not sources:
         where = ", ".join("stdin" if a == "-" else a for a in arguments)
         raise fail(f"no images found in {where}")
-    columns = (TextColumn("aligning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     quiet = not err_console.is_terminal  # no bar in logs and pipes, only the lines below
-    with Progress(*columns, console=err_console, transient=True, disable=quiet) as progress:
+    with count_progress("aligning", quiet=quiet) as progress:
         task = progress.add_task("align", total=len(sources))
 
         def on_outcome(outcome: ImageOutcome) -> None:

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from drbfr_cli.choices import Background, Precision, Sampler
-from drbfr_cli.cli.common import console, err_console, user_errors
+from drbfr_cli.cli.common import console, count_progress, err_console, user_errors
 from drbfr_cli.faces.detect import DetectorKind
 
 app = typer.Typer(
@@ -123,19 +123,12 @@ def _notice(quiet: bool):
 @contextmanager
 def _progress_bar(quiet: bool) -> Iterator[Callable[[int, int, str], None] | None]:
     """A progress bar over the benchmark's phases on stderr (none when quiet)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import TextColumn
 
     if quiet:
         yield None
         return
-    columns = (
-        TextColumn("bench"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.description}"),
-    )
-    with Progress(*columns, console=err_console, transient=True) as bar:
+    with count_progress("bench", TextColumn("{task.description}"), remaining=False) as bar:
         task = bar.add_task("starting", total=None)
 
         def update(done: int, total: int, phase: str) -> None:

@@ -15,6 +15,8 @@ from rich.markup import escape
 from drbfr_cli.errors import DrbfrError
 
 if TYPE_CHECKING:
+    from rich.progress import Progress, ProgressColumn
+
     from drbfr_cli.diffusion.sampling import SamplingOverrides
 
 # Pipes and logs get full-width lines (paths are never folded); terminals use their own width.
@@ -34,6 +36,25 @@ _BIDI = frozenset(
     "\u061c\u200e\u200f\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 )
 """Bidirectional overrides and line separators: they reorder or break a terminal line."""
+
+
+def count_progress(
+    label: str, *columns: ProgressColumn, quiet: bool = False, remaining: bool = True
+) -> Progress:
+    """The commands' progress bar on stderr: `label`, bar, done/total, then `columns` and the
+    time remaining (or elapsed, `remaining=False`); transient, and off when `quiet`."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    clock = TimeRemainingColumn() if remaining else TimeElapsedColumn()
+    head = (TextColumn(label), BarColumn(), MofNCompleteColumn())
+    return Progress(*head, *columns, clock, console=err_console, transient=True, disable=quiet)
 
 
 def printable(text: object) -> str:

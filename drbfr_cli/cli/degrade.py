@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from drbfr_cli.batch import ItemStatus
@@ -15,6 +14,7 @@ from drbfr_cli.cli.common import (
     ERROR,
     EXIT_PARTIAL,
     console,
+    count_progress,
     err_console,
     fail,
     parse_range,
@@ -86,9 +86,8 @@ def degrade(
 def _run_with_progress(
     sources, out: Path, config: DegradeConfig, workers: int
 ) -> list[DegradeOutcome]:
-    columns = (TextColumn("degrading"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     quiet = not err_console.is_terminal  # no bar in logs and pipes, only the error lines
-    with Progress(*columns, console=err_console, transient=True, disable=quiet) as progress:
+    with count_progress("degrading", quiet=quiet) as progress:
         task = progress.add_task("degrade", total=len(sources))
 
         def on_done(outcome: DegradeOutcome) -> None:

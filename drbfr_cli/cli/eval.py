@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from drbfr_cli.choices import LpipsNet, Metric
@@ -16,6 +15,7 @@ from drbfr_cli.cli.common import (
     ERROR,
     EXIT_PARTIAL,
     console,
+    count_progress,
     err_console,
     fail,
     parse_sampling,
@@ -272,8 +272,7 @@ def _s(path: Path | None) -> str | None:
 def _run(restored: Path, gt: Path | None, config: EvalConfig, lq: Path | None) -> EvalResult:
     from drbfr_cli.metrics.evaluate import evaluate
 
-    columns = (TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err_console, transient=True) as progress:
+    with count_progress("evaluating") as progress:
         task = progress.add_task("eval", total=None)
 
         def on_image(result: ImageResult) -> None:
