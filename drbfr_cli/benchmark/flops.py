@@ -10,7 +10,6 @@ communication are not counted: the projection is a lower bound at the stated uti
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -118,11 +117,10 @@ _ADDED: list[float] = []
 
 def _lpips_vgg() -> torch.nn.Module:
     """LPIPS-VGG's shape on the meta device (its scaling constants are made on the CPU)."""
-    from torchmetrics.functional.image.lpips import _NoTrainLpips
+    from drbfr_cli.choices import LpipsNet
+    from drbfr_cli.metrics.lpips_net import LpipsNetwork
 
-    with warnings.catch_warnings():  # its heads' weights cannot load into meta tensors: fine
-        warnings.simplefilter("ignore", UserWarning)
-        return _NoTrainLpips(net="vgg", pnet_rand=True).to(META)
+    return LpipsNetwork(LpipsNet.VGG, heads=False).to(META)
 
 
 def _ldm_step(preset: str) -> tuple[Callable[[], None], dict[str, Any]]:

@@ -160,9 +160,10 @@ def _vae_task(config: TrainBenchConfig, faces: _FaceSource, notes: list[str]):
         task = VAETask(settings, faces=faces(model.data.face_sides[1]))
     task.modules()["vae"].quantizer.initialised.fill_(True)  # no k-means start in the timing
     if model.loss.perceptual_weight > 0 and task.lpips is None:
-        from torchmetrics.functional.image.lpips import _NoTrainLpips
+        from drbfr_cli.choices import LpipsNet
+        from drbfr_cli.metrics.lpips_net import LpipsNetwork
 
-        task.lpips = _NoTrainLpips(net="vgg", pnet_rand=True).eval()
+        task.lpips = LpipsNetwork(LpipsNet.VGG)
         notes.append("LPIPS with a random-weight VGG16 (its weights are not here)")
     if model.loss.disc_weight > 0:
         notes.append("with the PatchGAN discriminator")

@@ -1,6 +1,7 @@
-"""LPIPS (Zhang et al. 2018) through torchmetrics, with the backbone loaded from a local file.
+"""LPIPS (Zhang et al. 2018), with the backbone loaded from a local file.
 
-torchmetrics ships the LPIPS linear heads; the ImageNet backbone (torchvision VGG16 or AlexNet)
+The network is `metrics/lpips_net.py` (the v0.1 linear heads are the files torchmetrics ships
+as package data); the ImageNet backbone (torchvision VGG16 or AlexNet)
 is read from the weights registry (`lpips-vgg16`, `lpips-alexnet`), never downloaded, or from
 any file in torchvision's `features.<i>.*` layout that the user names (not hash-checked: its
 sha256 goes into the report instead). Inputs are float32 RGB HxWx3 in [0, 1], rescaled to
@@ -38,7 +39,7 @@ class Backbone:
 def describe(net: LpipsNet, backbone: Backbone | None = None) -> str:
     """How the LPIPS numbers were made, for reports."""
     source = backbone.describe() if backbone else f"backbone {_WEIGHTS_NAME[net]} (registry)"
-    return f"LPIPS {net.value} (torchmetrics heads), {source}, inputs [0, 1] rescaled to [-1, 1]"
+    return f"LPIPS {net.value} (v0.1 heads), {source}, inputs [0, 1] rescaled to [-1, 1]"
 
 
 def load_lpips(
@@ -52,12 +53,12 @@ def load_lpips(
 
     Raises WeightsMissingError (one line: file and folder) when the registry file is absent.
     """
-    from torchmetrics.functional.image.lpips import _NoTrainLpips
+    from drbfr_cli.metrics.lpips_net import LpipsNetwork
 
     path = backbone if backbone is not None else weights.require(_WEIGHTS_NAME[net], weights_dir)
-    model = _NoTrainLpips(net=net.value, pnet_rand=True)  # heads from torchmetrics, no download
-    _load_backbone(model.net, _read_state(path), path)
-    return model.eval().to(device)
+    model = LpipsNetwork(net)
+    _load_backbone(model.features, _read_state(path), path)
+    return model.to(device)
 
 
 def backbone_file(path: Path, net: LpipsNet | None) -> tuple[LpipsNet, Backbone]:
@@ -92,16 +93,15 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _load_backbone(backbone: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
-    """Copy torchvision `features.<i>.*` tensors into LPIPS's sliced copy of those layers."""
+def _load_backbone(features: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Copy torchvision `features.<i>.*` tensors into LPIPS's copy of those layers (`<i>.*`)."""
     mapped = {}
-    for name, _ in backbone.named_parameters():
-        _slice, index, param = name.split(".")
-        key = f"features.{index}.{param}"
+    for name, _ in features.named_parameters():
+        key = f"features.{name}"
         if key not in state:
             raise DrbfrError(f"{path}: {key} missing; is this the right backbone file?")
         mapped[name] = state[key]
-    load_strict(backbone, mapped, what="tensor shapes do not match", where=path)
+    load_strict(features, mapped, what="tensor shapes do not match", where=path)
 
 
 def lpips_distance(model: torch.nn.Module, restored: np.ndarray, reference: np.ndarray) -> float:
