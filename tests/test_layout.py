@@ -80,6 +80,31 @@ print(','.join(sorted(added | training)))
     assert out.stdout.strip() == "", out.stdout
 
 
+def test_sampling_options_are_checked_without_importing_torch() -> None:
+    """The CLI's check of the sampling options (parse_sampling: SamplingOverrides over
+    --fidelity, applied to a SamplingConfig) runs in a fresh interpreter without torch, so
+    `restore --start-t 1.5` fails before the seconds torch takes to import."""
+    probe = """
+import sys
+import typer
+from drbfr_cli.cli.common import parse_sampling
+from drbfr_cli.diffusion.sampling_config import SamplingConfig
+overrides, auto = parse_sampling("0.5", start_t=None, steps=4)
+assert overrides.apply(SamplingConfig()).steps == 4 and not auto
+try:
+    parse_sampling(None, start_t=1.5)
+except typer.BadParameter as exc:
+    print("refused:", exc)
+print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'diffusers')))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    refused, modules = out.stdout.strip().splitlines()
+    assert refused == "refused: start_t must lie in (0, 1], got 1.5"
+    assert modules == "[]"
+
+
 @pytest.mark.parametrize("where", INFERENCE)
 def test_inference_code_imports_no_training_benchmark_or_cli(where: str) -> None:
     known = set(modules())

@@ -17,7 +17,7 @@ from drbfr_cli.errors import DrbfrError
 if TYPE_CHECKING:
     from rich.progress import Progress, ProgressColumn
 
-    from drbfr_cli.diffusion.sampling import SamplingOverrides
+    from drbfr_cli.diffusion.sampling_config import SamplingOverrides
 
 # Pipes and logs get full-width lines (paths are never folded); terminals use their own width.
 _LOG_WIDTH = 200
@@ -137,7 +137,7 @@ def parse_sampling(fidelity: str | None, **fields: Any) -> tuple[SamplingOverrid
     --fidelity (its text), and whether --fidelity is auto (each face's weight then comes from
     its severity, under these overrides); a value out of its range is a usage error (one line,
     exit code 2), found before any model is loaded."""
-    from drbfr_cli.diffusion.sampling import SamplingOverrides
+    from drbfr_cli.diffusion.sampling_config import SamplingOverrides
 
     weight = parse_fidelity(fidelity)
     try:
