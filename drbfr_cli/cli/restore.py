@@ -15,14 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from drbfr_cli.choices import Background, Metric, NoFace, OutputFormat, Precision
@@ -33,6 +26,7 @@ from drbfr_cli.cli.common import (
     EXIT_PARTIAL,
     NOTE,
     console,
+    count_progress,
     err_console,
     fail,
     parse_sampling,
@@ -412,18 +406,12 @@ class _ProgressContext:
     """A rich progress bar on stderr (images, faces, faces/s, ETA); off when quiet or piped."""
 
     def __init__(self, printer: _Printer, total: int) -> None:
-        columns = (
-            TextColumn("restoring"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[faces]} faces, {task.fields[rate]:.2f} faces/s"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-        )
-        disable = printer.quiet or not printer.bar or not err_console.is_terminal
+        rate = TextColumn("{task.fields[faces]} faces, {task.fields[rate]:.2f} faces/s")
+        quiet = printer.quiet or not printer.bar or not err_console.is_terminal
         self._printer = printer
-        self._progress = Progress(*columns, console=err_console, transient=True, disable=disable)
+        self._progress = count_progress(
+            "restoring", rate, TimeElapsedColumn(), TextColumn("ETA"), quiet=quiet
+        )
         self._task = self._progress.add_task("restore", total=total, faces=0, rate=0.0)
         self._faces = 0
 

@@ -45,7 +45,7 @@ def unit_channels(x: torch.Tensor) -> torch.Tensor:
 
 
 class LpipsNetwork(nn.Module):
-    """LPIPS of `net` with its v0.1 heads (heads=False: zero heads, for shape-only copies);
+    """LPIPS of `net` with its v0.1 heads (heads=False: untrained heads, for shape-only copies);
     always in eval mode, no gradients to its weights (gradients flow to the inputs)."""
 
     def __init__(self, net: LpipsNet, *, heads: bool = True) -> None:
